@@ -1,0 +1,106 @@
+"""The Dagster resource around the CAMB.AI results client.
+
+Configuration comes from the environment, so a deployment changes no code:
+
+| variable                   | default                       |
+|----------------------------|-------------------------------|
+| `CAMB_API_KEY`             | required (through `EnvVar`)   |
+| `CAMB_API_BASE_URL`        | `https://client.camb.ai/apis` |
+| `CAMB_MAX_CONCURRENCY`     | 8                             |
+| `CAMB_REQUESTS_PER_SECOND` | unset (no client-side limit)  |
+| `CAMB_DOWNLOAD_ALLOW_HOSTS`| unset (downloads must be https)|
+
+A field set explicitly on the resource wins over the environment. The async client and its
+connection pools live on an event loop in a helper thread for exactly one run (one step in
+the multiprocess executor), opened and closed by the resource lifecycle; assets call the
+plain, blocking `harvest()`.
+"""
+
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+from dagster import ConfigurableResource, InitResourceContext
+from pydantic import Field, PrivateAttr
+
+from resources.camb_client import DEFAULT_BASE_URL, CambClient, ClientSettings, RunOutcome
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def _parse(name: str, value: str, kind: type) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not a valid {kind.__name__}") from None
+
+
+class CambResource(ConfigurableResource):
+    """CAMB.AI text-to-sound results: batches, retries, downloads; one connection pool per run."""
+
+    api_key: str = Field(description="Sent as x-api-key; set it with EnvVar('CAMB_API_KEY').")
+    base_url: str | None = Field(default=None, description="Default: $CAMB_API_BASE_URL.")
+    max_concurrency: int | None = Field(
+        default=None,
+        description="HTTP requests in flight at once. Default: $CAMB_MAX_CONCURRENCY or 8.",
+    )
+    requests_per_second: float | None = Field(
+        default=None, description="Client-side API call limit. Default: $CAMB_REQUESTS_PER_SECOND."
+    )
+    download_allow_hosts: str | None = Field(
+        default=None,
+        description="Comma-separated hosts allowed to serve downloads over plain http. "
+        "Default: $CAMB_DOWNLOAD_ALLOW_HOSTS.",
+    )
+
+    _portal: BlockingPortal | None = PrivateAttr(default=None)
+    _client: CambClient | None = PrivateAttr(default=None)
+
+    def settings(self) -> ClientSettings:
+        """Fields first, then the environment, then the defaults."""
+        concurrency = self.max_concurrency
+        if concurrency is None and (raw := _env("CAMB_MAX_CONCURRENCY")):
+            concurrency = _parse("CAMB_MAX_CONCURRENCY", raw, int)
+        rps = self.requests_per_second
+        if rps is None and (raw := _env("CAMB_REQUESTS_PER_SECOND")):
+            rps = _parse("CAMB_REQUESTS_PER_SECOND", raw, float)
+        hosts = self.download_allow_hosts or _env("CAMB_DOWNLOAD_ALLOW_HOSTS") or ""
+        return ClientSettings(
+            api_key=self.api_key,
+            base_url=self.base_url or _env("CAMB_API_BASE_URL") or DEFAULT_BASE_URL,
+            max_concurrency=concurrency or 8,
+            requests_per_second=rps,
+            download_allow_hosts=frozenset(h.strip() for h in hosts.split(",") if h.strip()),
+        )
+
+    @contextmanager
+    def yield_for_execution(self, context: InitResourceContext) -> Iterator["CambResource"]:
+        with (
+            start_blocking_portal() as portal,
+            portal.wrap_async_context_manager(CambClient(self.settings())) as client,
+        ):
+            self._portal, self._client = portal, client
+            try:
+                yield self
+            finally:
+                self._portal = self._client = None
+
+    def harvest(self, run_ids: Iterable[int], workdir: Path) -> Iterator[RunOutcome]:
+        """Outcomes as they complete (see `CambClient.harvest`), from blocking code."""
+        if self._portal is None or self._client is None:
+            raise RuntimeError("CambResource.harvest() runs only inside a Dagster execution")
+        portal, outcomes = self._portal, self._client.harvest(run_ids, workdir)
+        try:
+            while True:
+                try:
+                    yield portal.call(outcomes.__anext__)
+                except StopAsyncIteration:
+                    return
+        finally:
+            portal.call(outcomes.aclose)

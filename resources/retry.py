@@ -1,0 +1,106 @@
+"""When and how long to wait before trying an HTTP request again.
+
+Retried: 429 and 5xx answers, and transport failures (refused or dropped connections,
+timeouts, bodies cut short). A `Retry-After` header (seconds or an HTTP date) sets the wait,
+capped; otherwise exponential backoff with jitter. Every request has a total time budget:
+a wait that would overrun it is not started. Everything else (401/403, other 4xx) is the
+caller's to handle, never retried here.
+"""
+
+import email.utils
+import time
+from dataclasses import dataclass
+from datetime import UTC
+
+import httpx
+import tenacity
+
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 8
+    budget_s: float = 300.0  # total time one request may take, waits included
+    initial_backoff_s: float = 0.5
+    max_backoff_s: float = 30.0
+    max_retry_after_s: float = 120.0  # a server asking for longer is capped, not obeyed
+
+
+class RetryableStatus(Exception):
+    """An answer worth asking again for (429, 5xx); carries the server's Retry-After."""
+
+    def __init__(self, status: int, retry_after_s: float | None, what: str) -> None:
+        super().__init__(f"{what}: HTTP {status}")
+        self.status = status
+        self.retry_after_s = retry_after_s
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    now = time.time() if now is None else now
+    return max(0.0, when.timestamp() - now)
+
+
+def raise_for_retryable(response: httpx.Response, what: str) -> None:
+    """Turn a 429/5xx answer into a RetryableStatus; other answers pass through."""
+    if response.status_code in RETRYABLE_STATUSES:
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        raise RetryableStatus(response.status_code, retry_after, what)
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, RetryableStatus | httpx.TransportError)
+
+
+class _Wait(tenacity.wait.wait_base):
+    """Retry-After when the server sent one (capped), else exponential backoff with jitter."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self._policy = policy
+        self._backoff = tenacity.wait_exponential_jitter(
+            multiplier=policy.initial_backoff_s,
+            max=policy.max_backoff_s,
+            jitter=policy.initial_backoff_s,
+        )
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(exc, RetryableStatus) and exc.retry_after_s is not None:
+            return min(exc.retry_after_s, self._policy.max_retry_after_s)
+        return self._backoff(retry_state)
+
+
+def async_retrying(policy: RetryPolicy) -> tenacity.AsyncRetrying:
+    """A tenacity loop for one request: `async for attempt in async_retrying(p): with attempt:`."""
+    return tenacity.AsyncRetrying(
+        retry=tenacity.retry_if_exception(_is_retryable),
+        wait=_Wait(policy),
+        stop=tenacity.stop_after_attempt(policy.max_attempts)
+        | tenacity.stop_before_delay(policy.budget_s),
+        reraise=True,
+    )
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A short, secret-free reason: httpx messages can embed URLs, so name the error class."""
+    if isinstance(exc, RetryableStatus):
+        return f"HTTP {exc.status}"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timeout ({type(exc).__name__})"
+    if isinstance(exc, httpx.TransportError):
+        return f"connection failed ({type(exc).__name__})"
+    return type(exc).__name__

@@ -1,0 +1,308 @@
+"""The results client against the sandbox over real loopback HTTP: no mocked transport."""
+
+import asyncio
+import hashlib
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+from resources.camb_client import (
+    CambApiError,
+    CambAuthError,
+    CambClient,
+    ClientSettings,
+    Failed,
+    Fetched,
+    Pending,
+    Ready,
+    interpret_result,
+)
+from resources.redact import SecretUrl
+from resources.retry import RetryPolicy, parse_retry_after
+from sandbox import audio_params, delivered_format, run_state
+
+from conftest import SANDBOX_KEY
+
+FAST_RETRY = RetryPolicy(max_attempts=4, budget_s=10, initial_backoff_s=0.01, max_backoff_s=0.05)
+
+
+def settings_for(sandbox, **overrides) -> ClientSettings:
+    values = dict(
+        api_key=SANDBOX_KEY,
+        base_url=sandbox.base_url,
+        download_allow_hosts=frozenset({"127.0.0.1"}),
+        api_retry=FAST_RETRY,
+        download_retry=FAST_RETRY,
+    )
+    values.update(overrides)
+    return ClientSettings(**values)
+
+
+def harvest(settings: ClientSettings, run_ids, workdir: Path) -> dict:
+    async def collect():
+        async with CambClient(settings) as client:
+            return {outcome.run_id: outcome async for outcome in client.harvest(run_ids, workdir)}
+
+    return asyncio.run(collect())
+
+
+def ready_ids(start: int, count: int) -> list[int]:
+    ids = []
+    run_id = start
+    while len(ids) < count:
+        if run_state(run_id) == "ready":
+            ids.append(run_id)
+        run_id += 1
+    return ids
+
+
+def test_every_run_gets_the_outcome_the_api_implies(sandbox, tmp_path):
+    run_ids = list(range(1000, 1101))  # ready, pending (3 shapes), failed, wrong type
+    outcomes = harvest(settings_for(sandbox), run_ids, tmp_path)
+
+    assert sorted(outcomes) == run_ids
+    for run_id, outcome in outcomes.items():
+        state = run_state(run_id)
+        if state == "ready":
+            assert isinstance(outcome, Fetched), (run_id, outcome)
+            assert outcome.path.parent == tmp_path
+            data = outcome.path.read_bytes()
+            assert outcome.size_bytes == len(data)
+            assert outcome.sha256 == hashlib.sha256(data).hexdigest()
+            expected = audio_params(run_id)
+            assert outcome.audio.container == delivered_format(run_id)
+            assert (outcome.audio.sample_rate, outcome.audio.channels) == (
+                expected.sample_rate,
+                expected.channels,
+            )
+            assert outcome.downloads == 1
+        elif state == "pending":
+            assert isinstance(outcome, Pending), (run_id, outcome)
+        elif state == "failed":
+            assert isinstance(outcome, Failed) and "generation failed" in outcome.reason
+        else:  # wrong type: its batch answered 400, bisection isolated it
+            assert isinstance(outcome, Failed) and "not a text-to-sound run" in outcome.reason
+
+    stats = sandbox.stats()
+    assert stats["bulk_batch_sizes"] and max(stats["bulk_batch_sizes"]) <= 5
+    assert stats["downloads_with_api_key"] == 0
+
+
+def test_a_bad_id_is_bisected_out_of_its_batch(sandbox, tmp_path):
+    batch = [1095, 1096, 1098, 1099, 1100]  # 1099 makes the whole bulk call answer 400
+    outcomes = harvest(settings_for(sandbox), batch, tmp_path)
+
+    assert isinstance(outcomes[1099], Failed)
+    assert "400" in outcomes[1099].reason
+    assert all(isinstance(outcomes[i], Fetched) for i in (1095, 1096, 1098, 1100))
+    stats = sandbox.stats()
+    assert stats["bulk_requests"] >= 3  # the 5, then halves of it
+
+
+def test_a_lone_id_goes_to_the_single_result_endpoint(sandbox, tmp_path):
+    [run_id] = ready_ids(2000, 1)
+    outcomes = harvest(settings_for(sandbox), [run_id], tmp_path)
+
+    assert isinstance(outcomes[run_id], Fetched)
+    stats = sandbox.stats()
+    assert (stats["bulk_requests"], stats["single_requests"]) == (0, 1)
+
+
+def test_concurrency_stays_within_the_limit_and_is_used(sandbox, tmp_path):
+    sandbox.set_faults(latency_s=0.1)
+    run_ids = ready_ids(3000, 40)  # 8 bulk calls
+    outcomes = harvest(settings_for(sandbox, max_concurrency=3), run_ids, tmp_path)
+
+    assert all(isinstance(o, Fetched) for o in outcomes.values())
+    assert 2 <= sandbox.stats()["max_in_flight_api"] <= 3
+
+
+def test_requests_per_second_limits_api_calls(sandbox, tmp_path):
+    run_ids = ready_ids(4000, 50)  # 10 bulk calls; downloads are not API calls
+    started = time.monotonic()
+    harvest(settings_for(sandbox, requests_per_second=5), run_ids, tmp_path)
+    elapsed = time.monotonic() - started
+
+    assert sandbox.stats()["bulk_requests"] == 10
+    assert elapsed >= 0.9  # a burst of 5, then 5 more at 5 per second
+
+
+@pytest.mark.parametrize("kinds", [("429", "429"), ("500", "503"), ("drop", "drop")])
+def test_transient_api_failures_are_retried(sandbox, tmp_path, kinds):
+    sandbox.script("api", *kinds)
+    run_ids = ready_ids(1000, 5)
+    outcomes = harvest(settings_for(sandbox), run_ids, tmp_path)
+
+    assert all(isinstance(o, Fetched) for o in outcomes.values())
+    assert sum(sandbox.stats()["faults_injected"].values()) == len(kinds)
+
+
+def test_retry_after_is_honoured(sandbox, tmp_path):
+    sandbox.set_faults(retry_after="1")
+    sandbox.script("api", "429")
+    started = time.monotonic()
+    outcomes = harvest(settings_for(sandbox), ready_ids(1000, 5), tmp_path)
+
+    assert all(isinstance(o, Fetched) for o in outcomes.values())
+    assert time.monotonic() - started >= 0.9  # the server's 1 s, not the 0.01 s backoff
+
+
+def test_a_huge_retry_after_is_capped(sandbox, tmp_path):
+    sandbox.set_faults(retry_after="3600")
+    sandbox.script("api", "429")
+    policy = RetryPolicy(max_attempts=3, budget_s=5, initial_backoff_s=0.01, max_retry_after_s=0.1)
+    started = time.monotonic()
+    outcomes = harvest(settings_for(sandbox, api_retry=policy), ready_ids(1000, 5), tmp_path)
+
+    assert all(isinstance(o, Fetched) for o in outcomes.values())
+    assert time.monotonic() - started < 5
+
+
+def test_an_api_that_keeps_failing_fails_the_run_within_the_budget(sandbox, tmp_path):
+    sandbox.set_faults(server_error_rate=1.0)
+    started = time.monotonic()
+    with pytest.raises(CambApiError, match="did not answer successfully after retries"):
+        harvest(settings_for(sandbox), ready_ids(1000, 10), tmp_path)
+
+    assert time.monotonic() - started < 10
+    assert list(tmp_path.iterdir()) == []  # nothing left behind
+
+
+def test_a_rejected_key_fails_at_once_without_showing_it(sandbox, tmp_path):
+    secret = "sk-wrong-key-0123456789"
+    with pytest.raises(CambAuthError) as raised:
+        harvest(settings_for(sandbox, api_key=secret), ready_ids(1000, 10), tmp_path)
+
+    message = str(raised.value)
+    assert "401" in message and "CAMB_API_KEY" in message
+    assert secret not in message
+    assert sandbox.stats()["api_requests"] <= 8  # no retries: at most one call per worker
+
+
+def test_an_expired_url_is_replaced_by_a_fresh_one(sandbox, tmp_path):
+    [run_id] = ready_ids(5000, 1)
+    sandbox.script("download", "expire")
+    outcomes = harvest(settings_for(sandbox), [run_id, run_id + 100], tmp_path)
+
+    fetched = outcomes[run_id]
+    assert isinstance(fetched, Fetched) and fetched.downloads == 2
+    assert sandbox.stats()["single_requests"] >= 1  # the fresh URL
+
+
+def test_urls_that_really_expire_end_as_failed_not_forever(sandbox, tmp_path):
+    sandbox.set_faults(url_ttl_s=0.001)
+    run_ids = ready_ids(5000, 2)
+    outcomes = harvest(settings_for(sandbox), run_ids, tmp_path)
+
+    for run_id in run_ids:
+        assert isinstance(outcomes[run_id], Failed)
+        assert "download failed 4 times" in outcomes[run_id].reason
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_truncated_body_is_downloaded_again(sandbox, tmp_path):
+    run_ids = ready_ids(6000, 5)
+    sandbox.script("download", "truncate", "drop")
+    outcomes = harvest(settings_for(sandbox), run_ids, tmp_path)
+
+    for outcome in outcomes.values():
+        assert isinstance(outcome, Fetched)
+        assert outcome.sha256 == hashlib.sha256(outcome.path.read_bytes()).hexdigest()
+    assert len(list(tmp_path.iterdir())) == len(run_ids)  # no partial leftovers
+
+
+def test_plain_http_downloads_need_an_allowed_host(sandbox, tmp_path):
+    run_ids = ready_ids(7000, 3)
+    outcomes = harvest(settings_for(sandbox, download_allow_hosts=frozenset()), run_ids, tmp_path)
+
+    for outcome in outcomes.values():
+        assert isinstance(outcome, Failed)
+        assert "not allowed" in outcome.reason and "?" not in outcome.reason
+    assert sandbox.stats()["downloads"] == 0
+
+
+def test_redirects_are_followed_only_within_the_host_policy(sandbox, tmp_path):
+    port = sandbox.base_url.split(":")[2].split("/")[0]
+    sandbox.set_faults(redirect_downloads_to=f"http://localhost:{port}")
+    run_ids = ready_ids(7100, 3)
+
+    refused = harvest(settings_for(sandbox), run_ids, tmp_path)
+    assert all(isinstance(o, Failed) and "localhost" in o.reason for o in refused.values())
+
+    allowed = frozenset({"127.0.0.1", "localhost"})
+    followed = harvest(settings_for(sandbox, download_allow_hosts=allowed), run_ids, tmp_path)
+    assert all(isinstance(o, Fetched) for o in followed.values())
+    assert sandbox.stats()["downloads_with_api_key"] == 0
+
+
+def test_downloads_over_the_size_cap_are_refused(sandbox, tmp_path):
+    run_ids = ready_ids(8000, 2)
+    outcomes = harvest(settings_for(sandbox, max_download_bytes=1000), run_ids, tmp_path)
+
+    assert all(isinstance(o, Failed) and "cap" in o.reason for o in outcomes.values())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_secret_reaches_the_logs(sandbox, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    sandbox.script("download", "expire", "truncate")
+    sandbox.script("api", "429")
+    outcomes = harvest(settings_for(sandbox), list(range(1000, 1030)), tmp_path)
+
+    assert any(isinstance(o, Fetched) for o in outcomes.values())
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "/files/" in logged  # httpx did log the downloads...
+    assert "X-Amz-Signature" not in logged  # ...without their credentials
+    assert SANDBOX_KEY not in logged
+    reasons = " ".join(getattr(o, "reason", "") for o in outcomes.values())
+    assert "X-Amz" not in reasons
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ({"output_url": "https://s/a.wav?X-Amz-Signature=x"}, Ready),
+        ({"file_url": "https://s/a.wav"}, Ready),
+        ("https://s/a.wav", Ready),
+        (None, Pending),
+        ({"status": "PENDING", "message": "still going"}, Pending),
+        ({"status": "SUCCESS"}, Pending),  # success without a URL: ask again later
+        ({"status": "ERROR", "exception_reason": "boom"}, Failed),
+        ({"status": "failed"}, Failed),
+        ({"exception_reason": "boom"}, Failed),
+        ([1, 2], Failed),
+        ("not a url", Failed),
+    ],
+)
+def test_interpret_result_accepts_every_known_shape(value, expected):
+    result = interpret_result(7, value)
+    assert isinstance(result, expected)
+    assert result.run_id == 7
+
+
+def test_failure_reasons_and_urls_never_show_a_query():
+    failed = interpret_result(7, {"status": "ERROR", "message": "see https://x/y?token=abc"})
+    assert isinstance(failed, Failed) and "token" not in failed.reason
+    ready = interpret_result(7, {"output_url": "https://s/a.wav?X-Amz-Signature=abc"})
+    assert "abc" not in repr(ready) and "abc" not in str(ready.url)
+    assert isinstance(ready.url, SecretUrl) and ready.url.value.endswith("abc")
+
+
+def test_retry_after_parses_seconds_and_http_dates():
+    now = 1_700_000_000.0
+    assert parse_retry_after("3", now=now) == 3.0
+    assert parse_retry_after("Tue, 14 Nov 2023 22:13:30 GMT", now=now) == pytest.approx(10.0)
+    assert parse_retry_after("Tue, 14 Nov 2023 22:13:00 GMT", now=now) == 0.0  # in the past
+    assert parse_retry_after("soon", now=now) is None
+    assert parse_retry_after(None) is None
+
+
+def test_settings_reject_nonsense():
+    with pytest.raises(ValueError, match="CAMB_API_KEY"):
+        ClientSettings(api_key="")
+    with pytest.raises(ValueError, match="max_concurrency"):
+        ClientSettings(api_key="k", max_concurrency=0)
+    with pytest.raises(ValueError, match="http"):
+        ClientSettings(api_key="k", base_url="ftp://example.com")
