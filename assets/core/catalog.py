@@ -1,0 +1,166 @@
+"""The sound catalog contract: one Parquet file per day, ``sound_catalog/date=D/part-0.parquet``.
+
+The day lives only in the hive path, so pyarrow, pandas, DuckDB and Polars read the root
+with a ``date`` column; writers publish a whole partition file at once (temporary names start
+with ``.`` or ``_`` so readers skip them).
+"""
+
+import re
+
+import fsspec
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from assets.core.manifest import check_day, frame_from_arrow
+
+STATUSES = ("ok", "pending", "failed", "rejected")
+
+_UTC = pa.timestamp("us", tz="UTC")
+CATALOG_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.int64()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("uri", pa.string()),
+        ("size_bytes", pa.int64()),
+        ("sha256", pa.string()),
+        ("sample_rate", pa.int32()),
+        ("channels", pa.int32()),
+        ("frames", pa.int64()),
+        ("duration_s", pa.float64()),
+        ("subtype", pa.string()),
+        ("source_format", pa.string()),
+        ("prompt", pa.string()),
+        ("audio_type", pa.string()),
+        ("requested_duration_s", pa.float64()),
+        ("task_id", pa.string()),
+        ("extra", pa.string()),
+        ("manifest", pa.string()),
+        ("attempts", pa.int32()),
+        ("first_seen_at", _UTC),
+        ("fetched_at", _UTC),
+    ]
+)
+CATALOG_COLUMNS = tuple(CATALOG_SCHEMA.names)
+REQUIRED_COLUMNS = ("run_id", "status")
+
+# A URL with a query string (presigned URLs carry their signature there) or an API key header.
+_SECRET = re.compile(r"\b(?:https?|s3)://[^\s?#]*\?|x-api-key|x-amz-signature", re.IGNORECASE)
+_EXAMPLES = 5
+
+
+def partition_path(catalog_root: str, day: str) -> str:
+    """Where the catalog file of ``day`` lives under ``catalog_root`` (any fsspec URL)."""
+    return f"{catalog_root.rstrip('/')}/sound_catalog/date={check_day(day)}/part-0.parquet"
+
+
+def to_table(df: pd.DataFrame) -> pa.Table:
+    """``df`` as an Arrow table of exactly CATALOG_SCHEMA; ValueError saying what is wrong.
+
+    Absent optional columns become nulls; unknown columns, a missing run_id/status column, a
+    status outside STATUSES, values that do not fit their type, and timestamps without a time
+    zone are refused.
+    """
+    try:
+        table = pa.Table.from_pandas(df, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise ValueError(f"catalog rows cannot be converted to Arrow: {exc}") from None
+    return _conform(table)
+
+
+def parquet_bytes(df: pd.DataFrame) -> bytes:
+    """The whole partition file for ``df``; the caller publishes it with one atomic write."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(to_table(df), sink, compression="zstd")
+    return sink.getvalue().to_pybytes()
+
+
+def read_partition(
+    fs: fsspec.AbstractFileSystem, catalog_root: str, day: str
+) -> pd.DataFrame | None:
+    """The catalog rows of ``day`` (conformed to CATALOG_SCHEMA), or None if never written."""
+    try:
+        with fs.open(partition_path(catalog_root, day), "rb") as file:
+            table = pq.read_table(file)
+    except FileNotFoundError:
+        return None
+    return frame_from_arrow(_conform(table))
+
+
+def validate_invariants(df: pd.DataFrame) -> list[str]:
+    """Broken catalog invariants, one message per kind of problem (empty when all hold).
+
+    Messages name run ids, never the offending error text (it may hold the secret).
+    """
+    status, run_id = df["status"], df["run_id"]
+    ok = status == "ok"
+    # A rejected duplicate keeps its run id, so only rows that are not rejected must be unique.
+    live = status != "rejected"
+    live_ids = run_id[live & run_id.notna()]
+    text = _column(df, "error").astype("string").fillna("")
+    problems = [
+        _problem("status outside " + "/".join(STATUSES), run_id[~status.isin(STATUSES)]),
+        _problem(
+            "run id on more than one row that is not rejected",
+            live_ids[live_ids.duplicated(keep=False)],
+        ),
+        _problem("not rejected but no run_id", run_id[live & run_id.isna()]),
+        *(
+            _problem(f"ok without {name}", run_id[ok & _column(df, name).isna()])
+            for name in ("uri", "size_bytes", "sha256")
+        ),
+        _problem("not ok but no error", run_id[~ok & (text.str.strip() == "")]),
+        _problem("error holds a URL query or an API key", run_id[text.str.contains(_SECRET)]),
+    ]
+    return [problem for problem in problems if problem]
+
+
+def _column(df: pd.DataFrame, name: str) -> pd.Series:
+    return df[name] if name in df else pd.Series(None, index=df.index, dtype="object")
+
+
+def _problem(what: str, run_ids: pd.Series) -> str:
+    if run_ids.empty:
+        return ""
+    shown = ["<none>" if pd.isna(v) else str(v) for v in run_ids.drop_duplicates()[:_EXAMPLES]]
+    more = ", ..." if run_ids.nunique(dropna=False) > _EXAMPLES else ""
+    rows = f"{len(run_ids)} row" + ("s" if len(run_ids) > 1 else "")
+    return f"{what}: run_id {', '.join(shown)}{more} ({rows})"
+
+
+def _conform(table: pa.Table) -> pa.Table:
+    missing = [name for name in REQUIRED_COLUMNS if name not in table.column_names]
+    if missing:
+        raise ValueError(f"catalog rows need the columns: {', '.join(missing)}")
+    unknown = [name for name in table.column_names if name not in CATALOG_COLUMNS]
+    if unknown:
+        raise ValueError(f"unknown catalog columns: {', '.join(unknown)}")
+    columns = [
+        _cast(table[field.name], field)
+        if field.name in table.column_names
+        else pa.nulls(len(table), field.type)
+        for field in CATALOG_SCHEMA
+    ]
+    out = pa.Table.from_arrays(columns, schema=CATALOG_SCHEMA)
+    bad = set(pc.unique(out["status"]).to_pylist()) - set(STATUSES)
+    if bad:
+        shown = ", ".join(sorted(map(repr, bad)))
+        raise ValueError(f"catalog status must be one of {', '.join(STATUSES)}; got {shown}")
+    return out
+
+
+def _cast(column: pa.ChunkedArray, field: pa.Field) -> pa.ChunkedArray:
+    source = column.type
+    if pa.types.is_timestamp(field.type) and not pa.types.is_null(source):
+        if not pa.types.is_timestamp(source) or source.tz is None:
+            raise ValueError(f"catalog column {field.name}: need time-zone-aware timestamps")
+        # Same instant in UTC; sub-microsecond digits are dropped, which "safe" would refuse.
+        return column.cast(field.type, safe=False)
+    try:
+        return column.cast(field.type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        raise ValueError(
+            f"catalog column {field.name}: cannot store {source} as {field.type} ({exc})"
+        ) from None
