@@ -1,0 +1,16 @@
+"""A local stand-in for the CAMB.AI text-to-sound API: the demo's default peer and the tests'."""
+
+from sandbox.audio import render_audio
+from sandbox.rules import AudioParams, audio_params, bulk_shape, delivered_format, run_state
+from sandbox.server import Faults, SandboxServer
+
+__all__ = [
+    "AudioParams",
+    "Faults",
+    "SandboxServer",
+    "audio_params",
+    "bulk_shape",
+    "delivered_format",
+    "render_audio",
+    "run_state",
+]

@@ -1,0 +1,73 @@
+"""Run the sandbox API until SIGINT/SIGTERM.
+
+    python -m sandbox --host 127.0.0.1 --port 0 [--api-key KEY] [fault flags...]
+
+Prints exactly one line, `SANDBOX_URL=http://HOST:PORT/apis`, on stdout once it listens.
+"""
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from sandbox.server import Faults, SandboxServer
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sandbox", description="Local stand-in for the CAMB.AI text-to-sound API."
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
+    parser.add_argument("--api-key", help="required key; without it any non-empty key passes")
+    parser.add_argument("--access-log", action="store_true", help="log every request")
+    faults = parser.add_argument_group("faults")
+    defaults = Faults()
+    for flag, name, kind in (
+        ("--latency", "latency_s", float),
+        ("--throttle-rate", "throttle_rate", float),
+        ("--retry-after", "retry_after", str),
+        ("--server-error-rate", "server_error_rate", float),
+        ("--drop-rate", "drop_rate", float),
+        ("--truncate-rate", "truncate_rate", float),
+        ("--expire-rate", "expire_rate", float),
+        ("--url-ttl", "url_ttl_s", float),
+        ("--download-base-url", "download_base_url", str),
+        ("--redirect-downloads-to", "redirect_downloads_to", str),
+        ("--seed", "seed", int),
+    ):
+        faults.add_argument(flag, dest=name, type=kind, default=getattr(defaults, name))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = vars(parser.parse_args(argv))
+    host, port, api_key = args.pop("host"), args.pop("port"), args.pop("api_key")
+    access_log = args.pop("access_log")
+    try:
+        faults = Faults(**args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    logging.basicConfig(level=logging.INFO if access_log else logging.WARNING)
+    server = SandboxServer(host, port, api_key=api_key, faults=faults, access_log=access_log)
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        server.start()
+    except OSError as exc:
+        print(f"sandbox: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    print(f"SANDBOX_URL={server.base_url}", flush=True)
+    try:
+        stop.wait()
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

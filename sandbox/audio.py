@@ -1,0 +1,117 @@
+"""Deterministic synthetic audio for the sandbox's runs, cheap enough for benchmarks."""
+
+import functools
+import io
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile as sf
+
+from sandbox.rules import AudioFormat, audio_params, delivered_format
+
+
+@dataclass(frozen=True)
+class FormatInfo:
+    extension: str
+    content_type: str
+
+
+FORMATS: dict[AudioFormat, FormatInfo] = {
+    "WAV": FormatInfo("wav", "audio/wav"),
+    "FLAC": FormatInfo("flac", "audio/flac"),
+    "MP3": FormatInfo("mp3", "audio/mpeg"),
+}
+
+# audio_params and delivered_format only look at run_id modulo these numbers, so two runs
+# this far apart get the same parameters.
+PARAMS_PERIOD = math.lcm(5, 10, 7, 3, 9, 2)
+
+# Bounded: a WAV can reach ~1.3 MB (48 kHz, stereo, float, 3.5 s), so this caps the cache
+# near 100 MB in the worst case while keeping repeated fetches of a run free.
+_CACHE_SIZE = 96
+_NOISE_SPAN = 1 << 20
+_MAX_SAMPLES = 48000 * 4 * 2  # more than the longest run (3.5 s, 48 kHz, stereo)
+
+
+@functools.cache
+def _noise() -> np.ndarray:
+    # One shared table: slicing it per run costs nothing, drawing fresh noise costs ~1 ms.
+    rng = np.random.default_rng(0)
+    return rng.standard_normal(_NOISE_SPAN + _MAX_SAMPLES, dtype=np.float32)
+
+
+def _signal(run_id: int) -> np.ndarray:
+    """(frames, channels) float32 samples: a tone whose pitch follows the run id, plus noise."""
+    params = audio_params(run_id)
+    t = np.arange(params.frames, dtype=np.float32) / np.float32(params.sample_rate)
+    base_hz = 220.0 * 2.0 ** ((run_id % 24) / 12)  # a two-octave scale
+    data = np.empty((params.frames, params.channels), dtype=np.float32)
+    for ch in range(params.channels):
+        data[:, ch] = np.sin(np.float32(2 * np.pi * base_hz * (1 + 0.5 * ch)) * t)
+    data *= np.float32(0.4)
+    # Each run reads its own stretch of the table (7919 is odd, so the start cycles through
+    # the whole span): runs differ even where their pitch and parameters agree.
+    start = (run_id * 7919) % _NOISE_SPAN
+    data += np.float32(0.02) * _noise()[start : start + data.size].reshape(data.shape)
+    # Short fades so lossy codecs and listeners get no click at the edges.
+    fade = min(params.frames // 2, params.sample_rate // 100)
+    ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)[:, None]
+    data[:fade] *= ramp
+    data[len(data) - fade :] *= ramp[::-1]
+    return data
+
+
+def _encode(run_id: int) -> bytes:
+    params = audio_params(run_id)
+    fmt = delivered_format(run_id)
+    buf = io.BytesIO()
+    sf.write(buf, _signal(run_id), params.sample_rate, format=fmt, subtype=params.subtype)
+    return _clear_peak_timestamp(buf.getvalue()) if fmt == "WAV" else buf.getvalue()
+
+
+@functools.lru_cache(maxsize=PARAMS_PERIOD // 9 + 1)  # every MP3 template: ~1 MB in all
+def _mp3_template(key: int) -> bytes:
+    return _encode(key)
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def render_audio(run_id: int) -> bytes:
+    """The bytes the sandbox delivers for `run_id`.
+
+    Same run id, same bytes, in the container of `delivered_format(run_id)` with the
+    parameters of `audio_params(run_id)`; different runs give different bytes.
+    """
+    if delivered_format(run_id) != "MP3":
+        return _encode(run_id)
+    # An MP3 encode takes ~30 ms, ten times a WAV: MP3 runs share the samples of their run
+    # id modulo PARAMS_PERIOD (same parameters), and a tag makes each run's bytes its own.
+    return _id3_tag(run_id) + _mp3_template(run_id % PARAMS_PERIOD)
+
+
+def _id3_tag(run_id: int) -> bytes:
+    """An ID3v2.3 tag with one TXXX frame `run_id=N`; MP3 decoders skip it."""
+    body = b"\x00run_id\x00" + str(run_id).encode()
+    frame = b"TXXX" + len(body).to_bytes(4, "big") + b"\x00\x00" + body
+    size = len(frame)
+    syncsafe = bytes((size >> shift) & 0x7F for shift in (21, 14, 7, 0))
+    return b"ID3\x03\x00\x00" + syncsafe + frame
+
+
+def _clear_peak_timestamp(wav: bytes) -> bytes:
+    """Zero the write time libsndfile stamps into a float WAV's PEAK chunk.
+
+    Without this the same run would give different bytes (and hashes) from one second to
+    the next.
+    """
+    out = bytearray(wav)
+    pos = 12  # after "RIFF", size, "WAVE"
+    while pos + 8 <= len(out):
+        chunk_id, size = out[pos : pos + 4], int.from_bytes(out[pos + 4 : pos + 8], "little")
+        if chunk_id == b"PEAK":
+            out[pos + 12 : pos + 16] = bytes(4)  # after the chunk header and the version
+            break
+        if chunk_id == b"data":
+            break
+        pos += 8 + size + size % 2  # chunks are padded to even sizes
+    return bytes(out)
