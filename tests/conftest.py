@@ -6,6 +6,8 @@ import pytest
 
 from sandbox import Faults, SandboxServer
 
+from moto_s3 import moto_s3_server, s3_bucket  # noqa: F401  (fixtures shared by every test module)
+
 SANDBOX_KEY = "sandbox-test-key-5f3a9c"
 
 

@@ -164,3 +164,20 @@ def _cast(column: pa.ChunkedArray, field: pa.Field) -> pa.ChunkedArray:
         raise ValueError(
             f"catalog column {field.name}: cannot store {source} as {field.type} ({exc})"
         ) from None
+
+
+def assemble(manifest: pd.DataFrame, files: pd.DataFrame) -> pd.DataFrame:
+    """One catalog row per manifest row: rejected rows as they are, accepted ones with the
+    outcome the day's files ledger records for their run (pending when it has none yet)."""
+    carried = ["prompt", "audio_type", "requested_duration_s", "task_id", "extra", "manifest"]
+    rejected = manifest[manifest["status"] == "rejected"]
+    rejected = rejected.assign(
+        error="line " + rejected["line"].astype(str) + ": " + rejected["error"]
+    )
+    accepted = manifest.loc[manifest["status"] == "accepted", ["run_id", *carried]]
+    outcomes = files.drop(columns=[c for c in carried if c in files.columns])
+    rows = accepted.merge(outcomes, on="run_id", how="left", validate="one_to_one")
+    unfetched = rows["status"].isna()
+    rows.loc[unfetched, ["status", "error"]] = ["pending", "not fetched yet"]
+    frame = pd.concat([rows, rejected[["run_id", "status", "error", *carried]]], ignore_index=True)
+    return frame.reindex(columns=list(CATALOG_COLUMNS))

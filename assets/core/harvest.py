@@ -1,0 +1,262 @@
+"""One day's runs into storage: the plain logic behind the `sound_files` asset.
+
+For each accepted run id of the day there is one row in the day's *files ledger* (the
+asset's own record of what storage holds), decided like this:
+
+- an `ok` row from an earlier materialization whose file is still there with its size is
+  kept as it is: nothing is fetched again;
+- a file found at its final path without such a row (a crash came between publishing the
+  file and writing the ledger) is verified, hashed and adopted instead of downloaded;
+- everything else is fetched: pending and failed runs are tried again.
+
+Fetched audio arrives as verified local temporary files; non-WAV deliveries are decoded to
+PCM WAV, then each file is published under its final name only once complete.
+"""
+
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from resources.audio_file import (
+    WAV_CONTAINER,
+    AudioFileError,
+    AudioInfo,
+    inspect_audio,
+    transcode_to_wav,
+)
+from resources.camb_client import Failed, Fetched, Pending, RunOutcome
+from resources.storage import Storage, sha256_file
+
+AUDIO_SUFFIX = ".wav"
+LEDGER_COLUMNS = (
+    "run_id", "status", "error", "uri", "size_bytes", "sha256", "sample_rate", "channels",
+    "frames", "duration_s", "subtype", "source_format", "attempts", "first_seen_at", "fetched_at",
+)  # fmt: skip
+
+Fetch = Callable[[Sequence[int], Path], Iterator[RunOutcome]]
+
+
+def index_rows(ledger: pd.DataFrame | None) -> dict[int, dict[str, Any]]:
+    """An earlier ledger as plain rows by run id (pandas' NA becomes None)."""
+    if ledger is None:
+        return {}
+    rows = ledger.astype(object).where(ledger.notna(), None).to_dict("records")
+    return {int(row["run_id"]): row for row in rows}
+
+
+def audio_relpath(day: str, run_id: int) -> str:
+    return f"{day}/{run_id}{AUDIO_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    keep: list[dict[str, Any]]  # earlier ok rows whose file is still in place
+    adopt: list[int]  # files at their final path with no matching ok row
+    fetch: list[int]
+
+
+def plan_day(
+    run_ids: Iterable[int], previous: Mapping[int, dict[str, Any]], stored_sizes: Mapping[int, int]
+) -> Plan:
+    """Decide per run: keep the earlier row, adopt the stored file, or fetch from the API."""
+    plan = Plan([], [], [])
+    for run_id in run_ids:
+        row = previous.get(run_id)
+        size = stored_sizes.get(run_id)
+        if row is not None and row["status"] == "ok" and size == row["size_bytes"]:
+            plan.keep.append(row)
+        elif size is not None:
+            plan.adopt.append(run_id)
+        else:
+            plan.fetch.append(run_id)
+    return plan
+
+
+def stored_sizes(storage: Storage, day: str) -> dict[int, int]:
+    """Sizes of the day's final-named audio files, from one listing."""
+    sizes = {}
+    for name, size in storage.sizes(day).items():
+        stem = name.removesuffix(AUDIO_SUFFIX)
+        if name.endswith(AUDIO_SUFFIX) and stem.isdigit():
+            sizes[int(stem)] = size
+    return sizes
+
+
+@dataclass
+class Progress:
+    """Logs done/total, rate and ETA at most every `interval_s` seconds."""
+
+    total: int
+    log: logging.Logger | Any
+    label: str
+    interval_s: float = 10.0
+    done: int = 0
+    started: float = field(default_factory=time.monotonic)
+    _last: float = field(default_factory=time.monotonic)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def advance(self) -> None:
+        with self._lock:
+            self.done += 1
+            now = time.monotonic()
+            if now - self._last < self.interval_s and self.done < self.total:
+                return
+            self._last = now
+        elapsed = max(now - self.started, 1e-9)
+        rate = self.done / elapsed
+        eta = (self.total - self.done) / rate if rate else float("inf")
+        self.log.info(
+            f"{self.label}: {self.done}/{self.total} runs ({100 * self.done / self.total:.1f}%), "
+            f"{rate:.1f} runs/s, ETA {eta:.0f} s"
+        )
+
+
+class DayHarvest:
+    """Fetches, normalises and publishes the runs of one day; returns its ledger rows."""
+
+    def __init__(
+        self,
+        day: str,
+        storage: Storage,
+        fetch: Fetch,
+        *,
+        log: logging.Logger | Any,
+        workers: int = 4,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.day = day
+        self.storage = storage
+        self.fetch = fetch
+        self.log = log
+        self.workers = workers
+        self.now = now
+
+    def run(self, run_ids: Sequence[int], previous: Mapping[int, dict[str, Any]]) -> pd.DataFrame:
+        self.storage.remove_stale_temporaries(self.day)
+        plan = plan_day(run_ids, previous, stored_sizes(self.storage, self.day))
+        self.log.info(
+            f"{self.day}: {len(run_ids)} runs: {len(plan.keep)} already stored, "
+            f"{len(plan.adopt)} to adopt, {len(plan.fetch)} to fetch"
+        )
+        progress = Progress(len(plan.adopt) + len(plan.fetch), self.log, self.day)
+        rows: list[dict[str, Any]] = list(plan.keep)
+        with tempfile.TemporaryDirectory(prefix="soundharvest-") as tmp:
+            workdir = Path(tmp)
+            # Publishing (decode, upload) runs beside the downloads; the semaphore bounds how
+            # many finished downloads may wait on local disk for it.
+            in_hand = threading.BoundedSemaphore(2 * self.workers)
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="publish") as pool:
+                futures: list[Future[dict[str, Any]]] = []
+
+                def submit(task: Callable[..., dict[str, Any]], *args: Any) -> None:
+                    in_hand.acquire()
+                    future = pool.submit(task, *args)
+                    future.add_done_callback(lambda _: (in_hand.release(), progress.advance()))
+                    futures.append(future)
+
+                try:
+                    refetch = []
+                    for run_id in plan.adopt:
+                        submit(self._adopt, run_id, previous.get(run_id), workdir)
+                    for future in futures:
+                        row = future.result()
+                        (rows if row["status"] == "ok" else refetch).append(row)
+                    futures.clear()
+                    to_fetch = plan.fetch + [row["run_id"] for row in refetch]
+                    for outcome in self.fetch(to_fetch, workdir):
+                        submit(self._finish, outcome, previous.get(outcome.run_id))
+                    rows.extend(future.result() for future in futures)
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
+        return pd.DataFrame(rows, columns=list(LEDGER_COLUMNS))
+
+    def _row(self, run_id: int, previous: dict[str, Any] | None, **values: Any) -> dict[str, Any]:
+        """A ledger row carrying attempts and first_seen_at over from the earlier row."""
+        now = self.now()
+        row = dict.fromkeys(LEDGER_COLUMNS)
+        row.update(
+            run_id=run_id,
+            attempts=(int(previous["attempts"]) if previous else 0) + 1,
+            first_seen_at=previous["first_seen_at"] if previous else now,
+            **values,
+        )
+        if row["status"] == "ok":
+            row["fetched_at"] = now
+        return row
+
+    def _ok_row(
+        self, run_id: int, previous: dict[str, Any] | None, uri: str, size: int, sha256: str,
+        audio: AudioInfo, source_format: str,
+    ) -> dict[str, Any]:  # fmt: skip
+        return self._row(
+            run_id,
+            previous,
+            status="ok",
+            uri=uri,
+            size_bytes=size,
+            sha256=sha256,
+            sample_rate=audio.sample_rate,
+            channels=audio.channels,
+            frames=audio.frames,
+            duration_s=audio.duration_s,
+            subtype=audio.subtype,
+            source_format=source_format,
+        )
+
+    def _finish(self, outcome: RunOutcome, previous: dict[str, Any] | None) -> dict[str, Any]:
+        if isinstance(outcome, Pending | Failed):
+            return self._row(outcome.run_id, previous, status=outcome.status, error=outcome.reason)
+        assert isinstance(outcome, Fetched)
+        path, size, sha256, audio = outcome.path, outcome.size_bytes, outcome.sha256, outcome.audio
+        try:
+            if audio.container != WAV_CONTAINER:
+                wav = path.with_suffix(".wav")
+                audio_out = transcode_to_wav(path, wav)
+                path.unlink()
+                path, size, sha256 = wav, wav.stat().st_size, sha256_file(wav)
+            else:
+                audio_out = audio
+        except AudioFileError as exc:
+            path.unlink(missing_ok=True)
+            return self._row(outcome.run_id, previous, status="failed", error=f"undecodable: {exc}")
+        relpath = audio_relpath(self.day, outcome.run_id)
+        uri = self.storage.publish_file(str(path), relpath, size=size, sha256=sha256, move=True)
+        path.unlink(missing_ok=True)
+        return self._ok_row(outcome.run_id, previous, uri, size, sha256, audio_out, audio.container)
+
+    def _adopt(self, run_id: int, previous: dict[str, Any] | None, workdir: Path) -> dict[str, Any]:
+        """Verify a file found under its final name; a bad one is fetched again."""
+        relpath = audio_relpath(self.day, run_id)
+        if self.storage.is_local():
+            local, copied = Path(self.storage.path(relpath)), False
+        else:
+            local, copied = workdir / f"adopt-{run_id}.wav", True
+            self.storage.fs.get_file(self.storage.path(relpath), str(local))
+        try:
+            audio = inspect_audio(local)
+            if audio.container != WAV_CONTAINER:
+                raise AudioFileError(f"stored file is {audio.container}, not WAV")
+            size, sha256 = local.stat().st_size, sha256_file(local)
+        except AudioFileError as exc:
+            self.log.warning(
+                f"{self.day}: stored file of run {run_id} is unusable ({exc}); refetching"
+            )
+            return {"run_id": run_id, "status": "refetch"}
+        finally:
+            if copied:
+                local.unlink(missing_ok=True)
+        source = previous["source_format"] if previous and previous["source_format"] else "WAV"
+        return self._ok_row(
+            run_id, previous, self.storage.uri(relpath), size, sha256, audio, source
+        )

@@ -1,0 +1,41 @@
+"""The pipeline's own per-day records, kept under `{CATALOG_ROOT}/_state/`.
+
+`run_manifest` stores the validated manifest rows and `sound_files` its files ledger there;
+the leading `_` keeps them out of every reader of the catalog tree.
+"""
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from assets.core.catalog import to_table
+from assets.core.manifest import MANIFEST_SCHEMA, frame_from_arrow
+from resources.storage import Storage
+
+
+def state_relpath(asset: str, day: str) -> str:
+    return f"_state/{asset}/date={day}/part-0.parquet"
+
+
+def write_manifest(storage: Storage, day: str, rows: pd.DataFrame) -> str:
+    table = pa.Table.from_pandas(rows, schema=MANIFEST_SCHEMA, preserve_index=False)
+    return _write(storage, state_relpath("run_manifest", day), table)
+
+
+def write_files(storage: Storage, day: str, rows: pd.DataFrame) -> str:
+    """The files ledger: catalog-shaped rows (without manifest columns) for accepted runs."""
+    return _write(storage, state_relpath("sound_files", day), to_table(rows))
+
+
+def read_state(storage: Storage, asset: str, day: str) -> pd.DataFrame | None:
+    relpath = state_relpath(asset, day)
+    if not storage.exists(relpath):
+        return None
+    with storage.open(relpath) as file:
+        return frame_from_arrow(pq.read_table(file))
+
+
+def _write(storage: Storage, relpath: str, table: pa.Table) -> str:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return storage.write_bytes(sink.getvalue().to_pybytes(), relpath)

@@ -1,0 +1,212 @@
+"""The three assets materialized in process with Dagster, against the sandbox over loopback."""
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.dataset as ds
+import pytest
+from dagster import materialize
+
+from assets.audio import sound_files
+from assets.catalog import sound_catalog
+from assets.manifests import run_manifest
+from assets.state import state_relpath
+from resources.camb_resource import CambResource
+from resources.storage import Storage
+from resources.storage_resource import StorageResource
+from sandbox import run_state
+
+from conftest import SANDBOX_KEY
+
+DAY = "2026-11-01"
+ASSETS = [run_manifest, sound_files, sound_catalog]
+
+
+def write_manifest(root: Path, day: str, run_ids: list[int], extra_lines: str = "") -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"{day}.csv"
+    lines = ["run_id,prompt,audio_type,duration,project"]
+    lines += [f"{run_id},sound {run_id},sound,2.0,demo" for run_id in run_ids]
+    path.write_text("\n".join(lines) + "\n" + extra_lines)
+    return path
+
+
+def resources(sandbox, storage: StorageResource) -> dict:
+    camb = CambResource(
+        api_key=SANDBOX_KEY, base_url=sandbox.base_url, download_allow_hosts="127.0.0.1"
+    )
+    return {"camb": camb, "storage": storage}
+
+
+def local_storage(tmp_path: Path) -> StorageResource:
+    return StorageResource(
+        manifest_root=str(tmp_path / "manifests"),
+        audio_root=str(tmp_path / "audio"),
+        catalog_root=str(tmp_path / "catalog"),
+    )
+
+
+def run(sandbox, storage: StorageResource, day: str = DAY, **kwargs):
+    return materialize(ASSETS, partition_key=day, resources=resources(sandbox, storage), **kwargs)
+
+
+def read_catalog(storage: StorageResource, day: str = DAY) -> pd.DataFrame:
+    catalog = storage.catalog()
+    with catalog.open(f"sound_catalog/date={day}/part-0.parquet") as file:
+        return pd.read_parquet(file, dtype_backend="numpy_nullable")
+
+
+def test_a_day_becomes_files_and_a_catalog(sandbox, tmp_path):
+    run_ids = list(range(1090, 1115))  # ready, pending, failed, a wrong-type run
+    bad_rows = (
+        "12a,bad id,sound,1.0,demo\n-5,negative,sound,1.0,demo\n1090,duplicate,sound,1,demo\n"
+    )
+    manifest = write_manifest(tmp_path / "manifests", DAY, run_ids, bad_rows)
+    storage = local_storage(tmp_path)
+
+    result = run(sandbox, storage)
+
+    assert result.success
+    catalog = read_catalog(storage)
+    assert len(catalog) == len(run_ids) + 3
+    assert "date" not in catalog.columns  # the day lives in the path only
+    rejected = catalog[catalog.status == "rejected"]
+    assert sorted(rejected.error.str.extract(r"^line (\d+)")[0].astype(int)) == [27, 28, 29]
+    assert any("not an integer" in e for e in rejected.error)
+    assert any("duplicate of run_id 1090" in e for e in rejected.error)
+    live = catalog[catalog.status != "rejected"].set_index("run_id")
+    for run_id in run_ids:
+        expected = {"ready": "ok", "pending": "pending"}.get(run_state(run_id), "failed")
+        assert live.loc[run_id, "status"] == expected, run_id
+    for row in live[live.status == "ok"].itertuples():
+        data = Path(row.uri).read_bytes()
+        assert Path(row.uri).is_absolute() and row.uri.endswith(f"/{DAY}/{row.Index}.wav")
+        assert (len(data), hashlib.sha256(data).hexdigest()) == (row.size_bytes, row.sha256)
+        assert data[:4] == b"RIFF" and row.sample_rate > 0 and row.frames > 0
+        assert row.attempts == 1 and row.manifest == str(manifest)
+    assert set(live.loc[live.status == "ok", "source_format"]) == {"WAV", "FLAC", "MP3"}
+    assert (
+        live.loc[1091, "prompt"] == "sound 1091" and '"project": "demo"' in live.loc[1091, "extra"]
+    )
+    assert all(check.passed for check in result.get_asset_check_evaluations())
+    assert sandbox.stats()["downloads_with_api_key"] == 0
+
+
+def test_a_rerun_fetches_nothing_that_is_stored(sandbox, tmp_path):
+    run_ids = list(range(1200, 1230))
+    write_manifest(tmp_path / "manifests", DAY, run_ids)
+    storage = local_storage(tmp_path)
+    assert run(sandbox, storage).success
+    first = read_catalog(storage).set_index("run_id")
+    sandbox.reset()
+
+    assert run(sandbox, storage).success
+
+    second = read_catalog(storage).set_index("run_id")
+    assert sandbox.stats()["downloads"] == 0
+    not_ok = second.status != "ok"
+    assert (second.loc[~not_ok, "attempts"] == 1).all()  # kept, not tried again
+    assert (second.loc[not_ok, "attempts"] == 2).all()  # pending and failed: tried again
+    pd.testing.assert_series_equal(first.sha256, second.sha256)
+
+
+def test_files_without_a_record_are_adopted_and_missing_files_fetched(sandbox, tmp_path):
+    run_ids = list(range(1300, 1320))
+    write_manifest(tmp_path / "manifests", DAY, run_ids)
+    storage = local_storage(tmp_path)
+    assert run(sandbox, storage).success
+    first = read_catalog(storage).set_index("run_id")
+    # A crash between publishing files and recording them: the ledger is gone.
+    Path(storage.catalog().path(state_relpath("sound_files", DAY))).unlink()
+    lost = first[first.status == "ok"].index[0]
+    Path(first.loc[lost, "uri"]).unlink()
+    sandbox.reset()
+
+    assert run(sandbox, storage).success
+
+    second = read_catalog(storage).set_index("run_id")
+    assert sandbox.stats()["downloads"] == 1  # only the file that really went missing
+    pd.testing.assert_series_equal(first.sha256, second.sha256)
+    assert (second.status == first.status).all()
+
+
+def test_an_unparsable_manifest_fails_naming_file_and_line(sandbox, tmp_path):
+    day_dir = tmp_path / "manifests" / DAY
+    day_dir.mkdir(parents=True)
+    (day_dir / "batch.jsonl").write_text('{"run_id": 1001}\n{"run_id": 1002\n')
+    storage = local_storage(tmp_path)
+
+    result = run(sandbox, storage, raise_on_error=False)
+
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failure.step_failure_data.error.message
+    assert "batch.jsonl" in message and "line 2" in message
+    assert sandbox.stats()["api_requests"] == 0
+    assert not storage.catalog().exists(f"sound_catalog/date={DAY}/part-0.parquet")
+
+
+def test_a_range_of_days_runs_in_one_step(sandbox, tmp_path):
+    days = ["2026-11-01", "2026-11-02", "2026-11-03"]
+    for offset, day in enumerate(days):
+        write_manifest(
+            tmp_path / "manifests", day, list(range(1400 + 10 * offset, 1405 + 10 * offset))
+        )
+    storage = local_storage(tmp_path)
+
+    result = materialize(
+        ASSETS,
+        resources=resources(sandbox, storage),
+        tags={
+            "dagster/asset_partition_range_start": days[0],
+            "dagster/asset_partition_range_end": days[-1],
+        },
+    )
+
+    assert result.success
+    dataset = ds.dataset(storage.catalog().path("sound_catalog"), partitioning="hive")
+    table = dataset.to_table().to_pandas()
+    assert sorted(table["date"].astype(str).unique()) == days
+    assert len(table) == 15
+
+
+def test_s3_storage_and_a_download_dying_mid_stream(sandbox, tmp_path, s3_bucket, monkeypatch):
+    monkeypatch.setenv(
+        "SOUNDHARVEST_STORAGE_OPTIONS", f'{{"s3": {{"endpoint_url": "{s3_bucket.endpoint_url}"}}}}'
+    )
+    run_ids = list(range(1500, 1520))
+    write_manifest(tmp_path / "manifests", DAY, run_ids)
+    storage = StorageResource(
+        manifest_root=str(tmp_path / "manifests"),
+        audio_root=f"{s3_bucket.url}/audio",
+        catalog_root=f"{s3_bucket.url}/catalog",
+    )
+    sandbox.set_faults(truncate_rate=1.0)  # every download dies mid-stream
+
+    assert run(sandbox, storage).success
+
+    catalog = read_catalog(storage)
+    assert set(catalog.status) <= {"failed", "pending"}
+    assert not [key for key in s3_bucket.keys() if key.startswith("audio/")]  # noqa: SIM118
+    assert not s3_bucket.pending_uploads()
+
+    sandbox.set_faults(truncate_rate=0.0)
+    assert run(sandbox, storage).success
+
+    catalog = read_catalog(storage)
+    ok = catalog[catalog.status == "ok"]
+    assert len(ok) == sum(run_state(i) == "ready" for i in run_ids)
+    client = s3_bucket.client()
+    for row in ok.itertuples():
+        assert row.uri.startswith(f"{s3_bucket.url}/audio/{DAY}/")
+        key = row.uri.removeprefix(f"{s3_bucket.url}/")
+        body = client.get_object(Bucket=s3_bucket.name, Key=key)["Body"].read()
+        assert (len(body), hashlib.sha256(body).hexdigest()) == (row.size_bytes, row.sha256)
+
+
+@pytest.mark.parametrize("root", ["audio", "catalog"])
+def test_storage_roots_come_from_the_environment(monkeypatch, tmp_path, root):
+    monkeypatch.setenv(f"SOUNDHARVEST_{root.upper()}_ROOT", str(tmp_path / "x"))
+    storage: Storage = getattr(StorageResource(), root)()
+    assert storage.uri("a.wav") == str(tmp_path / "x" / "a.wav")
