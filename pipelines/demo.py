@@ -100,12 +100,16 @@ def summarize() -> None:
     print("read it: pandas.read_parquet('data/catalog/sound_catalog')")
 
 
+def stored_files() -> int:
+    return sum(1 for _ in (PROJECT / "data" / "audio").glob("*/*.wav"))
+
+
 def main() -> None:
-    started = time.monotonic()
+    started, before = time.monotonic(), stored_files()
     with sandbox() as base_url:
         materialize(base_url)
     summarize()
-    print(f"done in {time.monotonic() - started:.1f} s")
+    print(f"{stored_files() - before} new files this run; done in {time.monotonic() - started:.1f} s")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,138 @@
+"""End to end through the Dagster CLI, as a user runs it: only the environment is set.
+
+The sandbox API runs on loopback with faults switched on; one test kills the CLI with
+SIGKILL in the middle of a partition and checks the crash invariant before rerunning.
+"""
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.dataset as ds
+import pytest
+
+from resources.audio_file import inspect_audio
+from sandbox import run_state
+
+from conftest import SANDBOX_KEY
+
+pytestmark = pytest.mark.slow
+
+PROJECT = Path(__file__).resolve().parent.parent
+DAYS = ("2026-11-01", "2026-11-03")
+SELECT = "run_manifest,sound_files,sound_catalog"
+
+
+def cli_env(sandbox, tmp_path: Path) -> dict[str, str]:
+    return os.environ | {
+        "CAMB_API_KEY": SANDBOX_KEY,
+        "CAMB_API_BASE_URL": sandbox.base_url,
+        "CAMB_DOWNLOAD_ALLOW_HOSTS": "127.0.0.1",
+        "SOUNDHARVEST_MANIFEST_ROOT": str(tmp_path / "manifests"),
+        "SOUNDHARVEST_AUDIO_ROOT": str(tmp_path / "audio"),
+        "SOUNDHARVEST_CATALOG_ROOT": str(tmp_path / "catalog"),
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+    }
+
+
+def materialize_command(*partition_args: str) -> list[str]:
+    return [
+        sys.executable, "-m", "dagster", "asset", "materialize",
+        "-m", "pipelines.definitions", "--select", SELECT, *partition_args,
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path) -> Path:
+    """The demo manifests in a private tree, and an empty Dagster home."""
+    shutil.copytree(PROJECT / "data" / "manifests", tmp_path / "manifests")
+    (tmp_path / "dagster_home").mkdir()
+    return tmp_path
+
+
+def read_catalog(root: Path) -> pd.DataFrame:
+    dataset = ds.dataset(root / "catalog" / "sound_catalog", partitioning="hive")
+    return dataset.to_table().to_pandas()
+
+
+def assert_crash_invariant(root: Path, catalog: pd.DataFrame | None) -> None:
+    """Every ok row's file exists with its size and hash; no partial file under a final name."""
+    for wav in (root / "audio").rglob("*.wav"):
+        if not wav.name.startswith("."):
+            inspect_audio(wav)  # raises when header sizes and bytes disagree
+    if catalog is not None:
+        for row in catalog[catalog.status == "ok"].itertuples():
+            data = Path(row.uri).read_bytes()
+            assert (len(data), hashlib.sha256(data).hexdigest()) == (row.size_bytes, row.sha256)
+
+
+def test_a_range_through_the_cli_with_faults(sandbox, project_copy):
+    sandbox.set_faults(
+        throttle_rate=0.05, retry_after="0", server_error_rate=0.05, drop_rate=0.02,
+        truncate_rate=0.05, expire_rate=0.05, seed=7,
+    )  # fmt: skip
+    env = cli_env(sandbox, project_copy)
+    command = materialize_command("--partition-range", f"{DAYS[0]}...{DAYS[1]}")
+
+    done = subprocess.run(command, env=env, cwd=PROJECT, capture_output=True, text=True)
+
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert SANDBOX_KEY not in output and "X-Amz-Signature" not in output
+    injected = sandbox.stats()["faults_injected"]
+    assert sum(injected.values()) > 10, injected
+    catalog = read_catalog(project_copy)
+    assert sorted(catalog.date.astype(str).unique()) == ["2026-11-01", "2026-11-02", "2026-11-03"]
+    live = catalog[catalog.status != "rejected"]
+    ready = live.run_id.map(run_state) == "ready"
+    assert (live[ready].status == "ok").all()  # every fault was retried away
+    assert (live[~ready].status != "ok").all()
+    assert_crash_invariant(project_copy, catalog)
+
+    sandbox.reset()
+    sandbox.set_faults(
+        throttle_rate=0, server_error_rate=0, drop_rate=0, truncate_rate=0, expire_rate=0
+    )
+    again = subprocess.run(command, env=env, cwd=PROJECT, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert sandbox.stats()["downloads"] == 0
+
+
+def test_a_crash_mid_partition_leaves_no_partial_file_and_the_rerun_adopts(sandbox, project_copy):
+    sandbox.set_faults(latency_s=0.3)  # with two requests in flight: seconds per partition
+    env = cli_env(sandbox, project_copy) | {"CAMB_MAX_CONCURRENCY": "2"}
+    command = materialize_command("--partition", DAYS[0])
+    audio_day = project_copy / "audio" / DAYS[0]
+
+    process = subprocess.Popen(
+        command, env=env, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while len(list(audio_day.glob("*.wav"))) < 20 and process.poll() is None:
+        assert time.monotonic() < deadline, "the CLI published no files in time"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+    published = {p.name for p in audio_day.glob("*.wav")}
+    assert published, "the kill came before any file was published"
+    assert not (project_copy / "catalog" / "sound_catalog").exists()
+    assert_crash_invariant(project_copy, None)
+
+    sandbox.set_faults(latency_s=0)
+    sandbox.reset()
+    done = subprocess.run(command, env=env, cwd=PROJECT, capture_output=True, text=True)
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    catalog = read_catalog(project_copy)
+    ok = catalog[catalog.status == "ok"]
+    assert published <= {Path(uri).name for uri in ok.uri}
+    assert sandbox.stats()["downloads"] == len(ok) - len(published)  # adopted, not fetched
+    assert_crash_invariant(project_copy, catalog)
