@@ -1,10 +1,15 @@
 """Schedules: harvest each day once it has ended (UTC)."""
 
-from dagster import build_schedule_from_partitioned_job
+from datetime import timedelta
+
+from dagster import RunRequest, ScheduleEvaluationContext, schedule
 
 from pipelines.jobs import daily_harvest
 
+
 # 01:00 UTC leaves an hour for the last manifests of the day to land.
-daily_harvest_schedule = build_schedule_from_partitioned_job(
-    daily_harvest, hour_of_day=1, minute_of_hour=0
-)
+@schedule(job=daily_harvest, cron_schedule="0 1 * * *", execution_timezone="UTC")
+def daily_harvest_schedule(context: ScheduleEvaluationContext) -> RunRequest:
+    """The day that ended before this tick; its run key makes a repeated tick a no-op."""
+    day = (context.scheduled_execution_time - timedelta(days=1)).strftime("%Y-%m-%d")
+    return RunRequest(run_key=day, partition_key=day)
