@@ -109,7 +109,9 @@ def main() -> None:
     with sandbox() as base_url:
         materialize(base_url)
     summarize()
-    print(f"{stored_files() - before} new files this run; done in {time.monotonic() - started:.1f} s")
+    print(
+        f"{stored_files() - before} new files this run; done in {time.monotonic() - started:.1f} s"
+    )
 
 
 if __name__ == "__main__":
