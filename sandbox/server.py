@@ -33,7 +33,9 @@ from sandbox.rules import bulk_shape, delivered_format, run_state
 
 Target = Literal["api", "download"]
 API_FAULT_KINDS = frozenset({"429", "500", "502", "503", "drop"})
-DOWNLOAD_FAULT_KINDS = frozenset({"drop", "truncate", "expire"})
+# "short" (scripted only): a body that lost its tail at the origin, sent with a matching
+# Content-Length, so only the audio header can tell that bytes are missing.
+DOWNLOAD_FAULT_KINDS = frozenset({"drop", "truncate", "expire", "short"})
 FIRST_CREATED_RUN_ID = 1_000_001
 MAX_BATCH = 5
 
@@ -546,6 +548,9 @@ async def download(request: web.Request) -> web.StreamResponse:
     run_id = int(request.match_info["name"].split(".", 1)[0])
     audio = await _audio(run_id)
     headers = {"Content-Type": FORMATS[delivered_format(run_id)].content_type}
+    if kind == "short":
+        state.count_fault(kind)
+        return web.Response(body=audio[: len(audio) // 2], headers=headers)
     if kind != "truncate":
         return web.Response(body=audio, headers=headers)
     state.count_fault(kind)
