@@ -197,7 +197,7 @@ class DayHarvest:
 
     def _ok_row(
         self, run_id: int, previous: dict[str, Any] | None, uri: str, size: int, sha256: str,
-        audio: AudioInfo, source_format: str,
+        audio: AudioInfo, source_format: str | None,
     ) -> dict[str, Any]:  # fmt: skip
         return self._row(
             run_id,
@@ -256,7 +256,8 @@ class DayHarvest:
         finally:
             if copied:
                 local.unlink(missing_ok=True)
-        source = previous["source_format"] if previous and previous["source_format"] else "WAV"
+        # What the API delivered is known only from an earlier record; don't guess it.
+        source = previous["source_format"] if previous else None
         return self._ok_row(
             run_id, previous, self.storage.uri(relpath), size, sha256, audio, source
         )
