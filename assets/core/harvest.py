@@ -164,7 +164,7 @@ class DayHarvest:
                     futures.append(future)
 
                 try:
-                    refetch = []
+                    refetch = []  # adopted files that failed verification
                     for run_id in plan.adopt:
                         submit(self._adopt, run_id, previous.get(run_id), workdir)
                     for future in futures:
@@ -172,7 +172,7 @@ class DayHarvest:
                         (rows if row["status"] == "ok" else refetch).append(row)
                     futures.clear()
                     to_fetch = plan.fetch + [row["run_id"] for row in refetch]
-                    for outcome in self.fetch(to_fetch, workdir):
+                    for outcome in self.fetch(to_fetch, workdir) if to_fetch else ():
                         submit(self._finish, outcome, previous.get(outcome.run_id))
                     rows.extend(future.result() for future in futures)
                 except BaseException:
