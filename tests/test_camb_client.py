@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from dagster import build_init_resource_context
 
 from resources.camb_client import (
     CambApiError,
@@ -19,6 +20,7 @@ from resources.camb_client import (
     Ready,
     interpret_result,
 )
+from resources.camb_resource import CambResource
 from resources.redact import SecretUrl
 from resources.retry import RetryPolicy, parse_retry_after
 from sandbox import audio_params, delivered_format, run_state
@@ -317,3 +319,35 @@ def test_settings_reject_nonsense():
         ClientSettings(api_key="k", max_concurrency=0)
     with pytest.raises(ValueError, match="http"):
         ClientSettings(api_key="k", base_url="ftp://example.com")
+
+
+def test_the_resource_reads_its_settings_from_the_environment(monkeypatch):
+    monkeypatch.setenv("CAMB_API_BASE_URL", "http://127.0.0.1:9/apis")
+    monkeypatch.setenv("CAMB_MAX_CONCURRENCY", "3")
+    monkeypatch.setenv("CAMB_REQUESTS_PER_SECOND", "2.5")
+    monkeypatch.setenv("CAMB_DOWNLOAD_ALLOW_HOSTS", "127.0.0.1, localhost")
+    settings = CambResource(api_key="sk-unique-secret-42").settings()
+
+    assert settings.base_url == "http://127.0.0.1:9/apis"
+    assert (settings.max_concurrency, settings.requests_per_second) == (3, 2.5)
+    assert settings.download_allow_hosts == {"127.0.0.1", "localhost"}
+    assert CambResource(api_key="k", max_concurrency=5).settings().max_concurrency == 5
+    assert "sk-unique-secret-42" not in repr(settings)
+
+    monkeypatch.setenv("CAMB_MAX_CONCURRENCY", "many")
+    with pytest.raises(ValueError, match="CAMB_MAX_CONCURRENCY='many'"):
+        CambResource(api_key="k").settings()
+
+
+def test_the_resource_harvests_within_its_lifecycle(sandbox, tmp_path):
+    resource = CambResource(
+        api_key=SANDBOX_KEY, base_url=sandbox.base_url, download_allow_hosts="127.0.0.1"
+    )
+    run_ids = ready_ids(9000, 6)
+    with resource.yield_for_execution(build_init_resource_context()) as camb:
+        outcomes = list(camb.harvest(run_ids, tmp_path))
+
+    assert sorted(o.run_id for o in outcomes) == run_ids
+    assert all(isinstance(o, Fetched) for o in outcomes)
+    with pytest.raises(RuntimeError, match="inside a Dagster execution"):
+        next(resource.harvest(run_ids, tmp_path))
