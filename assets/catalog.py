@@ -44,16 +44,18 @@ def sound_catalog(context: AssetExecutionContext, storage: StorageResource) -> M
     Read the whole tree with pyarrow.dataset, pandas, DuckDB or Polars: hive partitioning
     gives the `date` column.
     """
-    audio, state = storage.audio(), storage.catalog()
+    audio, catalog_store = storage.audio(), storage.catalog()
     problems: dict[str, list[str]] = {name: [] for name in CHECKS}
     days = []
     for day in context.partition_keys:
-        manifest = read_state(state, "run_manifest", day)
-        files = read_state(state, "sound_files", day)
+        manifest = read_state(catalog_store, "run_manifest", day)
+        files = read_state(catalog_store, "sound_files", day)
         if manifest is None or files is None:
             raise Failure(description=f"{day}: materialize run_manifest and sound_files first")
         catalog = assemble(manifest, files)
-        state.write_bytes(parquet_bytes(catalog), f"sound_catalog/date={day}/part-0.parquet")
+        catalog_store.write_bytes(
+            parquet_bytes(catalog), f"sound_catalog/date={day}/part-0.parquet"
+        )
         for name, problem in check_day(day, manifest, catalog, audio).items():
             if problem:
                 problems[name].append(problem)

@@ -8,7 +8,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from assets.core.catalog import to_table
+from assets.core.catalog import parquet_bytes, table_bytes
 from assets.core.manifest import MANIFEST_SCHEMA, frame_from_arrow
 from resources.storage import Storage
 
@@ -19,12 +19,12 @@ def state_relpath(asset: str, day: str) -> str:
 
 def write_manifest(storage: Storage, day: str, rows: pd.DataFrame) -> str:
     table = pa.Table.from_pandas(rows, schema=MANIFEST_SCHEMA, preserve_index=False)
-    return _write(storage, state_relpath("run_manifest", day), table)
+    return storage.write_bytes(table_bytes(table), state_relpath("run_manifest", day))
 
 
 def write_files(storage: Storage, day: str, rows: pd.DataFrame) -> str:
     """The files ledger: catalog-shaped rows (without manifest columns) for accepted runs."""
-    return _write(storage, state_relpath("sound_files", day), to_table(rows))
+    return storage.write_bytes(parquet_bytes(rows), state_relpath("sound_files", day))
 
 
 def read_state(storage: Storage, asset: str, day: str) -> pd.DataFrame | None:
@@ -33,9 +33,3 @@ def read_state(storage: Storage, asset: str, day: str) -> pd.DataFrame | None:
         return None
     with storage.open(relpath) as file:
         return frame_from_arrow(pq.read_table(file))
-
-
-def _write(storage: Storage, relpath: str, table: pa.Table) -> str:
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
-    return storage.write_bytes(sink.getvalue().to_pybytes(), relpath)

@@ -72,8 +72,13 @@ def to_table(df: pd.DataFrame) -> pa.Table:
 
 def parquet_bytes(df: pd.DataFrame) -> bytes:
     """The whole partition file for ``df``; the caller publishes it with one atomic write."""
+    return table_bytes(to_table(df))
+
+
+def table_bytes(table: pa.Table) -> bytes:
+    """A Parquet file (zstd) of ``table``, built in memory: partition files are small."""
     sink = pa.BufferOutputStream()
-    pq.write_table(to_table(df), sink, compression="zstd")
+    pq.write_table(table, sink, compression="zstd")
     return sink.getvalue().to_pybytes()
 
 
