@@ -9,7 +9,7 @@ import pytest
 from dagster import materialize
 
 from assets.audio import sound_files
-from assets.catalog import sound_catalog
+from assets.catalog import check_day, sound_catalog
 from assets.manifests import run_manifest
 from assets.state import state_relpath
 from resources.camb_resource import CambResource
@@ -210,3 +210,24 @@ def test_storage_roots_come_from_the_environment(monkeypatch, tmp_path, root):
     monkeypatch.setenv(f"SOUNDHARVEST_{root.upper()}_ROOT", str(tmp_path / "x"))
     storage: Storage = getattr(StorageResource(), root)()
     assert storage.uri("a.wav") == str(tmp_path / "x" / "a.wav")
+
+
+def test_the_checks_report_what_breaks_the_contract(tmp_path):
+    manifest = pd.DataFrame({"manifest": ["m.csv"] * 3, "run_id": pd.array([1, 2, 3], "Int64")})
+    catalog = pd.DataFrame(
+        {
+            "manifest": ["m.csv"] * 3,
+            "run_id": pd.array([1, 2, 2], "Int64"),
+            "status": ["ok", "failed", "failed"],
+            "error": [None, "see https://s/x.wav?X-Amz-Signature=abc", "boom"],
+            "uri": ["/nowhere/1.wav", None, None],
+            "size_bytes": pd.array([10, None, None], "Int64"),
+            "sha256": ["0" * 64, None, None],
+        }
+    )
+    found = check_day(DAY, manifest, catalog, Storage(str(tmp_path / "audio")))
+
+    assert "catalog rows" in found["one_row_per_manifest_row"]
+    assert "more than one row" in found["catalog_contract"]
+    assert "URL query" in found["catalog_contract"] and "abc" not in found["catalog_contract"]
+    assert "1 ok rows without their file" in found["ok_files_exist"]
