@@ -1,5 +1,7 @@
 """`sound_catalog`: one Parquet file per day describing every manifest row, and its checks."""
 
+from datetime import UTC, datetime
+
 import pandas as pd
 from dagster import (
     AssetCheckResult,
@@ -9,12 +11,14 @@ from dagster import (
     BackfillPolicy,
     Failure,
     MaterializeResult,
+    MetadataValue,
     asset,
 )
 
 from assets.audio import sound_files
 from assets.core.catalog import assemble, parquet_bytes, validate_invariants
 from assets.core.harvest import stored_sizes
+from assets.core.sweep import SweepPolicy, mark_given_up
 from assets.metadata import outcome_metadata
 from assets.partitions import daily_partitions
 from assets.state import read_state
@@ -27,6 +31,9 @@ CHECKS = {
     "uri, size and sha256; every other row has an error, which shows no URL query or key.",
     "ok_files_exist": "Every ok row's file exists with its recorded size.",
 }
+# A warning, not an error: runs not ready yet are normal; the pending sweep comes back for them.
+PENDING_CHECK = "no_pending_runs"
+PENDING_DESCRIPTION = "Days whose catalog still has pending rows (WARN), with their counts."
 
 
 @asset(
@@ -36,7 +43,8 @@ CHECKS = {
     group_name="harvest",
     kinds={"parquet"},
     check_specs=[
-        AssetCheckSpec(name, asset="sound_catalog", description=d) for name, d in CHECKS.items()
+        AssetCheckSpec(name, asset="sound_catalog", description=d)
+        for name, d in {**CHECKS, PENDING_CHECK: PENDING_DESCRIPTION}.items()
     ],
 )
 def sound_catalog(context: AssetExecutionContext, storage: StorageResource) -> MaterializeResult:
@@ -47,19 +55,23 @@ def sound_catalog(context: AssetExecutionContext, storage: StorageResource) -> M
     """
     audio, catalog_store = storage.audio(), storage.catalog()
     problems: dict[str, list[str]] = {name: [] for name in CHECKS}
+    pending: dict[str, int] = {}
+    policy, now = SweepPolicy.from_env(), datetime.now(UTC)
     days = []
     for day in context.partition_keys:
         manifest = read_state(catalog_store, "run_manifest", day)
         files = read_state(catalog_store, "sound_files", day)
         if manifest is None or files is None:
             raise Failure(description=f"{day}: materialize run_manifest and sound_files first")
-        catalog = assemble(manifest, files)
+        catalog = mark_given_up(assemble(manifest, files), day, now, policy)
         catalog_store.write_bytes(
             parquet_bytes(catalog), f"sound_catalog/date={day}/part-0.parquet"
         )
         for name, problem in check_day(day, manifest, catalog, audio).items():
             if problem:
                 problems[name].append(problem)
+        if n := int((catalog["status"] == "pending").sum()):
+            pending[day] = n
         days.append(catalog)
     return MaterializeResult(
         metadata=outcome_metadata(pd.concat(days, ignore_index=True)),
@@ -71,6 +83,14 @@ def sound_catalog(context: AssetExecutionContext, storage: StorageResource) -> M
                 metadata={"problems": "; ".join(found) or "none"},
             )
             for name, found in problems.items()
+        ]
+        + [
+            AssetCheckResult(
+                check_name=PENDING_CHECK,
+                passed=not pending,
+                severity=AssetCheckSeverity.WARN,
+                metadata={"pending_by_day": MetadataValue.json(pending)},
+            )
         ],
     )
 
