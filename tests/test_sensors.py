@@ -20,7 +20,6 @@ from dagster import (
     instance_for_test,
     materialize,
 )
-from test_pipeline import ASSETS, local_storage, read_catalog, resources, write_manifest
 
 from assets.core.catalog import parquet_bytes
 from assets.core.sweep import GAVE_UP, DayPending, SweepPolicy, mark_given_up, plan_sweeps
@@ -31,6 +30,8 @@ from pipelines.schedules import daily_harvest_schedule
 from pipelines.sensors import ManifestListingError, manifest_sensor, pending_sweep
 from resources.storage import Storage
 from resources.storage_resource import StorageResource
+
+from test_pipeline import ASSETS, local_storage, read_catalog, resources, write_manifest
 
 D1, D2, D3 = "2026-10-01", "2026-10-02", "2026-10-03"
 
