@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 from celery import Celery
 from dagster import DagsterEventType, DagsterInstance
-from test_cli import PROJECT, SELECT, read_catalog
 
 from sandbox import run_state
 
 from conftest import SANDBOX_KEY
+from test_cli import PROJECT, SELECT, read_catalog
 
 pytestmark = pytest.mark.slow
 
