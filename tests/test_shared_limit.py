@@ -1,0 +1,122 @@
+"""One API limit shared by every run: per-step shares of the total, the gate, and the rate
+shared through a real Redis across processes."""
+
+import asyncio
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from dagster import instance_for_test
+
+from resources.limits import (
+    POOL,
+    LimitConfigError,
+    RequestGate,
+    pool_limit,
+    request_gate,
+    step_in_flight,
+)
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def test_each_step_gets_an_equal_share_of_the_total():
+    assert step_in_flight(12, 4) == 3
+    assert step_in_flight(10, 4) == 2  # rounded down: 4 steps x 2 <= 10
+    with pytest.raises(LimitConfigError, match="dagster instance concurrency set camb_api"):
+        step_in_flight(8, None)
+    with pytest.raises(LimitConfigError, match="more than CAMB_TOTAL_CONCURRENCY=3"):
+        step_in_flight(3, 4)
+
+
+def test_the_pool_limit_is_the_instances(tmp_path):
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "default").mkdir()
+    with instance_for_test(temp_dir=str(tmp_path / "plain")) as instance:
+        assert pool_limit(instance) is None
+    overrides = {"concurrency": {"pools": {"default_limit": 3}}}
+    with instance_for_test(temp_dir=str(tmp_path / "default"), overrides=overrides) as instance:
+        assert pool_limit(instance) == 3
+        instance.event_log_storage.set_concurrency_slots(POOL, 5)
+        assert pool_limit(instance) == 5
+    assert pool_limit(None) is None
+
+
+class CountingRate:
+    def __init__(self) -> None:
+        self.tokens = 0
+
+    async def acquire(self) -> None:
+        self.tokens += 1
+
+
+def test_the_gate_holds_its_slots_and_takes_tokens_for_api_calls_only():
+    rate = CountingRate()
+    gate = RequestGate(3, rate)
+    in_flight, peak = 0, 0
+
+    async def request(api: bool) -> None:
+        nonlocal in_flight, peak
+        async with gate.request(api=api):
+            in_flight += 1
+            peak = max(peak, in_flight)
+            await asyncio.sleep(0.001)
+            in_flight -= 1
+
+    async def main() -> None:
+        await asyncio.gather(*(request(api=i % 2 == 0) for i in range(20)))
+
+    asyncio.run(main())
+    assert peak == 3 and rate.tokens == 10
+
+
+def test_without_redis_the_rate_is_split_among_the_pool_slots():
+    gate = request_gate(4, 6.0, pool_slots=3)
+    assert gate.max_in_flight == 4
+    assert gate._rate.max_rate == 2.0  # 6/s shared by 3 steps
+
+
+RATE_CLIENT = """
+import asyncio, json, sys, time
+from resources.limits import RedisRate
+
+async def main(url, key, hits):
+    rate = RedisRate(url, 5, key=key)
+    print("ready", flush=True)
+    sys.stdin.readline()  # every process starts together
+    started = time.time()
+    for _ in range(hits):
+        await rate.acquire()
+    print(json.dumps([started, time.time()]), flush=True)
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+"""
+
+
+def test_a_rate_shared_through_redis_holds_across_processes(redis_server):
+    """Three processes take 5 tokens each from one 5/s window: 15 tokens need at least 2 s
+    (token i and i+5 lie a second apart). Alone, each process would be done at once. The bound
+    is a lower one, which a slow machine only makes easier to meet."""
+    key = f"test-{uuid.uuid4().hex}"
+    command = [sys.executable, "-c", RATE_CLIENT, redis_server.url(), key, "5"]
+    processes = [
+        subprocess.Popen(
+            command, cwd=PROJECT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
+    for process in processes:
+        assert process.stdout.readline().strip() == "ready"
+    for process in processes:
+        process.stdin.write("go\n")
+        process.stdin.flush()
+    spans = []
+    for process in processes:
+        spans.append(json.loads(process.stdout.readline()))
+        assert process.wait(timeout=60) == 0
+
+    first_start, last_token = min(s for s, _ in spans), max(e for _, e in spans)
+    assert last_token - first_start >= 2.0
