@@ -22,9 +22,9 @@ from typing import Any, ClassVar, Self
 from urllib.parse import urljoin, urlsplit
 
 import httpx
-from aiolimiter import AsyncLimiter
 
 from resources.audio_file import AudioFileError, AudioInfo, inspect_audio
+from resources.limits import RequestGate, request_gate
 from resources.redact import SecretUrl, install_http_log_redaction, redact_text, redact_url
 from resources.retry import (
     RetryableStatus,
@@ -175,15 +175,15 @@ def _error_detail(response: httpx.Response) -> str:
 
 
 class CambClient:
-    """`async with CambClient(settings) as client:` opens both connection pools."""
+    """`async with CambClient(settings) as client:` opens both connection pools.
 
-    def __init__(self, settings: ClientSettings) -> None:
+    Every request first passes `gate` (in flight + rate); by default one of this process
+    alone, from the settings' max_concurrency and requests_per_second.
+    """
+
+    def __init__(self, settings: ClientSettings, gate: RequestGate | None = None) -> None:
         self._settings = settings
-        self._slots = asyncio.Semaphore(settings.max_concurrency)
-        rps = settings.requests_per_second
-        self._limiter = (
-            None if rps is None else AsyncLimiter(rps, 1) if rps >= 1 else AsyncLimiter(1, 1 / rps)
-        )
+        self._gate = gate or request_gate(settings.max_concurrency, settings.requests_per_second)
         timeout = httpx.Timeout(settings.connect_timeout_s, read=settings.read_timeout_s, pool=None)
         limits = httpx.Limits(
             max_connections=settings.max_concurrency,
@@ -226,9 +226,7 @@ class CambClient:
         try:
             async for attempt in async_retrying(self._settings.api_retry):
                 with attempt:
-                    if self._limiter is not None:
-                        await self._limiter.acquire()
-                    async with self._slots:
+                    async with self._gate.request(api=True):
                         response = await self._api.request(method, path, **kwargs)
                     raise_for_retryable(response, what)
         except (RetryableStatus, httpx.TransportError) as exc:
@@ -337,7 +335,7 @@ class CambClient:
     async def _download(self, url: SecretUrl, dest: Path) -> tuple[int, str]:
         async for attempt in async_retrying(self._settings.download_retry):
             with attempt:
-                async with self._slots:
+                async with self._gate.request(api=False):
                     return await self._stream_to_file(url, dest)
         raise AssertionError("unreachable: tenacity reraises the last error")
 
