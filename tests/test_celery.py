@@ -28,6 +28,7 @@ from test_cli import PROJECT, SELECT, read_catalog
 pytestmark = pytest.mark.slow
 
 DAYS = ("2026-11-01", "2026-11-02", "2026-11-03")
+TOTAL = 8  # requests in flight across runs; deploy/dagster.yaml gives camb_api 4 slots
 BIN = Path(sys.executable).parent
 
 
@@ -47,6 +48,7 @@ def deployment_env(tmp_path: Path, postgres_server, redis_server, sandbox) -> di
             "CAMB_API_KEY": SANDBOX_KEY,
             "CAMB_API_BASE_URL": sandbox.base_url,
             "CAMB_DOWNLOAD_ALLOW_HOSTS": "127.0.0.1",
+            "CAMB_TOTAL_CONCURRENCY": str(TOTAL),
             "SOUNDHARVEST_MANIFEST_ROOT": str(tmp_path / "manifests"),
             "SOUNDHARVEST_AUDIO_ROOT": str(tmp_path / "audio"),
             "SOUNDHARVEST_CATALOG_ROOT": str(tmp_path / "catalog"),
@@ -102,6 +104,9 @@ def test_a_backfill_runs_its_steps_on_a_celery_worker(
     assert sorted(catalog.date.astype(str).unique()) == list(DAYS)
     live = catalog[catalog.status != "rejected"]
     assert (live[live.run_id.map(run_state) == "ready"].status == "ok").all()
+    # One sound_files step at a time here, holding its share of the total: the worker read
+    # the pool's limit from PostgreSQL.
+    assert 1 <= sandbox.stats()["max_in_flight"] <= TOTAL // 4
 
     for variable in ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USER", "DAGSTER_PG_DB"):
         monkeypatch.setenv(variable, env[variable])

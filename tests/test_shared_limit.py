@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import uuid
-from pathlib import Path
 
 import pytest
 from dagster import instance_for_test
@@ -20,7 +19,10 @@ from resources.limits import (
     step_in_flight,
 )
 
-PROJECT = Path(__file__).resolve().parent.parent
+from test_cli import PROJECT, cli_env, materialize_command, read_catalog
+from test_pipeline import write_manifest
+
+TOTAL = 4
 
 
 def test_each_step_gets_an_equal_share_of_the_total():
@@ -120,3 +122,46 @@ def test_a_rate_shared_through_redis_holds_across_processes(redis_server):
 
     first_start, last_token = min(s for s, _ in spans), max(e for _, e in spans)
     assert last_token - first_start >= 2.0
+
+
+@pytest.mark.slow
+def test_days_in_separate_processes_never_exceed_the_total(sandbox, tmp_path):
+    """Three days materialized by three CLI processes at once, on one instance whose
+    `camb_api` pool has two slots, with CAMB_TOTAL_CONCURRENCY=4: each step may keep two
+    requests in flight, so the sandbox must never see more than four at once. (Without the
+    share a single process keeps eight in flight: 40 runs are eight bulk calls.)"""
+    days = ("2026-11-01", "2026-11-02", "2026-11-03")
+    for offset, day in enumerate(days):
+        write_manifest(
+            tmp_path / "manifests", day, list(range(2000 + 100 * offset, 2040 + 100 * offset))
+        )
+    (tmp_path / "dagster_home").mkdir()
+    (tmp_path / "dagster_home" / "dagster.yaml").write_text(
+        "concurrency:\n  pools:\n    default_limit: 2\ntelemetry:\n  enabled: false\n"
+    )
+    env = cli_env(sandbox, tmp_path) | {"CAMB_TOTAL_CONCURRENCY": str(TOTAL)}
+    sandbox.set_faults(latency_s=0.1)  # API calls overlap, as they do against the real API
+
+    processes = [
+        subprocess.Popen(
+            materialize_command("--partition", day),
+            env=env,
+            cwd=PROJECT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for day in days
+    ]
+    outputs = [process.communicate(timeout=400)[0] for process in processes]
+
+    for process, output in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, output[-3000:]
+    stats = sandbox.stats()
+    print(
+        f"\npeak in flight with {len(days)} runs at once: {stats['max_in_flight']} (total {TOTAL})"
+    )
+    assert 1 <= stats["max_in_flight"] <= TOTAL
+    assert stats["downloads"] > 0
+    catalog = read_catalog(tmp_path)
+    assert sorted(catalog.date.astype(str).unique()) == list(days) and len(catalog) == 120
