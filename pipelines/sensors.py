@@ -60,12 +60,21 @@ def _cursor(context: SensorEvaluationContext) -> dict[str, Any]:
     return json.loads(context.cursor) if context.cursor else {}
 
 
-@sensor(
-    job=daily_harvest,
-    minimum_interval_seconds=60,
-    default_status=DefaultSensorStatus.STOPPED,
-    description="Harvests a day when its manifests appear or change (any fsspec storage).",
-)
+def _harvest_sensor(every_s: int, description: str) -> Any:
+    """A sensor asking for daily_harvest runs, stopped until someone turns it on."""
+    return sensor(
+        job=daily_harvest,
+        minimum_interval_seconds=every_s,
+        default_status=DefaultSensorStatus.STOPPED,
+        description=description,
+    )
+
+
+def _request(day: str, run_key: str, trigger: str) -> RunRequest:
+    return RunRequest(run_key=run_key, partition_key=day, tags={TRIGGER_TAG: trigger})
+
+
+@_harvest_sensor(60, "Harvests a day when its manifests appear or change (any fsspec storage).")
 def manifest_sensor(context: SensorEvaluationContext, storage: StorageResource) -> SensorResult:
     """A run for every day whose manifests are new or changed since the last request.
 
@@ -88,13 +97,7 @@ def manifest_sensor(context: SensorEvaluationContext, storage: StorageResource) 
         if day not in existing:
             waiting[day] = state
             continue
-        runs.append(
-            RunRequest(
-                run_key=f"manifest:{day}:{state}",
-                partition_key=day,
-                tags={TRIGGER_TAG: "manifest"},
-            )
-        )
+        runs.append(_request(day, f"manifest:{day}:{state}", "manifest"))
         requested[day] = state
     # Days whose manifests are gone are forgotten: should they come back, they run again.
     requested = {day: state for day, state in requested.items() if day in states}
@@ -108,12 +111,7 @@ def manifest_sensor(context: SensorEvaluationContext, storage: StorageResource) 
     )
 
 
-@sensor(
-    job=daily_harvest,
-    minimum_interval_seconds=600,
-    default_status=DefaultSensorStatus.STOPPED,
-    description="Harvests days with pending runs again after growing intervals, then gives up.",
-)
+@_harvest_sensor(600, "Harvests days with pending runs again at growing intervals, then gives up.")
 def pending_sweep(context: SensorEvaluationContext, storage: StorageResource) -> SensorResult:
     """Days of the last `give_up_after` (+2) days whose catalog still has pending rows.
 
@@ -125,10 +123,7 @@ def pending_sweep(context: SensorEvaluationContext, storage: StorageResource) ->
     first = (now - policy.give_up_after - timedelta(days=2)).date().isoformat()
     days = {day: day_pending(catalog, day) for day in catalog_days(catalog) if day >= first}
     sweeps, state = plan_sweeps(days, _cursor(context).get("days", {}), now, policy)
-    runs = [
-        RunRequest(run_key=s.run_key, partition_key=s.day, tags={TRIGGER_TAG: "pending-sweep"})
-        for s in sweeps
-    ]
+    runs = [_request(s.day, s.run_key, "pending-sweep") for s in sweeps]
     return SensorResult(
         run_requests=runs,
         skip_reason=None if runs else "no day with pending runs is due",
