@@ -29,8 +29,10 @@ from resources.storage_resource import StorageResource
 TRIGGER_TAG = "soundharvest/trigger"
 # What a listing tells about a file's content, by filesystem: object stores' ETag / hashes /
 # generation, and modification times everywhere (so a rewrite with equal bytes counts too).
-_STAMP_KEYS = ("ETag", "etag", "md5Hash", "crc32c", "generation", "LastModified", "updated")
-_STAMP_KEYS += ("mtime", "created")
+_STAMP_KEYS = (
+    "ETag", "etag", "md5Hash", "crc32c", "generation",  # content, on object stores
+    "LastModified", "updated", "mtime", "created",  # time, everywhere
+)  # fmt: skip
 
 
 class ManifestListingError(RuntimeError):
