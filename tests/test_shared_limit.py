@@ -8,7 +8,7 @@ import sys
 import uuid
 
 import pytest
-from dagster import instance_for_test
+from dagster import DagsterInstance, instance_for_test
 
 from resources.limits import (
     POOL,
@@ -139,6 +139,9 @@ def test_days_in_separate_processes_never_exceed_the_total(sandbox, tmp_path):
     (tmp_path / "dagster_home" / "dagster.yaml").write_text(
         "concurrency:\n  pools:\n    default_limit: 2\ntelemetry:\n  enabled: false\n"
     )
+    # Create the instance's tables once, as `dagster instance migrate` does in a deployment:
+    # three processes racing to create a fresh SQLite instance can corrupt its schema version.
+    DagsterInstance.from_config(str(tmp_path / "dagster_home")).dispose()
     env = cli_env(sandbox, tmp_path) | {"CAMB_TOTAL_CONCURRENCY": str(TOTAL)}
     sandbox.set_faults(latency_s=0.1)  # API calls overlap, as they do against the real API
 
