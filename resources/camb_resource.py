@@ -8,7 +8,11 @@ Configuration comes from the environment, so a deployment changes no code:
 | `CAMB_API_BASE_URL`        | `https://client.camb.ai/apis` |
 | `CAMB_MAX_CONCURRENCY`     | 8                             |
 | `CAMB_REQUESTS_PER_SECOND` | unset (no client-side limit)  |
-| `CAMB_DOWNLOAD_ALLOW_HOSTS`| unset (downloads must be https)|
+| `CAMB_DOWNLOAD_ALLOW_HOSTS`| unset: downloads must be https from public addresses |
+
+`CAMB_DOWNLOAD_ALLOW_HOSTS` names (comma-separated) the storage hosts exempt from the download
+policy of `resources.netguard`: they may serve plain http and resolve to private or loopback
+addresses (the sandbox's `127.0.0.1`, a MinIO on the LAN). Nothing else is ever connected to.
 
 A field set explicitly on the resource wins over the environment. The async client and its
 connection pools live on an event loop in a helper thread for exactly one run (one step in
@@ -55,8 +59,8 @@ class CambResource(ConfigurableResource):
     )
     download_allow_hosts: str | None = Field(
         default=None,
-        description="Comma-separated hosts allowed to serve downloads over plain http. "
-        "Default: $CAMB_DOWNLOAD_ALLOW_HOSTS.",
+        description="Comma-separated download hosts exempt from the policy (https only, public "
+        "addresses only). Default: $CAMB_DOWNLOAD_ALLOW_HOSTS.",
     )
 
     _portal: BlockingPortal | None = PrivateAttr(default=None)
@@ -91,11 +95,17 @@ class CambResource(ConfigurableResource):
             finally:
                 self._portal = self._client = None
 
-    def harvest(self, run_ids: Iterable[int], workdir: Path) -> Iterator[RunOutcome]:
-        """Outcomes as they complete (see `CambClient.harvest`), from blocking code."""
+    def harvest(
+        self, run_ids: Iterable[int], workdir: Path, *, deadline: float | None = None
+    ) -> Iterator[RunOutcome]:
+        """Outcomes as they complete (see `CambClient.harvest`), from blocking code.
+
+        `deadline` is a `time.monotonic()` value: the same clock in this thread and the loop's.
+        """
         if self._portal is None or self._client is None:
             raise RuntimeError("CambResource.harvest() runs only inside a Dagster execution")
-        portal, outcomes = self._portal, self._client.harvest(run_ids, workdir)
+        portal = self._portal
+        outcomes = self._client.harvest(run_ids, workdir, deadline=deadline)
         try:
             while True:
                 try:
