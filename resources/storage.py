@@ -11,6 +11,13 @@ raised, leaving a truncated file or object under the final name.
   single PUT, or a multipart upload that becomes visible only on completion), then check the
   stored size with ``fs.info``.
 
+An S3 endpoint that accepts connections and never answers ends in a ``StorageError``, not a
+hang: S3 clients get connect and read timeouts and a bounded retry count by default
+(``S3_CONFIG``, overridable per key through ``config_kwargs`` in the storage options), and never
+send ``Expect: 100-continue``, whose wait for the interim answer no timeout covered (aiohttp).
+The longest an operation waits is then about 5 (s3fs's own tries) x ``max_attempts`` x
+``read_timeout``.
+
 Temporaries are dot-files ending in ``.tmp`` (``.{name}.{random}.tmp``): hidden from
 ``listdir`` and from pyarrow / DuckDB / Polars dataset discovery, and the only files
 :meth:`Storage.remove_stale_temporaries` removes. Callers that stage their own local files
@@ -43,6 +50,13 @@ _CHUNK = 1 << 20
 # that to 16 MiB per upload, and larger files stream as a multipart upload.
 _S3_PART = 8 << 20
 _REMOTE_READ_BLOCK = 8 << 20
+# botocore's defaults are a 60 s read timeout and 5 "legacy" attempts, which s3fs repeats up to
+# five times on timeouts: half an hour before an unresponsive endpoint is reported.
+S3_CONFIG: dict[str, Any] = {
+    "connect_timeout": 10,
+    "read_timeout": 30,
+    "retries": {"max_attempts": 2, "mode": "standard"},
+}
 # Option names whose values must never reach a message (s3fs: key/secret/token, gcsfs:
 # token, adlfs: account_key/sas_token/client_secret, sftp/ftp: password, ...).
 _SECRET_NAME = re.compile(r"key|secret|token|password|passwd|credential|signature", re.I)
@@ -109,6 +123,8 @@ class Storage:
         for name in dict.fromkeys((protocol, *aliases)):
             options.update(from_env.get(name, {}))
         options.update(storage_options or {})
+        if "s3" in aliases:
+            options = _with_s3_defaults(options)
         self._secrets = sorted(_secret_values(options), key=len, reverse=True)
         try:
             fs, root = fsspec.url_to_fs(url, skip_instance_cache=True, **options)
@@ -202,8 +218,10 @@ class Storage:
         removed = 0
         try:
             entries = os.scandir(self.path(relpath_dir))
-        except FileNotFoundError:
-            return 0
+        except (FileNotFoundError, NotADirectoryError):
+            return 0  # nothing there, so no temporaries either
+        except OSError as exc:
+            self._raise(f"cannot list {self.uri(relpath_dir)}", exc)
         with entries:
             for entry in entries:
                 if not (_is_temp_name(entry.name) and entry.is_file(follow_symlinks=False)):
@@ -433,3 +451,24 @@ def _secret_values(options: Mapping[str, Any]) -> Iterator[str]:
             yield from _secret_values(value)
         elif isinstance(value, str) and len(value) >= 4 and _SECRET_NAME.search(str(name)):
             yield value
+
+
+def _with_s3_defaults(options: Mapping[str, Any]) -> dict[str, Any]:
+    """s3fs options with S3_CONFIG under the caller's ``config_kwargs``, and a session whose
+    clients never send ``Expect: 100-continue`` (unless the caller brings a session)."""
+    out = dict(options)
+    out["config_kwargs"] = {**S3_CONFIG, **out.get("config_kwargs", {})}
+    if "session" not in out:
+        # Imported here: only S3 storage needs it. s3fs gives a "profile" to its own session.
+        from aiobotocore.session import AioSession
+
+        session = AioSession(profile=out.pop("profile", None))
+        # botocore adds the header to every upload with a body; aiohttp then waits for the
+        # "100 Continue" with no timeout, forever against an endpoint that never answers.
+        session.register("before-call.s3", _drop_expect_header)
+        out["session"] = session
+    return out
+
+
+def _drop_expect_header(params: dict[str, Any], **_: Any) -> None:
+    params.get("headers", {}).pop("Expect", None)

@@ -27,6 +27,7 @@ import pytest
 
 from resources.storage import (
     ENV_STORAGE_OPTIONS,
+    S3_CONFIG,
     Storage,
     StorageError,
     VerificationError,
@@ -456,6 +457,76 @@ def test_network_lost_mid_upload_fails_cleanly(
     # pending, invisible (a bucket lifecycle rule reclaims such parts).
     assert s3_bucket.keys() == []
     assert os.path.getsize(src) == size
+
+
+class SilentServer:
+    """Accepts connections, reads what is sent, and never answers: an S3 endpoint gone mute."""
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self.connections = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint_url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self._listener.accept()
+                self.connections += 1
+                self._held.append(conn)
+                threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := conn.recv(1 << 16):
+                self.received += data
+
+    def close(self) -> None:
+        self._listener.close()
+        for conn in self._held:
+            conn.close()
+
+
+def test_s3_clients_get_timeouts_and_bounded_retries_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(ENV_STORAGE_OPTIONS, raising=False)
+    assert Storage("s3://bucket/x").fs.config_kwargs == S3_CONFIG
+
+    override = {"s3": {"config_kwargs": {"read_timeout": 5, "retries": {"max_attempts": 1}}}}
+    monkeypatch.setenv(ENV_STORAGE_OPTIONS, json.dumps(override))
+    config = Storage("s3://bucket/x").fs.config_kwargs
+    assert config == {**S3_CONFIG, "read_timeout": 5, "retries": {"max_attempts": 1}}
+    # Options given in code replace the environment's, option by option, as for any protocol.
+    assert Storage("s3://bucket/x", {"config_kwargs": {}}).fs.config_kwargs == S3_CONFIG
+
+
+@pytest.mark.parametrize("size", [0, 3 * MiB], ids=["write_bytes", "publish"])
+def test_an_s3_endpoint_that_never_answers_fails_clearly(
+    s3_bucket: S3Bucket, tmp_path: Path, size: int
+) -> None:
+    """Bounded by the timeouts; botocore's `Expect: 100-continue` used to hang here for good."""
+    server = SilentServer()
+    quick = {"connect_timeout": 1, "read_timeout": 1, "retries": {"max_attempts": 1}}
+    options = {**s3_bucket.storage_options, "endpoint_url": server.endpoint_url}
+    storage = Storage(s3_bucket.url, {**options, "config_kwargs": quick})
+    try:
+        with pytest.raises(StorageError) as info:
+            if size:
+                src, size, digest = _source(tmp_path, _payload(size))
+                storage.publish_file(src, "d/x.wav", size=size, sha256=digest)
+            else:
+                storage.write_bytes(b"catalog", "d/part-0.parquet")
+    finally:
+        server.close()
+
+    assert str(info.value).startswith(f"cannot {'publish' if size else 'write'} s3://")
+    assert "ReadTimeoutError" in str(info.value)
+    assert server.connections > 0 and b"PUT /" in server.received
+    assert b"expect: 100-continue" not in bytes(server.received).lower()
+    assert s3_bucket.keys() == []
 
 
 # -- write_bytes, reads -------------------------------------------------------------------
