@@ -875,6 +875,12 @@ class SandboxServer:
                 started.set()
             loop.run_forever()
             loop.run_until_complete(runner.cleanup())
+            # Handlers of connections the cleanup closed (a hang, a keep-alive) end here,
+            # not as "Task was destroyed but it is pending" when the loop closes.
+            leftovers = asyncio.all_tasks(loop)
+            for task in leftovers:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_default_executor())
             loop.close()
 

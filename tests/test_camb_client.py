@@ -4,9 +4,9 @@ import asyncio
 import hashlib
 import logging
 import time
-from pathlib import Path
 
 import pytest
+from client_helpers import harvest, ready_ids, settings_for
 from dagster import build_init_resource_context
 
 from resources.camb_client import (
@@ -20,43 +20,13 @@ from resources.camb_client import (
     interpret_result,
 )
 from resources.camb_resource import CambResource
-from resources.redact import SecretUrl
-from resources.retry import RetryPolicy, parse_retry_after
+from resources.redact import RedactingFilter, SecretUrl, install_http_log_redaction
+from resources.retry import parse_retry_after
 from sandbox import audio_params, delivered_format, run_state
 
 from conftest import SANDBOX_KEY
 
-FAST_RETRY = RetryPolicy(max_attempts=4, budget_s=10, initial_backoff_s=0.01, max_backoff_s=0.05)
-
-
-def settings_for(sandbox, **overrides) -> ClientSettings:
-    values = dict(
-        api_key=SANDBOX_KEY,
-        base_url=sandbox.base_url,
-        download_allow_hosts=frozenset({"127.0.0.1"}),
-        api_retry=FAST_RETRY,
-        download_retry=FAST_RETRY,
-    )
-    values.update(overrides)
-    return ClientSettings(**values)
-
-
-def harvest(settings: ClientSettings, run_ids, workdir: Path) -> dict:
-    async def collect():
-        async with CambClient(settings) as client:
-            return {outcome.run_id: outcome async for outcome in client.harvest(run_ids, workdir)}
-
-    return asyncio.run(collect())
-
-
-def ready_ids(start: int, count: int) -> list[int]:
-    ids = []
-    run_id = start
-    while len(ids) < count:
-        if run_state(run_id) == "ready":
-            ids.append(run_id)
-        run_id += 1
-    return ids
+HTTP_LIBRARIES = ("httpx", "httpcore")
 
 
 def test_every_run_gets_the_outcome_the_api_implies(sandbox, tmp_path):
@@ -157,27 +127,6 @@ def test_transient_api_failures_are_retried(sandbox, tmp_path, kinds):
 
     assert all(isinstance(o, Fetched) for o in outcomes.values())
     assert sum(sandbox.stats()["faults_injected"].values()) == len(kinds)
-
-
-def test_retry_after_is_honoured(sandbox, tmp_path):
-    sandbox.set_faults(retry_after="1")
-    sandbox.script("api", "429")
-    started = time.monotonic()
-    outcomes = harvest(settings_for(sandbox), ready_ids(1000, 5), tmp_path)
-
-    assert all(isinstance(o, Fetched) for o in outcomes.values())
-    assert time.monotonic() - started >= 0.9  # the server's 1 s, not the 0.01 s backoff
-
-
-def test_a_huge_retry_after_is_capped(sandbox, tmp_path):
-    sandbox.set_faults(retry_after="3600")
-    sandbox.script("api", "429")
-    policy = RetryPolicy(max_attempts=3, budget_s=5, initial_backoff_s=0.01, max_retry_after_s=0.1)
-    started = time.monotonic()
-    outcomes = harvest(settings_for(sandbox, api_retry=policy), ready_ids(1000, 5), tmp_path)
-
-    assert all(isinstance(o, Fetched) for o in outcomes.values())
-    assert time.monotonic() - started < 5
 
 
 def test_too_few_calls_to_tell_an_outage_blame_the_runs_within_the_budget(sandbox, tmp_path):
@@ -296,6 +245,14 @@ def test_no_secret_reaches_the_logs(sandbox, tmp_path, caplog):
     assert SANDBOX_KEY not in logged
     reasons = " ".join(getattr(o, "reason", "") for o in outcomes.values())
     assert "X-Amz" not in reasons
+
+
+def test_every_logger_of_the_http_libraries_redacts():
+    install_http_log_redaction()
+    names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] in HTTP_LIBRARIES]
+    assert "httpcore.http11" in names
+    for name in names:  # a new httpcore logger would log presigned redirects unredacted
+        assert any(isinstance(f, RedactingFilter) for f in logging.getLogger(name).filters), name
 
 
 @pytest.mark.parametrize(
