@@ -39,16 +39,19 @@ def resources(sandbox, storage: StorageResource, **camb: object) -> dict:
     return {"camb": CambResource(api_key=SANDBOX_KEY, **settings), "storage": storage}
 
 
-def local_storage(tmp_path: Path) -> StorageResource:
+def local_storage(tmp_path: Path, audio_root: str | None = None) -> StorageResource:
     return StorageResource(
         manifest_root=str(tmp_path / "manifests"),
-        audio_root=str(tmp_path / "audio"),
+        audio_root=audio_root or str(tmp_path / "audio"),
         catalog_root=str(tmp_path / "catalog"),
     )
 
 
-def run(sandbox, storage: StorageResource, day: str = DAY, **kwargs):
-    return materialize(ASSETS, partition_key=day, resources=resources(sandbox, storage), **kwargs)
+def run(sandbox, storage: StorageResource, day: str = DAY, *, camb: dict | None = None, **kwargs):
+    """Materialize one day; `camb` overrides settings of the API client resource."""
+    return materialize(
+        ASSETS, partition_key=day, resources=resources(sandbox, storage, **(camb or {})), **kwargs
+    )
 
 
 def run_range(sandbox, storage: StorageResource, first: str, last: str, **kwargs):
@@ -98,8 +101,8 @@ def leftovers(tmp_path: Path, scratch: Path) -> list[str]:
     return [name for name in in_roots if not name.startswith("scratch/")] + in_scratch
 
 
-@pytest.fixture
-def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+@pytest.fixture(name="scratch")
+def scratch_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The test's own temporary directory for downloads (`tempfile.gettempdir()`)."""
     path = tmp_path / "scratch"
     path.mkdir()

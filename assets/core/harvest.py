@@ -20,6 +20,7 @@ deadline: runs not finished by then become `pending` rows that say so.
 
 import contextlib
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
@@ -32,7 +33,7 @@ from typing import Any, Protocol
 import pandas as pd
 
 from assets.core.catalog import STATUSES
-from assets.core.scratch import scratch_dir
+from assets.core.scratch import scratch_dir, scratch_root
 from resources.audio_file import (
     WAV_CONTAINER,
     AudioFileError,
@@ -41,7 +42,7 @@ from resources.audio_file import (
     transcode_to_wav,
 )
 from resources.camb_client import Failed, Fetched, Pending, RunOutcome
-from resources.storage import Storage, sha256_file
+from resources.storage import Storage, StorageError, sha256_file
 
 AUDIO_SUFFIX = ".wav"
 LEDGER_COLUMNS = (
@@ -225,12 +226,14 @@ class DayHarvest:
         )
         try:
             self._work(plan, previous, ledger, deadline)
-        except BaseException:
+        except BaseException as exc:
             # Keep the records of every file published before the failure.
             try:
                 ledger.save()
-            except Exception as exc:
-                self.log.warning(f"{self.day}: the files ledger could not be saved: {exc}")
+            except Exception as save_error:
+                self.log.warning(f"{self.day}: the files ledger could not be saved: {save_error}")
+            if isinstance(exc, OSError):  # storage errors are StorageError: this is local disk
+                raise StorageError(f"the scratch space {scratch_root()} failed: {exc}") from exc
             raise
         ledger.save()
         return ledger.frame()
@@ -357,7 +360,8 @@ class DayHarvest:
             local, copied = Path(self.storage.path(relpath)), False
         else:
             local, copied = workdir / f"adopt-{run_id}.wav", True
-            self.storage.fs.get_file(self.storage.path(relpath), str(local))
+            with self.storage.open(relpath) as remote, local.open("wb") as out:
+                shutil.copyfileobj(remote, out, 1 << 20)
         try:
             audio = inspect_audio(local)
             if audio.container != WAV_CONTAINER:

@@ -22,10 +22,15 @@ LOCK = ".lock"
 _GRACE_S = 60.0
 
 
+def scratch_root(base: str | os.PathLike[str] | None = None) -> Path:
+    """Where scratch directories live: ``{base or tempfile.gettempdir()}/soundharvest``."""
+    return Path(base or tempfile.gettempdir()) / PARENT
+
+
 @contextlib.contextmanager
 def scratch_dir(base: str | os.PathLike[str] | None = None) -> Iterator[Path]:
     """A new private directory, locked while the ``with`` block runs, then removed."""
-    parent = Path(base or tempfile.gettempdir()) / PARENT
+    parent = scratch_root(base)
     parent.mkdir(exist_ok=True)
     remove_abandoned(parent)
     path = Path(tempfile.mkdtemp(prefix=PREFIX, dir=parent))
