@@ -21,6 +21,7 @@ next requests of their target, one kind per request, in order:
 | download | stall     | headers and about half the body, then nothing until the client hangs up |
 | download | short     | half the audio with a matching Content-Length: only the header can tell |
 | download | corrupt   | the whole body, but its first bytes (the container magic) garbled   |
+| download | gzip      | the audio, sent `Content-Encoding: gzip` (not a fault: must decode) |
 | download | gzip_bomb | `Content-Encoding: gzip` that decodes to 64 MiB of zeros             |
 | download | endless   | a chunked body that never ends (until the client hangs up)          |
 
@@ -65,8 +66,8 @@ from sandbox.rules import bulk_shape, delivered_format, run_state
 Target = Literal["api", "download"]
 API_FAULT_KINDS = frozenset({"429", "500", "502", "503", "drop", "reset", "hang"})
 DOWNLOAD_FAULT_KINDS = frozenset(
-    {"drop", "reset", "hang", "stall", "truncate", "expire", "short", "corrupt", "gzip_bomb",
-     "endless"}
+    {"drop", "reset", "hang", "stall", "truncate", "expire", "short", "corrupt", "gzip",
+     "gzip_bomb", "endless"}
 )  # fmt: skip
 FIRST_CREATED_RUN_ID = 1_000_001
 MAX_BATCH = 5
@@ -673,9 +674,10 @@ async def download(request: web.Request) -> web.StreamResponse:
         return web.Response(body=audio[: len(audio) // 2], headers=headers)
     if kind == "corrupt":
         return web.Response(body=bytes(4) + audio[4:], headers=headers)
-    if kind == "gzip_bomb":
+    if kind in ("gzip", "gzip_bomb"):
         headers["Content-Encoding"] = "gzip"
-        return web.Response(body=_gzip_bomb(), headers=headers)
+        body = gzip.compress(audio) if kind == "gzip" else _gzip_bomb()
+        return web.Response(body=body, headers=headers)
     response = web.StreamResponse(headers=headers)
     if kind == "endless":
         response.enable_chunked_encoding()

@@ -10,6 +10,7 @@ from client_helpers import harvest, ready_ids, settings_for
 from dagster import build_init_resource_context
 
 from resources.camb_client import (
+    DAY_BUDGET_SPENT,
     CambAuthError,
     CambClient,
     ClientSettings,
@@ -333,3 +334,15 @@ def test_the_resource_harvests_within_its_lifecycle(sandbox, tmp_path):
     assert all(isinstance(o, Fetched) for o in outcomes)
     with pytest.raises(RuntimeError, match="inside a Dagster execution"):
         next(resource.harvest(run_ids, tmp_path))
+
+
+def test_the_resource_passes_the_day_deadline_on(sandbox, tmp_path):
+    resource = CambResource(
+        api_key=SANDBOX_KEY, base_url=sandbox.base_url, download_allow_hosts="127.0.0.1"
+    )
+    run_ids = ready_ids(9100, 6)
+    with resource.yield_for_execution(build_init_resource_context()) as camb:
+        outcomes = list(camb.harvest(run_ids, tmp_path, deadline=time.monotonic()))
+
+    assert outcomes == [Pending(i, DAY_BUDGET_SPENT) for i in run_ids]
+    assert sandbox.stats()["api_requests"] == 0

@@ -5,6 +5,7 @@ key or a wrong configuration raises. Nothing is left in the workdir but `Fetched
 Time bounds here are generous ceilings against hangs, never performance claims.
 """
 
+import hashlib
 import logging
 import re
 import threading
@@ -23,7 +24,7 @@ from resources.camb_client import (
     Pending,
 )
 from resources.retry import RetryPolicy
-from sandbox import Decoy, SandboxServer, delivered_format, full_backlog
+from sandbox import Decoy, SandboxServer, delivered_format, full_backlog, render_audio
 
 HANG_GUARD_S = 60  # generous: only says "bounded", never "fast"
 
@@ -231,6 +232,17 @@ def test_a_body_past_the_byte_cap_stops_there(sandbox, tmp_path, kind):
     outcome = outcomes[run_id]
     assert isinstance(outcome, Failed) and f"more than the cap of {cap} bytes" in outcome.reason
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_gzip_encoded_delivery_is_stored_as_the_bytes_it_decodes_to(sandbox, tmp_path):
+    run_ids = ready_ids(11_600, 3)
+    sandbox.script("download", "gzip", "gzip", "gzip")
+    outcomes = harvest(settings_for(sandbox), run_ids, tmp_path)
+
+    for run_id, outcome in outcomes.items():
+        assert isinstance(outcome, Fetched) and outcome.downloads == 1
+        assert outcome.sha256 == hashlib.sha256(render_audio(run_id)).hexdigest()
+    assert sandbox.stats()["faults_injected"] == {"gzip": 3}
 
 
 # -- bulk answers ---------------------------------------------------------------------------

@@ -584,11 +584,15 @@ def test_corrupt_bomb_and_endless_bodies(
     run_id = ready()
     audio = render_audio(run_id)
     url = file_url(api, run_id)
-    sb.script("download", "corrupt", "gzip_bomb", "endless")
+    sb.script("download", "corrupt", "gzip", "gzip_bomb", "endless")
 
     corrupt = http.get(url)
     assert len(corrupt.content) == len(audio) and corrupt.content[4:] == audio[4:]
     assert corrupt.content[:4] != audio[:4]
+
+    compressed = http.get(url)
+    assert compressed.headers["content-encoding"] == "gzip"
+    assert compressed.content == audio  # httpx decodes it
 
     with http.stream("GET", url) as bomb:
         assert bomb.headers["content-encoding"] == "gzip"
@@ -604,7 +608,8 @@ def test_corrupt_bomb_and_endless_bodies(
             if received > 4 * len(audio):
                 break
     assert received > 4 * len(audio)
-    assert sb.stats()["faults_injected"] == {"corrupt": 1, "gzip_bomb": 1, "endless": 1}
+    injected = sb.stats()["faults_injected"]
+    assert injected == {"corrupt": 1, "gzip": 1, "gzip_bomb": 1, "endless": 1}
 
 
 def test_a_decoy_counts_connections_and_a_full_backlog_never_connects() -> None:
