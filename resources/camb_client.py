@@ -90,6 +90,8 @@ class ClientSettings:
             )
         if urlsplit(self.base_url).scheme not in ("http", "https"):
             raise ValueError(f"the API base URL must be http(s): {redact_url(self.base_url)}")
+        if min(self.connect_timeout_s, self.read_timeout_s) <= 0:
+            raise ValueError("connect and read timeouts must be positive")
 
 
 # What the API says about one run, and what harvesting it produced.

@@ -9,6 +9,14 @@ Configuration comes from the environment, so a deployment changes no code:
 | `CAMB_MAX_CONCURRENCY`     | 8                             |
 | `CAMB_REQUESTS_PER_SECOND` | unset (no client-side limit)  |
 | `CAMB_DOWNLOAD_ALLOW_HOSTS`| unset: downloads must be https from public addresses |
+| `CAMB_RETRY_ATTEMPTS`      | 8 per API call, 4 per download (tries, the first included) |
+| `CAMB_RETRY_BUDGET_S`      | 300 per API call, 60 per download (waits included) |
+| `CAMB_MAX_RETRY_AFTER_S`   | 120: a longer `Retry-After` is waited for this long     |
+| `CAMB_CONNECT_TIMEOUT_S`   | 10                            |
+| `CAMB_READ_TIMEOUT_S`      | 60 (between two reads, not for a whole body)            |
+
+The retry variables set both policies, the API calls' and the downloads'; a day as a whole
+is bounded by the `deadline` its caller passes to `harvest()`.
 
 `CAMB_DOWNLOAD_ALLOW_HOSTS` names (comma-separated) the storage hosts exempt from the download
 policy of `resources.netguard`: they may serve plain http and resolve to private or loopback
@@ -23,6 +31,7 @@ plain, blocking `harvest()`.
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +40,17 @@ from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
 from resources.camb_client import DEFAULT_BASE_URL, CambClient, ClientSettings, RunOutcome
+
+# Environment-only tuning: variable -> (field, type).
+_RETRY_ENV = {
+    "CAMB_RETRY_ATTEMPTS": ("max_attempts", int),
+    "CAMB_RETRY_BUDGET_S": ("budget_s", float),
+    "CAMB_MAX_RETRY_AFTER_S": ("max_retry_after_s", float),
+}
+_TIMEOUT_ENV = {
+    "CAMB_CONNECT_TIMEOUT_S": ("connect_timeout_s", float),
+    "CAMB_READ_TIMEOUT_S": ("read_timeout_s", float),
+}
 
 
 def _env(name: str) -> str | None:
@@ -43,6 +63,14 @@ def _parse(name: str, value: str, kind: type) -> Any:
         return kind(value)
     except ValueError:
         raise ValueError(f"{name}={value!r} is not a valid {kind.__name__}") from None
+
+
+def _from_env(table: dict[str, tuple[str, type]]) -> dict[str, Any]:
+    return {
+        field: _parse(name, raw, kind)
+        for name, (field, kind) in table.items()
+        if (raw := _env(name))
+    }
 
 
 class CambResource(ConfigurableResource):
@@ -75,12 +103,17 @@ class CambResource(ConfigurableResource):
         if rps is None and (raw := _env("CAMB_REQUESTS_PER_SECOND")):
             rps = _parse("CAMB_REQUESTS_PER_SECOND", raw, float)
         hosts = self.download_allow_hosts or _env("CAMB_DOWNLOAD_ALLOW_HOSTS") or ""
+        retry = _from_env(_RETRY_ENV)
+        defaults = ClientSettings(api_key=self.api_key)
         return ClientSettings(
             api_key=self.api_key,
             base_url=self.base_url or _env("CAMB_API_BASE_URL") or DEFAULT_BASE_URL,
             max_concurrency=concurrency or 8,
             requests_per_second=rps,
             download_allow_hosts=frozenset(h.strip() for h in hosts.split(",") if h.strip()),
+            api_retry=replace(defaults.api_retry, **retry),
+            download_retry=replace(defaults.download_retry, **retry),
+            **_from_env(_TIMEOUT_ENV),
         )
 
     @contextmanager

@@ -29,6 +29,13 @@ class RetryPolicy:
     max_backoff_s: float = 30.0
     max_retry_after_s: float = 120.0  # a server asking for longer is capped, not obeyed
 
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"a retry policy needs at least 1 attempt, not {self.max_attempts}")
+        for name in ("budget_s", "initial_backoff_s", "max_backoff_s", "max_retry_after_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"RetryPolicy.{name} must be >= 0, not {getattr(self, name)}")
+
 
 class RetryableStatus(Exception):
     """An answer worth asking again for (429, 5xx); carries the server's Retry-After."""

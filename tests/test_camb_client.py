@@ -322,6 +322,29 @@ def test_the_resource_reads_its_settings_from_the_environment(monkeypatch):
         CambResource(api_key="k").settings()
 
 
+def test_the_resource_reads_retry_policy_and_timeouts_from_the_environment(monkeypatch):
+    defaults = CambResource(api_key="k").settings()
+    monkeypatch.setenv("CAMB_RETRY_ATTEMPTS", "2")
+    monkeypatch.setenv("CAMB_RETRY_BUDGET_S", "1.5")
+    monkeypatch.setenv("CAMB_MAX_RETRY_AFTER_S", "0.5")
+    monkeypatch.setenv("CAMB_CONNECT_TIMEOUT_S", "0.3")
+    monkeypatch.setenv("CAMB_READ_TIMEOUT_S", "0.4")
+    settings = CambResource(api_key="k").settings()
+
+    for policy, default in ((settings.api_retry, defaults.api_retry),
+                            (settings.download_retry, defaults.download_retry)):  # fmt: skip
+        assert (policy.max_attempts, policy.budget_s, policy.max_retry_after_s) == (2, 1.5, 0.5)
+        assert policy.initial_backoff_s == default.initial_backoff_s
+    assert (settings.connect_timeout_s, settings.read_timeout_s) == (0.3, 0.4)
+    monkeypatch.setenv("CAMB_RETRY_ATTEMPTS", "0")
+    with pytest.raises(ValueError, match="at least 1 attempt"):
+        CambResource(api_key="k").settings()
+    monkeypatch.setenv("CAMB_RETRY_ATTEMPTS", "2")
+    monkeypatch.setenv("CAMB_READ_TIMEOUT_S", "soon")
+    with pytest.raises(ValueError, match="CAMB_READ_TIMEOUT_S='soon'"):
+        CambResource(api_key="k").settings()
+
+
 def test_the_resource_harvests_within_its_lifecycle(sandbox, tmp_path):
     resource = CambResource(
         api_key=SANDBOX_KEY, base_url=sandbox.base_url, download_allow_hosts="127.0.0.1"

@@ -328,6 +328,20 @@ def test_the_day_budget_cuts_a_slow_day_short_and_cleans_up(sandbox, tmp_path):
     assert sandbox.stats()["api_requests"] == calls  # nothing goes on behind our back
 
 
+def test_a_retry_after_wait_ends_at_the_day_deadline(sandbox, tmp_path):
+    sandbox.set_faults(retry_after="3600", throttle_rate=1.0)
+    policy = RetryPolicy(max_attempts=5, budget_s=7200, max_retry_after_s=3600)
+    started = time.monotonic()
+    outcomes = harvest(
+        settings_for(sandbox, api_retry=policy), ready_ids(13_200, 5), tmp_path,
+        deadline=started + 1.0,
+    )  # fmt: skip
+
+    assert time.monotonic() - started < HANG_GUARD_S  # not the hour the server asked for
+    assert all(o.reason == DAY_BUDGET_SPENT for o in outcomes.values())
+    assert sandbox.stats()["api_requests"] == 1
+
+
 # -- secrets --------------------------------------------------------------------------------
 
 
