@@ -287,7 +287,9 @@ class CambClient:
         if len(set(ids)) != len(ids):
             raise ValueError("run ids must be unique")
         day = _Day(self, workdir)
-        batches = iter([ids[i : i + BULK_LIMIT] for i in range(0, len(ids), BULK_LIMIT)])
+        spent = deadline is not None and time.monotonic() >= deadline  # then not one request
+        todo = [] if spent else ids
+        batches = iter([todo[i : i + BULK_LIMIT] for i in range(0, len(todo), BULK_LIMIT)])
         queue: asyncio.Queue[RunOutcome | _Done] = asyncio.Queue(4 * self.settings.max_concurrency)
 
         async def worker() -> None:
@@ -296,22 +298,18 @@ class CambClient:
 
         async def run_workers() -> None:
             budget = asyncio.timeout_at(deadline)
+            error: BaseException | None = None
             try:
                 async with budget, asyncio.TaskGroup() as group:
                     for _ in range(self.settings.max_concurrency):
                         group.create_task(worker())
-            except TimeoutError:
-                if not budget.expired():
-                    raise
-                await queue.put(_Done(None))
+            except TimeoutError as exc:
+                error = None if budget.expired() else exc  # the day budget ends the day quietly
             except BaseExceptionGroup as group_error:
-                await queue.put(_Done(_first_error(group_error)))
-            else:
-                await queue.put(_Done(None))
+                error = _first_error(group_error)
+            await queue.put(_Done(error))
 
         done: set[int] = set()
-        if deadline is not None and time.monotonic() >= deadline:
-            batches = iter([])  # spent before it began: not one request
         producer = asyncio.create_task(run_workers())
         try:
             while not isinstance(item := await queue.get(), _Done):

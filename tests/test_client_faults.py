@@ -86,6 +86,16 @@ def test_5xx_longer_than_the_retry_budget_is_an_outage(sandbox, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_storage_host_failing_most_downloads_is_an_outage(sandbox, tmp_path):
+    sandbox.script("download", *["drop"] * 400)  # downloads only: the API answers normally
+    settings = settings_for(sandbox, url_refreshes=0)
+    with pytest.raises(CambOutageError) as raised:
+        harvest(settings, ready_ids(10_250, 30), tmp_path)
+
+    assert "storage host" in str(raised.value) and "of the last 20 runs" in str(raised.value)
+    assert list(tmp_path.iterdir()) == []
+
+
 # -- one run's trouble stays that run's -------------------------------------------------------
 
 
