@@ -399,6 +399,9 @@ _CONNECTION_FAULTS = frozenset({"drop", "reset", "hang"})
 
 async def _connection_fault(request: web.Request, kind: str) -> web.Response:
     """No HTTP answer at all: a closed, a reset, or a silent connection."""
+    # The whole request first: a client still writing its body would meet the reset there
+    # (and may swallow it), not where a real broken answer is met, on reading.
+    await request.read()
     if kind == "hang":
         await _hang(request)
     return _reset(request) if kind == "reset" else _drop(request)
