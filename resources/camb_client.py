@@ -387,9 +387,9 @@ class _Day:
             if self.api_health.failed():
                 health = self.api_health
                 raise CambOutageError(
-                    f"{self._api_target()} is failing: {health.failures} of its last "
-                    f"{health.calls} calls got no answer after retries (last: {last}); "
-                    "try again later"
+                    f"an outage of {self._api_target()}, not a problem of single runs: "
+                    f"{health.failures} of its last {health.calls} calls got no answer after "
+                    f"retries (last: {last}); try again later"
                 ) from None
             raise _NoAnswer(f"after {attempts} attempts (last: {last})") from None
         self.api_health.answered()
@@ -551,9 +551,9 @@ class _Day:
         elif self.storage_health.failed():
             health = self.storage_health
             raise CambOutageError(
-                f"the storage host of the downloads is failing: the downloads of {health.failures}"
-                f" of the last {health.calls} runs got no answer after retries (last: "
-                f"{problems[-1]}); try again later"
+                "an outage of the storage host of the downloads, not a problem of single runs: "
+                f"the downloads of {health.failures} of the last {health.calls} runs got no "
+                f"answer after retries (last: {problems[-1]}); try again later"
             )
         return Failed(run_id, f"download failed {len(problems)} times; last: {problems[-1]}")
 
