@@ -59,6 +59,7 @@ _FAILED_STATES = frozenset(
     {"ERROR", "FAILED", "FAILURE", "TIMEOUT", "CANCELLED", "CANCELED", "REVOKED", "REJECTED"}
 )
 _CHUNK = 64 * 1024
+_TOO_SHORT = ("too_short", "value_error.list.min_items")  # FastAPI on pydantic 2, on pydantic 1
 
 
 @dataclass(frozen=True)
@@ -217,7 +218,7 @@ def _refuses_lone_ids(response: httpx.Response) -> bool:
         return False
     try:
         errors = response.json()["detail"]
-        return any(e["loc"] == ["body", "run_ids"] and e["type"] == "too_short" for e in errors)
+        return any(e["loc"] == ["body", "run_ids"] and e["type"] in _TOO_SHORT for e in errors)
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
         return False
 
