@@ -141,21 +141,22 @@ def test_scratch_of_a_killed_process_is_removed_and_a_live_one_kept(tmp_path):
     try:
         holders[0].send_signal(signal.SIGKILL)
         holders[0].wait()
-        old = time.time() - 3600
-        for path in (dead, live):
-            os.utime(path, (old, old))
         never_locked = tmp_path / PARENT / "day-never-locked"
         never_locked.mkdir()
 
-        assert remove_abandoned(tmp_path / PARENT, grace_s=60) == 1
+        assert remove_abandoned(tmp_path / PARENT, grace_s=60) == 1  # at once, however young
         assert not dead.exists() and live.exists() and (live / LOCK).exists()
-        assert never_locked.exists()  # young: its owner may be about to lock it
+        assert never_locked.exists()  # young and unlocked: its owner may be about to lock it
+        old = time.time() - 3600
         os.utime(never_locked, (old, old))
+        os.utime(live, (old, old))
         assert remove_abandoned(tmp_path / PARENT, grace_s=60) == 1
+        assert not never_locked.exists() and live.exists()
     finally:
         holders[1].kill()
         holders[1].wait()
 
     with scratch_dir(tmp_path) as path:  # a new scratch dir sweeps after the dead holder
         assert path.parent == tmp_path / PARENT and path.is_dir()
+        assert sorted(p.name for p in path.iterdir()) == [LOCK]
     assert not path.exists() and not live.exists()

@@ -3,7 +3,9 @@
 Each directory lives under ``{tempdir}/soundharvest/`` and holds an exclusive ``flock`` on
 its ``.lock`` file while in use. The kernel releases that lock when its process dies, however
 it dies (SIGKILL included), so a directory whose lock can be taken belongs to nobody and is
-removed by the next run instead of filling the disk with half-downloaded files.
+removed by the next run instead of filling the disk with half-downloaded files. The lock is
+taken on a temporary name and then renamed to ``.lock``, so a ``.lock`` is never unlocked
+while its owner lives; a directory without one is left alone until it is old.
 """
 
 import contextlib
@@ -35,8 +37,9 @@ def scratch_dir(base: str | os.PathLike[str] | None = None) -> Iterator[Path]:
     remove_abandoned(parent)
     path = Path(tempfile.mkdtemp(prefix=PREFIX, dir=parent))
     try:
-        with open(path / LOCK, "w") as lock:
+        with open(path / f"{LOCK}.new", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(path / f"{LOCK}.new", path / LOCK)  # the open file keeps its lock
             yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
@@ -47,19 +50,20 @@ def remove_abandoned(parent: Path, grace_s: float = _GRACE_S) -> int:
     removed = 0
     cutoff = time.time() - grace_s
     for path in parent.glob(f"{PREFIX}*"):
-        with contextlib.suppress(FileNotFoundError):
-            if not path.is_dir() or path.stat().st_mtime > cutoff or _in_use(path):
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            if _in_use(path, cutoff):
                 continue
             shutil.rmtree(path, ignore_errors=True)
             removed += 1
     return removed
 
 
-def _in_use(path: Path) -> bool:
+def _in_use(path: Path, cutoff: float) -> bool:
     try:
         lock = open(path / LOCK)  # noqa: SIM115 - opened to try its lock, closed just below
     except FileNotFoundError:
-        return False  # never locked, and older than the grace period: its owner died early
+        # Not locked yet (its owner is starting), or its owner died before locking it.
+        return path.stat().st_mtime > cutoff
     with lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
