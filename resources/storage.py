@@ -20,12 +20,16 @@ The longest an operation waits is then about 5 (s3fs's own tries) x ``max_attemp
 
 Temporaries are dot-files ending in ``.tmp`` (``.{name}.{random}.tmp``): hidden from
 ``listdir`` and from pyarrow / DuckDB / Polars dataset discovery, and the only files
-:meth:`Storage.remove_stale_temporaries` removes. Callers that stage their own local files
-for ``publish_file(move=True)`` should name them the same way.
+:meth:`Storage.remove_stale_temporaries` removes. A writer holds an exclusive ``flock`` on its
+temporary until the rename, and the kernel drops it when the writer dies however it dies
+(SIGKILL included): an unlocked temporary is a crashed write's, removed by the next write of
+the same file or by the sweep of its directory. Callers that stage their own local files for
+``publish_file(move=True)`` should name them the same way.
 """
 
 import contextlib
 import errno
+import fcntl
 import functools
 import hashlib
 import json
@@ -44,6 +48,8 @@ from fsspec.implementations.local import LocalFileSystem
 ENV_STORAGE_OPTIONS = "SOUNDHARVEST_STORAGE_OPTIONS"
 TEMP_PREFIX = "."
 TEMP_SUFFIX = ".tmp"
+# A temporary is locked a moment after it is created: younger unlocked ones are left alone.
+STALE_AFTER_S = 5.0
 
 _CHUNK = 1 << 20
 # s3fs reads a single-PUT body whole into memory (files under two parts): 8 MiB parts bound
@@ -196,6 +202,9 @@ class Storage:
         target, uri = self.path(relpath), self.uri(relpath)
         try:
             if self.is_local():
+                parent, name = os.path.split(target)
+                cutoff = time.time() - STALE_AFTER_S
+                _remove_dead_temporaries(parent, f"{TEMP_PREFIX}{name}.", cutoff)
                 self._write_local([data], target, uri, len(data), None)
             else:
                 self.fs.pipe_file(target, data)  # one PUT: the object appears whole or not
@@ -206,32 +215,23 @@ class Storage:
             self._raise(f"cannot write {uri}", exc)
         return uri
 
-    def remove_stale_temporaries(self, relpath_dir: str, older_than_s: float = 3600) -> int:
+    def remove_stale_temporaries(
+        self, relpath_dir: str, older_than_s: float = STALE_AFTER_S
+    ) -> int:
         """Delete temporaries left in ``relpath_dir`` by crashed writes; return how many.
 
-        Only dot-files ending in ``.tmp`` untouched for ``older_than_s`` seconds go, so a
-        write in progress elsewhere keeps its file. Object stores have no temporaries: 0.
+        Only dot-files ending in ``.tmp`` that no writer holds locked and that are untouched
+        for ``older_than_s`` seconds go, so a write in progress keeps its file. Object stores
+        have no temporaries: 0.
         """
         if not self.is_local():
             return 0
-        cutoff = time.time() - older_than_s
-        removed = 0
         try:
-            entries = os.scandir(self.path(relpath_dir))
-        except (FileNotFoundError, NotADirectoryError):
-            return 0  # nothing there, so no temporaries either
+            return _remove_dead_temporaries(
+                self.path(relpath_dir), TEMP_PREFIX, time.time() - older_than_s
+            )
         except OSError as exc:
-            self._raise(f"cannot list {self.uri(relpath_dir)}", exc)
-        with entries:
-            for entry in entries:
-                if not (_is_temp_name(entry.name) and entry.is_file(follow_symlinks=False)):
-                    continue
-                # Another process may finish or clean the same file meanwhile.
-                with contextlib.suppress(FileNotFoundError):
-                    if entry.stat(follow_symlinks=False).st_mtime <= cutoff:
-                        os.unlink(entry.path)
-                        removed += 1
-        return removed
+            self._raise(f"cannot clean {self.uri(relpath_dir)}", exc)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -297,6 +297,7 @@ class Storage:
         try:
             digest, nbytes = hashlib.sha256(), 0
             with open(tmp, "xb") as out:  # mode follows the umask, like any new file
+                fcntl.flock(out.fileno(), fcntl.LOCK_EX)  # held until renamed (module doc)
                 for chunk in chunks:
                     if sha256 is not None:
                         digest.update(chunk)
@@ -305,9 +306,9 @@ class Storage:
                 out.flush()
                 os.fsync(out.fileno())
                 stored = os.fstat(out.fileno()).st_size
-            _check(uri, size, sha256, nbytes, digest.hexdigest() if sha256 else None)
-            _check(uri, size, None, stored, None)
-            os.replace(tmp, target)
+                _check(uri, size, sha256, nbytes, digest.hexdigest() if sha256 else None)
+                _check(uri, size, None, stored, None)
+                os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -412,6 +413,40 @@ def _check(uri: str, size: int, sha256: str | None, nbytes: int, digest: str | N
 
 def _is_temp_name(name: str) -> bool:
     return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX) and len(name) > 5
+
+
+def _remove_dead_temporaries(directory: str, prefix: str, cutoff: float) -> int:
+    """Unlink the temporaries in ``directory`` named ``prefix...`` that no live writer holds
+    locked, last touched before ``cutoff``; return how many."""
+    removed = 0
+    try:
+        entries = os.scandir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return 0  # nothing there, so no temporaries either
+    with entries:
+        for entry in entries:
+            name = entry.name
+            if not (name.startswith(prefix) and _is_temp_name(name)):
+                continue
+            # Another process may finish or clean the same file meanwhile.
+            with contextlib.suppress(FileNotFoundError):
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                if entry.stat(follow_symlinks=False).st_mtime > cutoff or _locked(entry.path):
+                    continue
+                os.unlink(entry.path)
+                removed += 1
+    return removed
+
+
+def _locked(path: str) -> bool:
+    """True while a writer holds its lock on ``path`` (see the module doc)."""
+    with open(path, "rb") as file:
+        try:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+    return False
 
 
 def _fsync_dir(path: str) -> None:

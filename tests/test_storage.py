@@ -292,21 +292,24 @@ def test_crash_mid_copy_leaves_only_a_stale_temporary(tmp_path: Path) -> None:
         "the first MiB in the temporary",
         child,
     )
+    storage = Storage(str(root))
+    old = time.time() - 7200
+    [live] = temporaries()
+    os.utime(root / "d" / live, (old, old))
+    assert storage.remove_stale_temporaries("d", older_than_s=0) == 0  # its writer holds it
     child.send_signal(signal.SIGKILL)
     child.communicate(timeout=10)
     os.close(writer)
 
     leftover = temporaries()
     assert sorted(os.listdir(root / "d")) == leftover and len(leftover) == 1
-    storage = Storage(str(root))
     assert storage.listdir("d") == []  # readers never see it
     for name in ("keep.wav", ".hidden", "notes.tmp"):  # not temporaries: never removed
         (root / "d" / name).write_bytes(b"x")
-    old = time.time() - 7200
     for name in os.listdir(root / "d"):
         os.utime(root / "d" / name, (old, old))
     assert storage.remove_stale_temporaries("d", older_than_s=3 * 3600) == 0  # not stale yet
-    assert storage.remove_stale_temporaries("d") == 1
+    assert storage.remove_stale_temporaries("d") == 1  # unlocked now: its writer died
     assert sorted(os.listdir(root / "d")) == [".hidden", "keep.wav", "notes.tmp"]
 
 
@@ -538,6 +541,22 @@ def test_write_bytes_replaces_whole_content(backend: Backend) -> None:
     assert first == second == backend.storage.uri("cat/date=2024-05-01/part-0.pq")
     assert backend.storage.read_bytes("cat/date=2024-05-01/part-0.pq") == b"v2"
     assert backend.names() == ["cat/date=2024-05-01/part-0.pq"]
+
+
+def test_a_write_removes_what_a_killed_write_of_the_same_file_left(tmp_path: Path) -> None:
+    storage = Storage(str(tmp_path))
+    storage.write_bytes(b"v1", "d/part-0.parquet")
+    dead = tmp_path / "d" / ".part-0.parquet.0123456789ab.tmp"  # unlocked: a crashed write
+    other = tmp_path / "d" / ".other.parquet.0123456789ab.tmp"
+    for path in (dead, other):
+        path.write_bytes(b"half")
+        old = time.time() - 60
+        os.utime(path, (old, old))
+
+    storage.write_bytes(b"v2", "d/part-0.parquet")
+
+    assert sorted(os.listdir(tmp_path / "d")) == [other.name, "part-0.parquet"]
+    assert storage.read_bytes("d/part-0.parquet") == b"v2"
 
 
 def test_verify_reads_size_and_hash(backend: Backend) -> None:
