@@ -209,6 +209,8 @@ def test_kill_9_at_random_moments_keeps_the_crash_invariant(
         write_manifest(tmp_path / "manifests", day, run_ids[day], "0,bad,sound,1,demo\n")
     scratch = tmp_path / "scratch"
     scratch.mkdir()
+    # The bucket fixture puts moto's credentials into the environment the CLI inherits.
+    bucket: S3Bucket | None = request.getfixturevalue("s3_bucket") if storage == "s3" else None
     env = os.environ | {
         "CAMB_API_KEY": SANDBOX_KEY,
         "CAMB_API_BASE_URL": sandbox.base_url,
@@ -220,8 +222,7 @@ def test_kill_9_at_random_moments_keeps_the_crash_invariant(
         "DAGSTER_HOME": str(tmp_path / "dagster_home"),
         "TMPDIR": str(scratch),
     }
-    if storage == "s3":
-        bucket: S3Bucket = request.getfixturevalue("s3_bucket")
+    if bucket is not None:
         tree = Tree(bucket.url, bucket)
         options = {"s3": {"endpoint_url": bucket.endpoint_url}}
         env |= {"SOUNDHARVEST_STORAGE_OPTIONS": json.dumps(options)}
