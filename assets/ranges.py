@@ -5,7 +5,8 @@ range. A day that fails must not throw away the days that completed, so each ass
 days through `run_days`, and when some failed:
 
 1. it reports every completed day as materialized, one `AssetMaterialization` per partition
-   (Dagster then shows those partitions materialized and only the others failed);
+   (a step's `MaterializeResult` would stand for all its partitions; with these events
+   Dagster shows the completed partitions materialized and only the others failed);
 2. it raises one error naming the failed days, the completed ones and those not tried, as
    ranges ready for `--partition-range`; Dagster retries it when the cause may pass.
 
