@@ -35,6 +35,7 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+import s3fs
 
 from resources.audio_file import AudioFileError, inspect_audio
 from sandbox import run_state
@@ -103,7 +104,8 @@ class Tree:
 @dataclass
 class Figures:
     kills: int = 0
-    mid_run: int = 0  # kills that landed while the CLI was still working
+    mid_run: int = 0  # kills that landed while the CLI was still running
+    mid_work: int = 0  # ... after it had begun to talk to the API
     checks: int = 0
     violations: list[str] = field(default_factory=list)
 
@@ -149,13 +151,20 @@ def read_catalog(tree: Tree):
         return None
     if tree.bucket is None:
         dataset = ds.dataset(Path(tree.root) / "catalog" / "sound_catalog", partitioning="hive")
-    else:
-        import s3fs
-
-        fs = s3fs.S3FileSystem(**tree.bucket.storage_options)
-        path = f"{tree.bucket.name}/catalog/sound_catalog"
-        dataset = ds.dataset(path, filesystem=fs, partitioning="hive")
-    return dataset.to_table().to_pandas()
+        return dataset.to_table().to_pandas()
+    fs = s3fs.S3FileSystem(**tree.bucket.storage_options, skip_instance_cache=True)
+    path = f"{tree.bucket.name}/catalog/sound_catalog"
+    for attempt in range(3):
+        try:
+            return ds.dataset(path, filesystem=fs, partitioning="hive").to_table().to_pandas()
+        except OSError:
+            # A PUT whose bytes all arrived before the kill may still land on the server a
+            # moment later (S3 replaces the object whole): read the new state again.
+            if attempt == 2:
+                raise
+            time.sleep(1)
+            fs.invalidate_cache()
+    return None
 
 
 def new_files(tree: Tree, before: set[str]) -> int:
@@ -241,7 +250,10 @@ def test_kill_9_at_random_moments_keeps_the_crash_invariant(
     figures, checked, spare = Figures(), {}, tmp_path / "inspected.wav"
 
     for _ in range(KILLS):
-        figures.mid_run += kill_at_random(command, env, rng, tree)
+        requests = sandbox.stats()["api_requests"]
+        running = kill_at_random(command, env, rng, tree)
+        figures.mid_run += running
+        figures.mid_work += running and sandbox.stats()["api_requests"] > requests
         figures.kills += 1
         figures.violations += check_invariant(tree, checked, spare)
         figures.checks += 1
@@ -251,7 +263,8 @@ def test_kill_9_at_random_moments_keeps_the_crash_invariant(
     catalog = read_catalog(tree)
     print(
         f"\nchaos seed={seed} storage={storage}: {figures.kills} kills "
-        f"({figures.mid_run} mid-run), {figures.checks + 1} invariant checks, "
+        f"({figures.mid_run} mid-run, {figures.mid_work} after the API was called), "
+        f"{figures.checks + 1} invariant checks, "
         f"{len(figures.violations)} violations, "
         f"faults injected {sum(sandbox.stats()['faults_injected'].values())}, "
         f"{time.monotonic() - started:.0f} s"
