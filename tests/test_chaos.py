@@ -3,8 +3,9 @@
 For each seed and storage (local disk, or S3 on moto's server mode) the CLI harvests a range
 of two days against the sandbox with its random faults on (throttling, 5xx, dropped
 connections, truncated and expiring downloads) and is killed, process group and all, again
-and again: after a random time, or a random number of newly published files later. After
-every kill the crash invariant must hold:
+and again: after a random time, or a random number of newly published files later. A few
+new run ids arrive in the manifests before each run, so every run has work to be cut short.
+After every kill the crash invariant must hold:
 
 - the catalog reads, every partition file and every `_state/` file too;
 - no run id twice among a day's rows that are not rejected;
@@ -51,6 +52,7 @@ STORAGES = os.environ.get("CHAOS_STORAGE", "local").split(",")
 PROJECT = Path(__file__).resolve().parent.parent
 DAYS = ("2026-11-01", "2026-11-02")
 IDS_PER_DAY = int(os.environ.get("CHAOS_IDS_PER_DAY", "40"))
+NEW_PER_KILL = 8  # run ids that arrive before each kill, so every run has work to be cut
 # Slow API answers and two requests at a time keep a run busy for a while after start-up,
 # so that kills land in the middle of the work.
 FAULTS = dict(
@@ -249,7 +251,10 @@ def test_kill_9_at_random_moments_keeps_the_crash_invariant(
     ]  # fmt: skip
     figures, checked, spare = Figures(), {}, tmp_path / "inspected.wav"
 
-    for _ in range(KILLS):
+    for kill in range(KILLS):
+        day = DAYS[kill % 2]
+        run_ids[day] += range(run_ids[day][-1] + 1, run_ids[day][-1] + 1 + NEW_PER_KILL)
+        write_manifest(tmp_path / "manifests", day, run_ids[day], "0,bad,sound,1,demo\n")
         requests = sandbox.stats()["api_requests"]
         running = kill_at_random(command, env, rng, tree)
         figures.mid_run += running
@@ -272,7 +277,7 @@ def test_kill_9_at_random_moments_keeps_the_crash_invariant(
     assert figures.violations == []
     assert done.returncode == 0, done.stderr[-3000:]
     live = catalog[catalog.status != "rejected"]
-    assert len(live) == 2 * IDS_PER_DAY
+    assert sorted(live.run_id) == sorted(run_ids[DAYS[0]] + run_ids[DAYS[1]])
     ready = live.run_id.map(run_state) == "ready"
     assert (live[ready].status == "ok").all(), live[ready & (live.status != "ok")].error.tolist()
     assert (live[~ready].status != "ok").all()
