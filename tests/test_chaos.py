@@ -15,7 +15,7 @@ After every kill the crash invariant must hold:
 Then one run to completion (faults still on): every ready run `ok`, every other not, and no
 temporary file left, in storage or in the scratch space. Figures are printed.
 
-`make test` runs one seed, three kills, local storage, 2 x 40 ids. `make chaos` runs the full
+`make test` runs one seed, three kills, local storage, 2 x 25 ids. `make chaos` runs the full
 matrix: CHAOS_SEEDS=1,2,3 CHAOS_KILLS=10 CHAOS_STORAGE=local,s3 CHAOS_IDS_PER_DAY=75.
 """
 
@@ -51,7 +51,7 @@ STORAGES = os.environ.get("CHAOS_STORAGE", "local").split(",")
 
 PROJECT = Path(__file__).resolve().parent.parent
 DAYS = ("2026-11-01", "2026-11-02")
-IDS_PER_DAY = int(os.environ.get("CHAOS_IDS_PER_DAY", "40"))
+IDS_PER_DAY = int(os.environ.get("CHAOS_IDS_PER_DAY", "25"))
 NEW_PER_KILL = 8  # run ids that arrive before each kill, so every run has work to be cut
 # Slow API answers and two requests at a time keep a run busy for a while after start-up,
 # so that kills land in the middle of the work.

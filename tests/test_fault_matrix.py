@@ -217,6 +217,9 @@ def test_an_api_that_never_answers_fails_the_step_in_bounded_time(
     before = Path(catalog_path(storage)).read_bytes()
     write_manifest(tmp_path / "manifests", DAY, ready_ids(3550, 110))  # 22 bulk calls
     monkeypatch.setenv("SOUNDHARVEST_STEP_RETRIES", "0")
+    monkeypatch.setenv("CAMB_RETRY_ATTEMPTS", "2")  # two tries per call, half a second each
+    monkeypatch.setenv("CAMB_CONNECT_TIMEOUT_S", "0.5")
+    monkeypatch.setenv("CAMB_READ_TIMEOUT_S", "0.5")
 
     with Decoy("127.0.0.1") as mute, full_backlog() as port:
         origin = f"http://127.0.0.1:{port}" if peer == "connect-timeout" else mute.origin()
@@ -498,7 +501,7 @@ def test_a_mute_s3_endpoint_fails_the_day_in_bounded_time(
     storage = day_with(tmp_path, ready_ids(4700, 3))
     assert run(sandbox, storage).success
     before = Path(catalog_path(storage)).read_bytes()
-    quick = {"connect_timeout": 1, "read_timeout": 1, "retries": {"max_attempts": 1}}
+    quick = {"connect_timeout": 0.5, "read_timeout": 0.5, "retries": {"max_attempts": 1}}
     with Decoy("127.0.0.1") as mute:
         options = {**s3_bucket.storage_options, "endpoint_url": mute.origin()}
         monkeypatch.setenv(

@@ -513,7 +513,7 @@ def test_an_s3_endpoint_that_never_answers_fails_clearly(s3_bucket: S3Bucket) ->
     parts too); the session hook that drops it applies to all of them.
     """
     server = SilentServer()
-    quick = {"connect_timeout": 1, "read_timeout": 1, "retries": {"max_attempts": 1}}
+    quick = {"connect_timeout": 0.5, "read_timeout": 0.5, "retries": {"max_attempts": 1}}
     options = {**s3_bucket.storage_options, "endpoint_url": server.endpoint_url}
     storage = Storage(s3_bucket.url, {**options, "config_kwargs": quick})
     try:
