@@ -1,0 +1,127 @@
+"""One day's catalog partition, published from the pipeline's records, and its checks.
+
+`sound_catalog` publishes each day of its step this way. When a range run stops early,
+`sound_files` publishes the days it completed the same way, since `sound_catalog` does not
+run after a failed upstream step and those days' catalogs would otherwise wait for a rerun.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pandas as pd
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    Failure,
+    MetadataValue,
+)
+
+from assets.core.catalog import assemble, parquet_bytes, validate_invariants
+from assets.core.harvest import stored_sizes
+from assets.core.sweep import SweepPolicy, mark_given_up
+from assets.ranges import DayProblem
+from assets.state import read_state
+from resources.storage import Storage
+
+CHECKS = {
+    "one_row_per_manifest_row": "Every manifest row has exactly one catalog row.",
+    "catalog_contract": "Run ids unique per day among rows that are not rejected; ok rows have "
+    "uri, size and sha256; every other row has an error, which shows no URL query or key.",
+    "ok_files_exist": "Every ok row's file exists with its recorded size.",
+}
+# A warning, not an error: runs not ready yet are normal; the pending sweep comes back for them.
+PENDING_CHECK = "no_pending_runs"
+PENDING_DESCRIPTION = "Days whose catalog still has pending rows (WARN), with their counts."
+CHECK_SPECS = [
+    AssetCheckSpec(name, asset="sound_catalog", description=description)
+    for name, description in {**CHECKS, PENDING_CHECK: PENDING_DESCRIPTION}.items()
+]
+
+
+def catalog_relpath(day: str) -> str:
+    return f"sound_catalog/date={day}/part-0.parquet"
+
+
+@dataclass(frozen=True)
+class DayCatalog:
+    rows: pd.DataFrame
+    findings: dict[str, str]  # check name -> problem found, "" where the check holds
+
+    @property
+    def pending(self) -> int:
+        return int((self.rows["status"] == "pending").sum())
+
+
+def sweep_policy() -> SweepPolicy:
+    """The pending sweep's policy of this step; a bad setting fails it naming the variable."""
+    try:
+        return SweepPolicy.from_env()
+    except ValueError as exc:
+        raise Failure(description=str(exc), allow_retries=False) from None
+
+
+def publish_day(day: str, catalog_store: Storage, audio: Storage, sweep: SweepPolicy) -> DayCatalog:
+    """Assemble the day's catalog from its manifest and files ledger and replace its file.
+
+    Past the sweep's horizon, its pending rows say that soundharvest gave up waiting.
+    """
+    manifest = read_state(catalog_store, "run_manifest", day)
+    files = read_state(catalog_store, "sound_files", day)
+    if manifest is None or files is None:
+        raise DayProblem("materialize run_manifest and sound_files first")
+    catalog = mark_given_up(assemble(manifest, files), day, datetime.now(UTC), sweep)
+    catalog_store.write_bytes(parquet_bytes(catalog), catalog_relpath(day))
+    return DayCatalog(catalog, check_day(day, manifest, catalog, audio))
+
+
+def check_results(days: Mapping[str, DayCatalog]) -> list[AssetCheckResult]:
+    """The checks of `sound_catalog` over the days published: ERROR ones, then the WARN."""
+    problems: dict[str, list[str]] = {name: [] for name in CHECKS}
+    for published in days.values():
+        for name, problem in published.findings.items():
+            if problem:
+                problems[name].append(problem)
+    pending = {day: published.pending for day, published in days.items() if published.pending}
+    return [
+        AssetCheckResult(
+            check_name=name,
+            passed=not found,
+            severity=AssetCheckSeverity.ERROR,
+            metadata={"problems": "; ".join(found) or "none"},
+        )
+        for name, found in problems.items()
+    ] + [
+        AssetCheckResult(
+            check_name=PENDING_CHECK,
+            passed=not pending,
+            severity=AssetCheckSeverity.WARN,
+            metadata={"pending_by_day": MetadataValue.json(pending)},
+        )
+    ]
+
+
+def check_day(
+    day: str, manifest: pd.DataFrame, catalog: pd.DataFrame, audio: Storage
+) -> dict[str, str]:
+    """The checks' findings for one day: an empty string where a check holds."""
+    ok = catalog[catalog["status"] == "ok"]
+    sizes = stored_sizes(audio, day) if len(ok) else {}
+    missing = [int(r.run_id) for r in ok.itertuples() if sizes.get(int(r.run_id)) != r.size_bytes]
+    return {
+        "one_row_per_manifest_row": ""
+        if len(catalog) == len(manifest) and _row_keys(catalog) == _row_keys(manifest)
+        else f"{day}: {len(manifest)} manifest rows but {len(catalog)} catalog rows",
+        "catalog_contract": "; ".join(
+            f"{day}: {problem}" for problem in validate_invariants(catalog)
+        ),
+        "ok_files_exist": ""
+        if not missing
+        else f"{day}: {len(missing)} ok rows without their file, e.g. {missing[:5]}",
+    }
+
+
+def _row_keys(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    """(manifest file, run id) of every row, sorted: equal lists mean one row per row."""
+    return sorted(zip(frame["manifest"], map(str, frame["run_id"]), strict=True))
