@@ -17,7 +17,7 @@ from dagster._serdes import serialize_value
 
 from resources.limits import POOL, pool_limit
 
-from test_pipeline import ASSETS, local_storage, read_catalog, resources, write_manifest
+from pipeline_kit import ASSETS, local_storage, read_catalog, resources, write_manifest
 
 pytestmark = pytest.mark.slow
 

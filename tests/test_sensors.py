@@ -31,7 +31,7 @@ from pipelines.sensors import ManifestListingError, manifest_sensor, pending_swe
 from resources.storage import Storage
 from resources.storage_resource import StorageResource
 
-from test_pipeline import ASSETS, local_storage, read_catalog, resources, write_manifest
+from pipeline_kit import ASSETS, local_storage, read_catalog, resources, write_manifest
 
 D1, D2, D3 = "2026-10-01", "2026-10-02", "2026-10-03"
 

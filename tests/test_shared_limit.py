@@ -19,8 +19,8 @@ from resources.limits import (
     step_in_flight,
 )
 
+from pipeline_kit import write_manifest
 from test_cli import PROJECT, cli_env, materialize_command, read_catalog
-from test_pipeline import write_manifest
 
 TOTAL = 4
 
