@@ -5,14 +5,18 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
+from client_helpers import harvest, leftovers, ready_ids, settings_for
 from dagster import DagsterInstance, instance_for_test
 
+from resources.camb_client import DAY_BUDGET_SPENT, Fetched, Pending
 from resources.limits import (
     POOL,
     LimitConfigError,
+    RedisRate,
     RequestGate,
     pool_limit,
     request_gate,
@@ -23,6 +27,7 @@ from pipeline_kit import write_manifest
 from test_cli import PROJECT, cli_env, materialize_command, read_catalog
 
 TOTAL = 4
+HANG_GUARD_S = 60  # generous: only says "bounded", never "fast"
 
 
 def test_each_step_gets_an_equal_share_of_the_total():
@@ -79,6 +84,29 @@ def test_without_redis_the_rate_is_split_among_the_pool_slots():
     gate = request_gate(4, 6.0, pool_slots=3)
     assert gate.max_in_flight == 4
     assert gate._rate.max_rate == 2.0  # 6/s shared by 3 steps
+
+
+def rate_cut_by_the_deadline(sandbox, tmp_path, gate: RequestGate) -> None:
+    """Ten runs are two bulk calls; a rate of one call per 1000 s lets only the first through,
+    so the second batch waits for a token inside the gate until the day's deadline ends it."""
+    run_ids = ready_ids(14_000, 10)
+    started = time.monotonic()
+    outcomes = harvest(settings_for(sandbox), run_ids, tmp_path, gate, deadline=started + 1.0)
+
+    assert time.monotonic() - started < HANG_GUARD_S  # not the 1000 s the rate asks for
+    assert sandbox.stats()["api_requests"] == 1
+    waited = [outcomes[i] for i in run_ids if not isinstance(outcomes[i], Fetched)]
+    assert len(waited) >= 5 and all(o == Pending(o.run_id, DAY_BUDGET_SPENT) for o in waited)
+    assert leftovers(tmp_path, outcomes) == set()
+
+
+def test_a_wait_for_a_rate_token_ends_at_the_day_deadline(sandbox, tmp_path):
+    rate_cut_by_the_deadline(sandbox, tmp_path, request_gate(8, 0.001))
+
+
+def test_a_wait_for_a_redis_rate_token_ends_at_the_day_deadline(sandbox, tmp_path, redis_server):
+    rate = RedisRate(redis_server.url(), 0.001, key=f"test-{uuid.uuid4().hex}")
+    rate_cut_by_the_deadline(sandbox, tmp_path, RequestGate(8, rate))
 
 
 RATE_CLIENT = """
