@@ -299,3 +299,36 @@ def test_the_catalog_warns_of_pending_days_and_says_when_it_gave_up(sandbox, tmp
         assert catalog.loc[run_id, "status"] == "pending"
         assert catalog.loc[run_id, "error"].startswith(f"{GAVE_UP}: still pending")
     assert GAVE_UP not in str(read_state(storage.catalog(), "sound_files", day).error.tolist())
+
+
+def test_a_failed_range_publishes_its_completed_days_with_the_give_up_text(
+    sandbox, tmp_path, monkeypatch
+):
+    """sound_catalog does not run after sound_files fails, so sound_files publishes the days
+    it completed itself: those catalogs must say that soundharvest gave up, too."""
+    monkeypatch.setenv("SOUNDHARVEST_GIVE_UP_AFTER_DAYS", "1")
+    days = ["2026-11-01", "2026-11-02", "2026-11-03"]
+    for day in days:  # the sandbox leaves ids ending in 7 pending
+        write_manifest(tmp_path / "manifests", day, [1001, 1007])
+    storage = local_storage(tmp_path)
+    [run_manifest, sound_files, sound_catalog] = ASSETS
+    for day in (days[0], days[2]):  # the middle day's run_manifest is missing
+        materialize([run_manifest], partition_key=day, resources=resources(sandbox, storage))
+
+    result = materialize(
+        [sound_files, sound_catalog],
+        resources=resources(sandbox, storage),
+        tags={
+            "dagster/asset_partition_range_start": days[0],
+            "dagster/asset_partition_range_end": days[-1],
+        },
+        raise_on_error=False,
+    )
+
+    assert not result.success
+    assert not result.get_asset_check_evaluations()  # sound_catalog itself never ran
+    for day in (days[0], days[2]):
+        catalog = read_catalog(storage, day).set_index("run_id")
+        assert catalog.loc[1001, "status"] == "ok"
+        assert catalog.loc[1007, "status"] == "pending"
+        assert catalog.loc[1007, "error"].startswith(f"{GAVE_UP}: still pending")
