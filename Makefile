@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint format demo bench chaos clean
+.PHONY: install test test-fast test-slow lint format demo bench chaos clean
 
 install: $(STAMP)
 
@@ -25,6 +25,13 @@ format: install
 
 test: lint
 	$(BIN)/pytest
+
+# The quick loop while developing, and the end-to-end tests (servers, CLI, webserver) alone.
+test-fast: install
+	$(BIN)/pytest -m "not slow"
+
+test-slow: install
+	$(BIN)/pytest -m slow
 
 demo: install
 	$(BIN)/python -m pipelines.demo

@@ -9,7 +9,7 @@ from assets.core.harvest import DayHarvest, index_rows
 from assets.manifests import run_manifest
 from assets.metadata import outcome_metadata
 from assets.partitions import daily_partitions
-from assets.publish import publish_day
+from assets.publish import publish_day, sweep_policy
 from assets.ranges import DayProblem, fail, mark_done, run_days, settings
 from assets.state import read_state, write_files
 from resources.camb_resource import CambResource
@@ -36,7 +36,7 @@ def sound_files(
     are adopted, pending and failed runs are tried again. Each day may spend at most
     `SOUNDHARVEST_DAY_BUDGET_S` fetching; its files ledger is saved as it goes.
     """
-    config = settings()
+    config, sweep = settings(), sweep_policy()
     audio, state = storage.audio(), storage.catalog()
     started = time.monotonic()
 
@@ -64,7 +64,7 @@ def sound_files(
     catalogs = {}
     for day in days.done:
         try:
-            catalogs[day] = publish_day(day, state, audio).rows
+            catalogs[day] = publish_day(day, state, audio, sweep).rows
         except (DayProblem, StorageError) as exc:
             days.failed[day] = f"files stored, but the catalog could not be written: {exc}"
     mark_done(context, days.done, lambda day: outcome_metadata(days.done[day]))

@@ -165,6 +165,7 @@ class _Stats:
     downloads_with_api_key: int = 0
     download_redirects: int = 0
     max_in_flight_api: int = 0
+    max_in_flight: int = 0  # API calls and downloads together
     faults_injected: Counter[str] = field(default_factory=Counter)
 
 
@@ -190,6 +191,7 @@ class _State:
         self._tasks: dict[str, list[int]] = {}  # task id -> [run id, polls so far]
         self._next_run_id = FIRST_CREATED_RUN_ID
         self._in_flight_api = 0
+        self._in_flight = 0
         self._stats = _Stats()
 
     # -- faults ---------------------------------------------------------------------------
@@ -267,6 +269,11 @@ class _State:
         with self._lock:
             self._in_flight_api -= 1
 
+    def track(self, change: int) -> None:
+        with self._lock:
+            self._in_flight += change
+            self._stats.max_in_flight = max(self._stats.max_in_flight, self._in_flight)
+
     def stats(self) -> dict[str, Any]:
         with self._lock:
             stats = dataclasses.asdict(self._stats)
@@ -276,7 +283,9 @@ class _State:
     def reset_stats(self, *, scripts: bool = False) -> None:
         with self._lock:
             # Requests still running stay counted in the new peak.
-            self._stats = _Stats(max_in_flight_api=self._in_flight_api)
+            self._stats = _Stats(
+                max_in_flight_api=self._in_flight_api, max_in_flight=self._in_flight
+            )
             if scripts:
                 for queue in self._scripts.values():
                     queue.clear()
@@ -480,6 +489,19 @@ def _path_run_id(request: web.Request) -> int:
 
 
 # -- API handlers ---------------------------------------------------------------------------
+
+
+@web.middleware
+async def _in_flight_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Counts API calls and downloads being answered, for the peak in `max_in_flight`."""
+    if request.path.startswith("/_sandbox/"):
+        return await handler(request)
+    state = request.app[STATE]
+    state.track(+1)
+    try:
+        return await handler(request)
+    finally:
+        state.track(-1)
 
 
 @web.middleware
@@ -757,7 +779,7 @@ async def control_reset(request: web.Request) -> web.Response:
 
 
 def make_app(state: _State) -> web.Application:
-    app = web.Application(middlewares=[_api_middleware])
+    app = web.Application(middlewares=[_in_flight_middleware, _api_middleware])
     app[STATE] = state
     app.router.add_post("/apis/text-to-sound-results", bulk_results)
     app.router.add_get("/apis/text-to-sound-result/{run_id}", single_result)
@@ -839,8 +861,9 @@ class SandboxServer:
         bulk_batch_sizes (when `run_ids` is a list), single_requests: those that got past
         faults and auth; downloads: /files requests served or faulted, download_redirects:
         those answered 307; downloads_with_api_key: /files requests that carried
-        `x-api-key`; max_in_flight_api: peak concurrent API requests; faults_injected:
-        kind -> count.
+        `x-api-key`; max_in_flight_api: peak concurrent API requests; max_in_flight: peak
+        concurrent API requests and downloads together (each counted until its handler has
+        answered); faults_injected: kind -> count.
         """
         return self._state.stats()
 
