@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from assets.core.catalog import parquet_bytes
+from assets.core.catalog import parquet_bytes, table_bytes
+from assets.core.features import FeatureParams, day_features, features_relpath, features_table
 from resources.storage import Storage
 from resources.storage_resource import StorageResource
 
@@ -97,3 +98,11 @@ def write_catalog_day(
     catalog: Storage = resource.catalog()
     catalog.write_bytes(parquet_bytes(rows), f"sound_catalog/date={day}/part-0.parquet")
     return rows
+
+
+def write_features_day(resource: StorageResource, day: str, rows: pd.DataFrame) -> pd.DataFrame:
+    """The day's sound_features file, computed in this process as the asset would."""
+    ok = rows[rows["status"] == "ok"]
+    result = day_features(ok, None, None, FeatureParams(), workers=1)
+    resource.catalog().write_bytes(table_bytes(features_table(result.rows)), features_relpath(day))
+    return result.rows

@@ -81,6 +81,11 @@ FEATURES_SCHEMA = with_nullable_ints(
 FEATURE_COLUMNS = tuple(FEATURES_SCHEMA.names)
 
 
+def features_relpath(day: str) -> str:
+    """The day's features file under the catalog root (hive-partitioned like the catalog)."""
+    return f"sound_features/date={day}/part-0.parquet"
+
+
 @dataclass(frozen=True)
 class FeatureParams:
     """The thresholds; the defaults are the documented ones (docs/ml.md)."""
