@@ -4,6 +4,8 @@ from dagster import Definitions, EnvVar, in_process_executor
 
 from assets.audio import sound_files
 from assets.catalog import sound_catalog
+from assets.dataset import ml_dataset
+from assets.features import sound_features
 from assets.manifests import run_manifest
 from pipelines.jobs import daily_harvest
 from pipelines.schedules import daily_harvest_schedule
@@ -11,7 +13,7 @@ from resources.camb_resource import CambResource
 from resources.storage_resource import StorageResource
 
 defs = Definitions(
-    assets=[run_manifest, sound_files, sound_catalog],
+    assets=[run_manifest, sound_files, sound_catalog, sound_features, ml_dataset],
     jobs=[daily_harvest],
     schedules=[daily_harvest_schedule],
     resources={
