@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import polars as pl
 import pyarrow as pa
 import pydantic
 import pytest
@@ -13,9 +14,9 @@ from assets.core.dataset import (
     DatasetConfigError,
     DatasetSpec,
     normalise_prompt,
-    rows_table,
     select,
     snapshot_version,
+    split_of,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +24,7 @@ PROMPTS = ["a dog barks", "rain on a tin roof", "door creaks", "crowd cheering",
 
 
 def rows(day: str, run_ids, **overrides) -> pd.DataFrame:
-    """`ok` catalog rows with features, as read_rows returns them."""
+    """`ok` catalog rows with features, as read_rows returns them (once in polars)."""
     run_ids = list(run_ids)
     frame = pd.DataFrame(
         {
@@ -54,21 +55,28 @@ def rows(day: str, run_ids, **overrides) -> pd.DataFrame:
     return frame
 
 
-def splits_of(frame: pd.DataFrame) -> dict[int, str]:
-    return dict(zip(frame["run_id"].astype(int), frame["split"], strict=True))
+def chosen(frame: pd.DataFrame, spec: DatasetSpec):
+    """select() on a pandas frame; its rows back as pandas."""
+    selection = select(pl.from_pandas(frame), spec)
+    return selection, selection.rows.to_pandas()
+
+
+def splits_of(frame: pd.DataFrame, spec: DatasetSpec | None = None) -> dict[int, str]:
+    _, picked = chosen(frame, spec or DatasetSpec())
+    return dict(zip(picked["run_id"], picked["split"], strict=True))
 
 
 def test_a_run_keeps_its_split_when_days_are_added_or_others_filtered_out():
     two_days = pd.concat([rows("2026-11-01", range(1, 301)), rows("2026-11-02", range(301, 601))])
-    first = splits_of(select(two_days, DatasetSpec()).rows)
+    first = splits_of(two_days)
     assert set(first.values()) == {"train", "validation", "test"}
 
     three_days = pd.concat([two_days, rows("2026-11-03", range(601, 901))])
-    later = splits_of(select(three_days, DatasetSpec()).rows)
+    later = splits_of(three_days)
     assert {run: later[run] for run in first} == first
 
     short = three_days.assign(duration_s=[0.5 if i % 3 else 2.0 for i in three_days["run_id"]])
-    filtered = splits_of(select(short, DatasetSpec(min_duration_s=1.0)).rows)
+    filtered = splits_of(short, DatasetSpec(min_duration_s=1.0))
     assert 0 < len(filtered) < len(later)
     assert {run: later[run] for run in filtered} == filtered
 
@@ -81,27 +89,31 @@ def test_no_prompt_lands_in_two_splits_however_it_is_written():
         for i in range(1, 1001)
     ]
     frame.loc[frame.index[:10], "prompt"] = None  # no prompt: grouped by run id
-    selected = select(frame, DatasetSpec()).rows
+    _, selected = chosen(frame, DatasetSpec())
 
-    by_prompt = selected.groupby(normalise_prompt(selected["text"]))["split"].nunique()
+    by_prompt = selected.groupby(selected["text"].map(normalise_prompt))["split"].nunique()
     assert by_prompt.drop(index="", errors="ignore").max() == 1
     assert by_prompt.drop(index="", errors="ignore").size == 5 * 97
     assert set(selected["split"]) == {"train", "validation", "test"}
-    no_prompt = selected[selected["text"] == ""]
-    assert len(no_prompt) == 10 and no_prompt["group"].str.startswith("run:").all()
+    no_prompt = selected[selected["text"] == ""]  # grouped by run id: each its own draw
+    assert len(no_prompt) == 10
+    for row in no_prompt.itertuples():
+        assert row.split == split_of(f"run:{row.run_id}", DatasetSpec())
 
 
 def test_normalised_prompts():
-    got = normalise_prompt(pd.Series(["A  Dog\tBarks ", "ａ dog barks", None, "  "]))
-    assert got.tolist() == ["a dog barks", "a dog barks", "", ""]
+    got = [normalise_prompt(p) for p in ["A  Dog\tBarks ", "ａ dog barks", "STRASSE", None, " "]]
+    assert got == ["a dog barks", "a dog barks", "strasse", "", ""]
+    frame = rows("2026-11-01", [1, 2, 3], prompt=["Straße", "STRASSE", "strasse "])
+    expected = split_of("prompt:strasse", DatasetSpec())
+    assert set(splits_of(frame).values()) == {expected}
 
 
 def test_splits_do_not_depend_on_the_interpreter_hash_seed():
     script = (
         "import sys; sys.path.insert(0, 'tests');"
-        "from test_dataset import rows, splits_of; from assets.core.dataset import *;"
-        "print(sorted(splits_of(select(rows('2026-11-01', range(1, 200)), DatasetSpec()).rows)"
-        ".items()))"
+        "from test_dataset import rows, splits_of;"
+        "print(sorted(splits_of(rows('2026-11-01', range(1, 200))).items()))"
     )
     runs = [
         subprocess.Popen(
@@ -124,14 +136,14 @@ def test_the_earliest_day_of_a_run_wins_and_exact_duplicates_go():
     day2.loc[day2["run_id"] == 14, "sha256"] = day1.loc[day1["run_id"] == 10, "sha256"].iloc[0]
     frame = pd.concat([day2, day1])  # order of reading must not matter
 
-    deduped = select(frame, DatasetSpec())
-    got = deduped.rows.set_index("run_id")
+    deduped, picked = chosen(frame, DatasetSpec())
+    got = picked.set_index("run_id")
     assert sorted(got.index) == [10, 11, 12, 13]
     assert got.loc[11, "date"] == "2026-11-01"
     assert deduped.considered == 5
     assert deduped.dropped["same audio as an earlier run"] == 1
 
-    kept = select(frame, DatasetSpec(dedupe_audio=False)).rows
+    _, kept = chosen(frame, DatasetSpec(dedupe_audio=False))
     assert sorted(kept["run_id"]) == [10, 11, 12, 13, 14]
 
 
@@ -155,8 +167,8 @@ def test_filters_drop_what_they_name_and_count_it():
         min_lufs=-40,
         max_lufs=-10,
     )
-    selection = select(frame, spec)
-    assert sorted(selection.rows["run_id"]) == [7, 8]
+    selection, picked = chosen(frame, spec)
+    assert sorted(picked["run_id"]) == [7, 8]
     assert {why: n for why, n in selection.dropped.items() if n} == {
         "shorter than 1.0 s": 1,
         "longer than 10.0 s": 1,
@@ -170,17 +182,18 @@ def test_filters_drop_what_they_name_and_count_it():
 
 
 def test_rows_without_features_stay_when_no_quality_filter_asks_for_them():
-    frame = rows("2026-11-01", range(1, 6)).assign(peak_dbfs=None, is_silent=None, lufs=None)
-    assert len(select(frame, DatasetSpec()).rows) == 0
-    assert len(select(frame, DatasetSpec(drop_silent=False)).rows) == 5
+    missing = {name: pd.array([None] * 5, dtype="Float64") for name in ("peak_dbfs", "lufs")}
+    frame = rows("2026-11-01", range(1, 6), **missing, is_silent=pd.array([None] * 5, "boolean"))
+    assert len(chosen(frame, DatasetSpec())[1]) == 0
+    assert len(chosen(frame, DatasetSpec(drop_silent=False))[1]) == 5
 
 
 def test_an_empty_selection_says_why():
     frame = rows("2026-11-01", range(1, 6))
-    selection = select(frame, DatasetSpec(audio_types=["music"]))
-    assert selection.rows.empty
+    selection, picked = chosen(frame, DatasetSpec(audio_types=["music"]))
+    assert picked.empty and selection.rows.num_rows == 0
     assert selection.why_empty() == "every one of 5 ok runs was filtered out: 5 another audio type"
-    assert "no ok rows" in select(frame.iloc[:0], DatasetSpec()).why_empty()
+    assert "no ok rows" in chosen(frame.iloc[:0], DatasetSpec())[0].why_empty()
 
 
 @pytest.mark.parametrize(
@@ -211,7 +224,7 @@ def test_unknown_choices_are_refused_when_the_spec_is_built():
 
 
 def version_of(frame: pd.DataFrame, spec: DatasetSpec) -> str:
-    return snapshot_version(rows_table(select(frame, spec).rows), spec)
+    return snapshot_version(chosen(frame, spec)[0].rows, spec)
 
 
 def test_the_version_follows_the_content_and_nothing_else():
@@ -221,7 +234,7 @@ def test_the_version_follows_the_content_and_nothing_else():
     assert len(version) == 16
     # Same rows read in another order, or arriving in other Arrow chunks: same version.
     assert version_of(frame.sample(frac=1, random_state=3), spec) == version
-    table = rows_table(select(frame, spec).rows)
+    table = chosen(frame, spec)[0].rows
     rechunked = pa.concat_tables([table.slice(0, 7), table.slice(7)])
     assert snapshot_version(rechunked, spec) == version
     # Another file for one run, another split config, another row: new versions.

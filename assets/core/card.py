@@ -5,6 +5,7 @@ import json
 import math
 
 import pandas as pd
+import pyarrow as pa
 
 from assets.core.dataset import SPLITS, DatasetSpec
 
@@ -21,6 +22,13 @@ _SIZE_CATEGORIES = [
 
 def size_category(rows: int) -> str:
     return next((name for limit, name in _SIZE_CATEGORIES if rows < limit), "100M<n<1B")
+
+
+def summary_frame(rows: pa.Table) -> pd.DataFrame:
+    """The few columns the card summarises, as pandas."""
+    names = ["split", "duration_s", "sample_rate", "channels", "audio_type", "lufs"]
+    names += ["peak_dbfs", "clipped_fraction", "silence_fraction", "is_silent"]
+    return rows.select(names).to_pandas()
 
 
 def plots(rows: pd.DataFrame) -> dict[str, bytes]:

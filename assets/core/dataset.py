@@ -17,10 +17,11 @@ No `from __future__ import annotations` here: `DatasetSpec` is the base of a Dag
 
 import hashlib
 import json
+import unicodedata
 from dataclasses import dataclass, field
 from typing import IO, Literal
 
-import pandas as pd
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -42,25 +43,24 @@ CATALOG_COLUMNS = (
 )  # fmt: skip
 # The columns of a selected row, in this order (they feed the version).
 ROW_COLUMNS = (
-    "run_id", "date", "split", "group", "sha256", "size_bytes", "uri", "text", "audio_type",
+    "run_id", "date", "split", "sha256", "size_bytes", "uri", "text", "audio_type",
     "duration_s", "frames", "sample_rate", "channels", "subtype", *METRICS,
 )  # fmt: skip
 ROW_SCHEMA = pa.schema(
     [
         ("run_id", pa.int64()),
-        ("date", pa.string()),
-        ("split", pa.string()),
-        ("group", pa.string()),
-        ("sha256", pa.string()),
+        ("date", pa.string_view()),
+        ("split", pa.string_view()),
+        ("sha256", pa.string_view()),
         ("size_bytes", pa.int64()),
-        ("uri", pa.string()),
-        ("text", pa.string()),
-        ("audio_type", pa.string()),
+        ("uri", pa.string_view()),
+        ("text", pa.string_view()),
+        ("audio_type", pa.string_view()),
         ("duration_s", pa.float64()),
         ("frames", pa.int64()),
         ("sample_rate", pa.int32()),
         ("channels", pa.int32()),
-        ("subtype", pa.string()),
+        ("subtype", pa.string_view()),
         *((name, pa.bool_() if name == "is_silent" else pa.float64()) for name in METRICS),
     ]
 )
@@ -215,33 +215,56 @@ def _ordered(low: float | None, high: float | None) -> bool:
 # -- reading ------------------------------------------------------------------------------
 
 
-def read_rows(catalog: Storage) -> pd.DataFrame:
+def read_rows(catalog: Storage) -> pl.LazyFrame:
     """Every `ok` catalog row of every day (column `date` from the hive path), with the
-    features of the same file, or nulls where there are none (or only an error)."""
-    rows = _read_hive(catalog, "sound_catalog", CATALOG_COLUMNS, pc.field("status") == "ok")
-    features = _read_hive(catalog, "sound_features", ("run_id", "sha256", "error", *METRICS))
+    features of the same file, or nulls where there are none (or only an error); lazy, so
+    only the columns and rows needed are ever read."""
+    rows = _scan(catalog, "sound_catalog")
     if rows is None:
-        return pd.DataFrame(columns=["date", *CATALOG_COLUMNS, *METRICS])
+        return pl.from_arrow(_empty(["date", *CATALOG_COLUMNS, *METRICS])).lazy()  # type: ignore[union-attr]
+    rows = rows.filter(pl.col("status") == "ok").select("date", *CATALOG_COLUMNS)
+    features = _scan(catalog, "sound_features")
     if features is None:
-        return rows.assign(**dict.fromkeys(METRICS))
-    features = features[features["error"].isna()].drop(columns="error")
-    features = features.drop_duplicates(["date", "run_id", "sha256"])
-    return rows.merge(features, on=["date", "run_id", "sha256"], how="left", validate="m:1")
+        return rows.with_columns(
+            pl.lit(None, pl.Boolean if name == "is_silent" else pl.Float64).alias(name)
+            for name in METRICS
+        )
+    # One features row per day and run id; its figures count only if it measured this very
+    # file (same sha256). Joining on the integers and comparing 64-bit hashes of the sha256
+    # after (polars' hash: stable within the process) is far cheaper in time and memory
+    # than carrying and joining the 64-character strings.
+    keys = ["date", "run_id"]
+    features = features.filter(pl.col("error").is_null()).select(
+        *keys, pl.col("sha256").hash().alias("measured"), *METRICS
+    )
+    same_file = pl.col("measured") == pl.col("sha256").hash()
+    return (
+        rows.join(features, on=keys, how="left")
+        .with_columns(pl.when(same_file).then(pl.col(name)).alias(name) for name in METRICS)
+        .drop("measured")
+    )
 
 
-def _read_hive(
-    storage: Storage, name: str, columns: tuple[str, ...], where: pc.Expression | None = None
-) -> pd.DataFrame | None:
-    path = storage.path(name)
-    if not storage.exists(name):
+def _scan(storage: Storage, name: str) -> pl.LazyFrame | None:
+    """A hive-partitioned tree (`name/date=D/*.parquet`) as a lazy frame, None if empty.
+
+    Local trees are scanned by polars itself (streamed, a fraction of the memory); other
+    storage through pyarrow's dataset on the fsspec filesystem (same rows, slower)."""
+    files = storage.fs.glob(f"{storage.path(name)}/date=*/*.parquet")
+    if not files:
         return None
-    dataset = ds.dataset(path, filesystem=storage.fs, format="parquet", partitioning=_HIVE_DATE)
-    table = dataset.to_table(columns=["date", *columns], filter=where)
-    return table.to_pandas(types_mapper=_NULLABLE.get)
+    if storage.is_local():
+        return pl.scan_parquet(files, hive_partitioning=True, hive_schema={"date": pl.String})
+    dataset = ds.dataset(files, filesystem=storage.fs, format="parquet", partitioning=_HIVE_DATE)
+    return pl.scan_pyarrow_dataset(dataset)
 
 
-_NULLABLE = {pa.int64(): pd.Int64Dtype(), pa.int32(): pd.Int32Dtype()}
-_NULLABLE[pa.bool_()] = pd.BooleanDtype()
+def _empty(names: tuple[str, ...] | list[str]) -> pa.Table:
+    schema = {**{f.name: f.type for f in ROW_SCHEMA}, **_CATALOG_ONLY}
+    return pa.schema([(name, schema[name]) for name in names]).empty_table()
+
+
+_CATALOG_ONLY = {"prompt": pa.string_view()}
 
 
 # -- selection ----------------------------------------------------------------------------
@@ -249,7 +272,7 @@ _NULLABLE[pa.bool_()] = pd.BooleanDtype()
 
 @dataclass
 class Selection:
-    rows: pd.DataFrame  # ROW_COLUMNS, ordered by split then run id
+    rows: pa.Table  # ROW_SCHEMA, ordered by split then run id
     considered: int  # distinct ok run ids
     dropped: dict[str, int] = field(default_factory=dict)  # reason -> rows
 
@@ -260,75 +283,89 @@ class Selection:
         return f"every one of {self.considered} ok runs was filtered out: {reasons}"
 
 
-def select(rows: pd.DataFrame, spec: DatasetSpec) -> Selection:
-    """The rows of a snapshot, with their split (see the module docstring for the order)."""
-    rows = rows.sort_values(["date", "run_id"], kind="stable")
-    earliest = ~rows["run_id"].duplicated()
-    selection = Selection(rows.iloc[:0], considered=int(earliest.sum()))
-    rows = rows[earliest]
+def filters(spec: DatasetSpec) -> list[tuple[pl.Expr, str]]:
+    """(what a kept row satisfies, why others go), in the order they apply."""
+    col = pl.col
+    found: list[tuple[pl.Expr | None, str]] = [
+        (None if spec.min_duration_s is None else col("duration_s") >= spec.min_duration_s,
+         f"shorter than {spec.min_duration_s} s"),
+        (None if spec.max_duration_s is None else col("duration_s") <= spec.max_duration_s,
+         f"longer than {spec.max_duration_s} s"),
+        (None if spec.audio_types is None else col("audio_type").is_in(spec.audio_types),
+         "another audio type"),
+        (None if spec.sample_rates is None else col("sample_rate").is_in(spec.sample_rates),
+         "another sample rate"),
+        (None if spec.channels is None else col("channels").is_in(spec.channels),
+         "another channel count"),
+        (col("peak_dbfs").is_not_null() if spec.quality_filters() else None,
+         "without features (materialize sound_features)"),
+        (col("is_silent").not_() if spec.drop_silent else None, "silent"),
+        (None if spec.max_clipped_fraction is None
+         else col("clipped_fraction") <= spec.max_clipped_fraction, "clipped"),
+        (None if spec.min_lufs is None else col("lufs") >= spec.min_lufs,
+         f"quieter than {spec.min_lufs} LUFS"),
+        (None if spec.max_lufs is None else col("lufs") <= spec.max_lufs,
+         f"louder than {spec.max_lufs} LUFS"),
+    ]  # fmt: skip
+    return [(expr, why) for expr, why in found if expr is not None]
 
-    def keep(mask: pd.Series, why: str) -> None:
-        nonlocal rows
-        mask = mask.fillna(False).astype(bool)
-        selection.dropped[why] = selection.dropped.get(why, 0) + int((~mask).sum())
-        rows = rows[mask]
 
-    if spec.min_duration_s is not None:
-        keep(rows["duration_s"] >= spec.min_duration_s, f"shorter than {spec.min_duration_s} s")
-    if spec.max_duration_s is not None:
-        keep(rows["duration_s"] <= spec.max_duration_s, f"longer than {spec.max_duration_s} s")
-    if spec.audio_types is not None:
-        keep(rows["audio_type"].isin(spec.audio_types), "another audio type")
-    if spec.sample_rates is not None:
-        keep(rows["sample_rate"].isin(spec.sample_rates), "another sample rate")
-    if spec.channels is not None:
-        keep(rows["channels"].isin(spec.channels), "another channel count")
-    if spec.quality_filters():
-        keep(rows["peak_dbfs"].notna(), "without features (materialize sound_features)")
-    if spec.drop_silent:
-        keep(~rows["is_silent"].astype("boolean"), "silent")
-    if spec.max_clipped_fraction is not None:
-        keep(rows["clipped_fraction"] <= spec.max_clipped_fraction, "clipped")
-    if spec.min_lufs is not None:
-        keep(rows["lufs"] >= spec.min_lufs, f"quieter than {spec.min_lufs} LUFS")
-    if spec.max_lufs is not None:
-        keep(rows["lufs"] <= spec.max_lufs, f"louder than {spec.max_lufs} LUFS")
+def select(rows: pl.LazyFrame | pl.DataFrame, spec: DatasetSpec) -> Selection:
+    """The rows of a snapshot, with their split (see the module docstring for the order).
+
+    The catalog is read by one streamed polars query that keeps each run's earliest day
+    with a semi join on a narrow aggregate (no sort of the wide rows); the earliest run of
+    each sha256 is found the same way."""
+    rows = rows.lazy()
+    earliest = rows.group_by("run_id").agg(pl.col("date").min())
+    rows = rows.join(earliest, on=["run_id", "date"], how="semi")
+    steps = filters(spec)
+    failed = pl.lit(None, pl.Int32)  # the index of the first filter a row fails
+    for index, (expr, _) in reversed(list(enumerate(steps))):
+        failed = (
+            pl.when(expr.fill_null(False).not_()).then(pl.lit(index, pl.Int32)).otherwise(failed)
+        )
+    frame = rows.with_columns(failed.alias("failed")).collect(engine="streaming")
+    counts = dict(frame["failed"].value_counts().iter_rows())
+    selection = Selection(_empty(ROW_COLUMNS), considered=frame.height)
+    selection.dropped = {why: counts.get(index, 0) for index, (_, why) in enumerate(steps)}
+    frame = frame.filter(pl.col("failed").is_null()).drop("failed")
     if spec.dedupe_audio:
-        keep(~rows["sha256"].duplicated(), "same audio as an earlier run")
+        first = frame.group_by("sha256").agg(pl.col("run_id").sort_by("date", "run_id").first())
+        kept = frame.join(first, on="run_id", how="semi", maintain_order="left")
+        selection.dropped["same audio as an earlier run"] = frame.height - kept.height
+        frame = kept
 
-    text = rows["prompt"].astype("string").fillna("")
-    groups = group_keys(rows["run_id"], text, spec.group_by)
-    selection.rows = (
-        rows.assign(text=text, group=groups, split=assign_splits(groups, spec))
-        .sort_values(["split", "run_id"], key=_split_order, kind="stable")
-        .reindex(columns=list(ROW_COLUMNS))
-        .reset_index(drop=True)
+    groups = group_keys(frame, spec.group_by)
+    splits = split_table(groups, spec)
+    frame = frame.with_columns(
+        text=pl.col("prompt").fill_null(""),
+        split=groups.replace_strict(splits["group"], splits["split"]),
     )
+    order = pl.col("split").replace_strict(SPLITS, list(range(len(SPLITS))))
+    selection.rows = rows_table(frame.sort(order, "run_id"))
     return selection
 
 
-def _split_order(column: pd.Series) -> pd.Series:
-    return column.map(SPLITS.index) if column.name == "split" else column
-
-
-def normalise_prompt(text: pd.Series) -> pd.Series:
+def normalise_prompt(prompt: str | None) -> str:
     """Unicode NFKC, case-folded, whitespace collapsed: "A  Dog barks " == "a dog barks"."""
-    return (
-        text.astype("string")
-        .fillna("")
-        .str.normalize("NFKC")
-        .str.casefold()
-        .str.replace(r"\s+", " ", regex=True)
-        .str.strip()
-    )
+    return " ".join(unicodedata.normalize("NFKC", prompt or "").casefold().split())
 
 
-def group_keys(run_ids: pd.Series, prompts: pd.Series, group_by: str) -> pd.Series:
-    by_run = "run:" + run_ids.astype("Int64").astype(str)
+def group_keys(rows: pl.DataFrame, group_by: str) -> pl.Series:
+    """`prompt:<normalised prompt>`, or `run:<run id>` (for runs without a prompt too).
+
+    Prompts are normalised in Python, once per distinct prompt, so the rule is exactly
+    `normalise_prompt` (str.casefold and all), whatever the row count."""
+    by_run = pl.lit("run:") + pl.col("run_id").cast(pl.String)
     if group_by == "run_id":
-        return by_run.astype("string")
-    normalised = normalise_prompt(prompts)
-    return ("prompt:" + normalised).where(normalised != "", by_run).astype("string")
+        return rows.select(by_run.alias("group"))["group"]
+    distinct = rows["prompt"].drop_nulls().unique()
+    normalised = rows["prompt"].replace_strict(
+        distinct, [normalise_prompt(p) for p in distinct], default="", return_dtype=pl.String
+    )
+    group = pl.when(normalised != "").then(pl.lit("prompt:") + normalised).otherwise(by_run)
+    return rows.select(group.alias("group"))["group"]
 
 
 def split_point(key: str, seed: str) -> float:
@@ -338,25 +375,52 @@ def split_point(key: str, seed: str) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
-def assign_splits(groups: pd.Series, spec: DatasetSpec) -> pd.Series:
-    bounds = (spec.train_ratio, spec.train_ratio + spec.validation_ratio)
-    unique = groups.drop_duplicates()
-    points = {key: split_point(key, spec.split_seed) for key in unique}
+def split_of(key: str, spec: DatasetSpec) -> str:
+    point = split_point(key, spec.split_seed)
+    if point < spec.train_ratio:
+        return "train"
+    return "validation" if point < spec.train_ratio + spec.validation_ratio else "test"
 
-    def split(key: str) -> str:
-        point = points[key]
-        return "train" if point < bounds[0] else "validation" if point < bounds[1] else "test"
 
-    return groups.map({key: split(key) for key in unique}).astype("string")
+def split_table(groups: pl.Series, spec: DatasetSpec) -> pl.DataFrame:
+    """(group, split) for every distinct group: one hash per group, not per row."""
+    distinct = groups.unique()
+    return pl.DataFrame(
+        {"group": distinct, "split": [split_of(key, spec) for key in distinct]},
+        schema={"group": pl.String, "split": pl.String},
+    )
 
 
 # -- version ------------------------------------------------------------------------------
 
 
-def rows_table(rows: pd.DataFrame) -> pa.Table:
-    """The selected rows as exactly ROW_SCHEMA, without pandas metadata (it names versions)."""
-    table = pa.Table.from_pandas(rows, schema=ROW_SCHEMA, preserve_index=False)
-    return table.replace_schema_metadata(None)
+def rows_table(rows: pl.DataFrame) -> pa.Table:
+    """The selected rows as exactly ROW_SCHEMA: string views, handed over without a copy."""
+    return rows.select(ROW_COLUMNS).to_arrow(compat_level=pl.CompatLevel.newest()).cast(ROW_SCHEMA)
+
+
+def by_split(rows: pa.Table) -> dict[str, pa.Table]:
+    """Each split's rows, as zero-copy slices (selected rows are ordered by split)."""
+    counts = pc.value_counts(rows["split"].cast(pa.large_string()))
+    values, n = counts.field("values").to_pylist(), counts.field("counts").to_pylist()
+    sizes = dict(zip(values, n, strict=True))
+    parts, offset = {}, 0
+    for split in SPLITS:
+        parts[split] = rows.slice(offset, sizes.get(split, 0))
+        offset += sizes.get(split, 0)
+    return parts
+
+
+def canonical(batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch | pa.Table:
+    """String views as large strings: one byte layout per content (views are not), for
+    hashing and for writers that want plain strings."""
+    schema = pa.schema(
+        [
+            (f.name, pa.large_string() if f.type == pa.string_view() else f.type)
+            for f in batch.schema
+        ]
+    )
+    return batch.cast(schema)
 
 
 class _HashSink:
@@ -379,12 +443,18 @@ class _HashSink:
 
 def snapshot_version(rows: pa.Table, spec: DatasetSpec) -> str:
     """16 hex digits of a sha256 over the layout version, the spec and the selected rows
-    (every exported value, in order), streamed through Arrow IPC: same input, same version."""
+    (every exported value, in order), streamed through Arrow IPC in canonical batches:
+    same input, same version, whatever the chunking."""
     sink = _HashSink()
     header = {"layout": LAYOUT_VERSION, "spec": spec.canonical()}
     sink.write(json.dumps(header, sort_keys=True).encode())
-    table = rows.cast(ROW_SCHEMA).combine_chunks()
+    schema = canonical(rows.schema.empty_table()).schema
     writer_sink: IO[bytes] = sink  # type: ignore[assignment]
-    with pyarrow.ipc.new_stream(writer_sink, table.schema) as writer:
-        writer.write_table(table, max_chunksize=65536)
+    with pyarrow.ipc.new_stream(writer_sink, schema) as writer:
+        for start in range(0, rows.num_rows, _HASH_BATCH):
+            batch = rows.slice(start, _HASH_BATCH).combine_chunks()
+            writer.write_table(canonical(batch))
     return sink.digest.hexdigest()[:16]
+
+
+_HASH_BATCH = 65536

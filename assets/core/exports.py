@@ -15,10 +15,10 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import IO, Any
 
 import numpy as np
-import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -122,14 +122,26 @@ def exported_format(row: Any, spec: DatasetSpec) -> tuple[int, int]:
     return spec.target_sample_rate or int(row.sample_rate), 1 if spec.mono else int(row.channels)
 
 
-def exported_size_bound(row: Any, spec: DatasetSpec) -> int:
-    """At least the byte size of the exported clip (exact when it is the original)."""
-    if not needs_conversion(row, spec):
-        return int(row.size_bytes)
-    rate, channels = exported_format(row, spec)
-    frames = math.ceil(row.frames * rate / row.sample_rate) + 16  # soxr's length, plus slack
-    width = _SUBTYPE_BYTES.get(row.subtype, 2)
-    return _WAV_HEADER_BOUND + frames * channels * width
+def exported_size_bounds(rows: pa.Table, spec: DatasetSpec) -> list[int]:
+    """Per row, at least the byte size of the exported clip (exact when it is the original)."""
+    size = rows["size_bytes"].to_numpy()
+    if not spec.resamples():
+        return size.tolist()
+    rate, channels = rows["sample_rate"].to_numpy(), rows["channels"].to_numpy()
+    out_rate = np.full_like(rate, spec.target_sample_rate) if spec.target_sample_rate else rate
+    out_channels = np.ones_like(channels) if spec.mono else channels
+    width = np.array([_SUBTYPE_BYTES.get(s, 2) for s in rows["subtype"].to_pylist()])
+    frames = np.ceil(rows["frames"].to_numpy() * out_rate / rate) + 16  # soxr's length + slack
+    bound = _WAV_HEADER_BOUND + frames.astype("int64") * out_channels * width
+    converted = (out_rate != rate) | (out_channels != channels)
+    return np.where(converted, bound, size).tolist()
+
+
+def records(rows: pa.Table) -> Iterator[Any]:
+    """The rows one by one, with attribute access (row.uri), a batch at a time."""
+    for batch in rows.to_batches(max_chunksize=1024):
+        for record in batch.to_pylist():
+            yield SimpleNamespace(**record)
 
 
 def convert(row: Any, spec: DatasetSpec, dest: Path) -> Path:
@@ -195,16 +207,22 @@ def audio_bytes(row: Any, spec: DatasetSpec, files: SnapshotFiles) -> bytes:
 # -- shards -------------------------------------------------------------------------------
 
 
-def shard_slices(sizes: list[int], max_bytes: int, max_rows: int) -> list[slice]:
-    """Consecutive shards of at most ``max_rows`` rows and ``max_bytes`` bytes (a single row
-    larger than that gets a shard of its own); at least one shard, possibly empty."""
+def shard_slices(
+    sizes: list[int] | None, rows: int, max_bytes: float, max_rows: int, offset: int = 0
+) -> list[slice]:
+    """Consecutive shards of at most ``max_rows`` rows and ``max_bytes`` bytes (``sizes``:
+    bytes per row, None when only rows count); a single row larger than ``max_bytes`` gets
+    a shard of its own. Slices are offset by ``offset``; at least one, possibly empty."""
+    if sizes is None:
+        starts = range(0, max(rows, 1), max_rows)
+        return [slice(offset + i, offset + min(i + max_rows, rows)) for i in starts]
     shards, start, total = [], 0, 0
     for index, size in enumerate(sizes):
         if index > start and (total + size > max_bytes or index - start >= max_rows):
-            shards.append(slice(start, index))
+            shards.append(slice(offset + start, offset + index))
             start, total = index, 0
         total += size
-    shards.append(slice(start, len(sizes)))
+    shards.append(slice(offset + start, offset + len(sizes)))
     return shards
 
 
@@ -215,79 +233,68 @@ def shard_name(split: str, index: int, count: int, suffix: str) -> str:
 # -- Hugging Face -------------------------------------------------------------------------
 
 
-def write_hf(files: SnapshotFiles, split: str, rows: pd.DataFrame, spec: DatasetSpec) -> None:
+def write_hf(files: SnapshotFiles, split: str, rows: pa.Table, spec: DatasetSpec) -> None:
     """``hf/{split}-0000i-of-0000N.parquet``: reference mode keeps the stored file's URI as
     the audio path; embedded mode puts the WAV bytes in and names the path ``{run_id}.wav``."""
     embedded = spec.mode == "embedded"
-    sizes = [exported_size_bound(r, spec) if embedded else 0 for r in rows.itertuples()]
-    shards = shard_slices(sizes, spec.shard_max_bytes, spec.shard_max_rows)
+    sizes = exported_size_bounds(rows, spec) if embedded else None
+    shards = shard_slices(sizes, rows.num_rows, spec.shard_max_bytes, spec.shard_max_rows)
     schema = HF_SCHEMA.with_metadata({b"huggingface": hf_features_metadata()})
     for index, shard in enumerate(shards):
         local = files.scratch(".parquet")
+        group_limit = _ROW_GROUP_BYTES if embedded else math.inf
         with pq.ParquetWriter(local, schema, compression="zstd") as writer:
-            for group in _row_groups(rows.iloc[shard], sizes[shard], embedded):
-                writer.write_table(_hf_table(group, spec, files, schema), row_group_size=len(group))
+            for group in shard_slices(
+                sizes[shard] if sizes else None, shard.stop - shard.start, group_limit,
+                _ROW_GROUP_ROWS, offset=shard.start,
+            ):  # fmt: skip
+                part = rows.slice(group.start, group.stop - group.start)
+                table = _hf_embedded(part, spec, files) if embedded else _hf_reference(part)
+                writer.write_table(table.cast(schema), row_group_size=part.num_rows)
         files.publish(local, f"hf/{shard_name(split, index, len(shards), '.parquet')}")
 
 
-def _row_groups(rows: pd.DataFrame, sizes: list[int], embedded: bool) -> Iterator[pd.DataFrame]:
-    """Row groups bounded in rows and (embedded) audio bytes: what is held in memory."""
-    limit = _ROW_GROUP_BYTES if embedded else math.inf
-    for group in shard_slices(sizes, limit, _ROW_GROUP_ROWS):  # type: ignore[arg-type]
-        if group.stop > group.start:
-            yield rows.iloc[group]
+def _hf_reference(rows: pa.Table) -> pa.Table:
+    uris = rows["uri"].combine_chunks().cast(pa.string())
+    audio = pa.StructArray.from_arrays([pa.nulls(len(uris), pa.binary()), uris], fields=HF_AUDIO)
+    return _hf_table(rows, audio, rows["sample_rate"], rows["channels"])
 
 
-def _hf_table(rows: pd.DataFrame, spec: DatasetSpec, files: SnapshotFiles, schema: pa.Schema):
-    if spec.mode == "embedded":
-        audio = [
-            {"bytes": audio_bytes(r, spec, files), "path": f"{r.run_id}.wav"}
-            for r in rows.itertuples()
-        ]
-        formats = [exported_format(r, spec) for r in rows.itertuples()]
-        rates, channels = zip(*formats, strict=True) if formats else ((), ())
-    else:
-        audio = [{"bytes": None, "path": uri} for uri in rows["uri"]]
-        rates, channels = rows["sample_rate"], rows["channels"]
+def _hf_embedded(rows: pa.Table, spec: DatasetSpec, files: SnapshotFiles) -> pa.Table:
+    clips = list(records(rows))
+    data = pa.array([audio_bytes(r, spec, files) for r in clips], pa.binary())
+    paths = pa.array([f"{r.run_id}.wav" for r in clips], pa.string())
+    audio = pa.StructArray.from_arrays([data, paths], fields=HF_AUDIO)
+    rates, channels = zip(*(exported_format(r, spec) for r in clips), strict=True)
+    return _hf_table(rows, audio, pa.array(rates, pa.int32()), pa.array(channels, pa.int32()))
+
+
+def _hf_table(rows: pa.Table, audio: pa.Array, rates: Any, channels: Any) -> pa.Table:
     columns = {
-        "audio": pa.array(audio, HF_AUDIO),
+        "audio": audio,
         "text": rows["text"],
         "run_id": rows["run_id"],
         "date": rows["date"],
         "duration": rows["duration_s"],
-        "sample_rate": list(rates),
-        "channels": list(channels),
+        "sample_rate": rates,
+        "channels": channels,
         "audio_type": rows["audio_type"],
         "sha256": rows["sha256"],
         **{name: rows[name] for name in METRICS},
     }
-    arrays = [pa.array(columns[f.name], f.type, from_pandas=True) for f in HF_SCHEMA]
-    return pa.Table.from_arrays(arrays, schema=schema)
+    return pa.table([columns[name] for name in HF_SCHEMA.names], names=HF_SCHEMA.names)
 
 
 # -- NeMo ---------------------------------------------------------------------------------
 
 
-def write_nemo(files: SnapshotFiles, split: str, rows: pd.DataFrame) -> None:
+def write_nemo(files: SnapshotFiles, split: str, rows: pa.Table) -> None:
     """``nemo/{split}.jsonl``: one line per clip, pointing at the stored original."""
-    lines = pl.DataFrame(
-        {
-            "audio_filepath": rows["uri"].astype(str).tolist(),
-            "duration": rows["duration_s"].astype(float).tolist(),
-            "text": rows["text"].astype(str).tolist(),
-            "run_id": rows["run_id"].astype("int64").tolist(),
-            "audio_type": rows["audio_type"].astype(object).where(rows["audio_type"].notna(), None),
-        },
-        schema={
-            "audio_filepath": pl.String,
-            "duration": pl.Float64,
-            "text": pl.String,
-            "run_id": pl.Int64,
-            "audio_type": pl.String,
-        },
-    )
+    columns = {"uri": "audio_filepath", "duration_s": "duration", "text": "text"}
+    columns |= {"run_id": "run_id", "audio_type": "audio_type"}
+    lines = pl.from_arrow(rows.select(list(columns))).rename(columns)
     local = files.scratch(".jsonl")
-    lines.write_ndjson(local)
+    lines.write_ndjson(local)  # type: ignore[union-attr]
     files.publish(local, f"nemo/{split}.jsonl")
 
 
@@ -297,14 +304,14 @@ def write_nemo(files: SnapshotFiles, split: str, rows: pd.DataFrame) -> None:
 def sample_json(row: Any, spec: DatasetSpec) -> bytes:
     rate, channels = exported_format(row, spec)
     record = {
-        "run_id": int(row.run_id),
+        "run_id": row.run_id,
         "text": row.text,
         "split": row.split,
         "date": row.date,
-        "duration": float(row.duration_s),
+        "duration": row.duration_s,
         "sample_rate": rate,
         "channels": channels,
-        "audio_type": None if pd.isna(row.audio_type) else row.audio_type,
+        "audio_type": row.audio_type,
         "sha256": row.sha256,
         **{name: _json_number(getattr(row, name)) for name in METRICS},
     }
@@ -312,23 +319,20 @@ def sample_json(row: Any, spec: DatasetSpec) -> bytes:
 
 
 def _json_number(value: Any) -> Any:
-    """NaN, NA and infinities (a silent clip's dBFS) become null: JSON has no such numbers."""
-    if value is None or pd.isna(value):
+    """Infinities (a silent clip's dBFS) and NaN become null: JSON has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
         return None
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    return float(value) if math.isfinite(value) else None
+    return value
 
 
-def write_webdataset(
-    files: SnapshotFiles, split: str, rows: pd.DataFrame, spec: DatasetSpec
-) -> None:
+def write_webdataset(files: SnapshotFiles, split: str, rows: pa.Table, spec: DatasetSpec) -> None:
     """``webdataset/{split}-00000i.tar``: per clip ``{run_id}.wav`` and ``{run_id}.json``."""
-    sizes = [exported_size_bound(r, spec) for r in rows.itertuples()]
-    for index, shard in enumerate(shard_slices(sizes, spec.shard_max_bytes, spec.shard_max_rows)):
+    sizes = exported_size_bounds(rows, spec)
+    shards = shard_slices(sizes, rows.num_rows, spec.shard_max_bytes, spec.shard_max_rows)
+    for index, shard in enumerate(shards):
         local = files.scratch(".tar")
         with tarfile.open(local, "w", format=tarfile.PAX_FORMAT) as tar:
-            for row in rows.iloc[shard].itertuples():
+            for row in records(rows.slice(shard.start, shard.stop - shard.start)):
                 _add_sample(tar, row, spec, files)
         files.publish(local, f"webdataset/{split}-{index:06d}.tar")
 
@@ -345,7 +349,7 @@ def _add_sample(tar: tarfile.TarFile, row: Any, spec: DatasetSpec, files: Snapsh
         with open_stored(row.uri) as stored:
             reader = _Verified(stored, row)
             try:
-                tar.addfile(_member(f"{row.run_id}.wav", int(row.size_bytes)), reader)  # type: ignore[arg-type]
+                tar.addfile(_member(f"{row.run_id}.wav", row.size_bytes), reader)  # type: ignore[arg-type]
             finally:
                 reader.check()  # a file shorter than its record ends the copy early
     meta = sample_json(row, spec)

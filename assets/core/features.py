@@ -343,7 +343,12 @@ def features_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
 
 
 def features_table(frame: pd.DataFrame) -> pa.Table:
-    """``frame`` as exactly FEATURES_SCHEMA (the Parquet file of a day)."""
-    return pa.Table.from_pandas(
-        frame.reindex(columns=list(FEATURE_COLUMNS)), schema=FEATURES_SCHEMA, preserve_index=False
-    )
+    """``frame`` as exactly FEATURES_SCHEMA (the Parquet file of a day); columns it lacks, or
+    holds only nulls in, become typed nulls."""
+    arrays = [
+        pa.array(frame[f.name], f.type, from_pandas=True)
+        if f.name in frame and frame[f.name].notna().any()
+        else pa.nulls(len(frame), f.type)
+        for f in FEATURES_SCHEMA
+    ]
+    return pa.Table.from_arrays(arrays, schema=FEATURES_SCHEMA)

@@ -26,13 +26,13 @@ from typing import Any
 
 import pandas as pd
 
-from assets.core.card import PLOTS, card, plots, split_summary
+from assets.core.card import PLOTS, card, plots, split_summary, summary_frame
 from assets.core.dataset import (
     SPLITS,
     DatasetSpec,
     Selection,
+    by_split,
     read_rows,
-    rows_table,
     select,
     snapshot_version,
 )
@@ -71,14 +71,14 @@ def build_snapshot(
     log = log or logging.getLogger(__name__)
     spec.check()
     selection = select(read_rows(catalog), spec)
-    if selection.rows.empty:
+    if not selection.rows.num_rows:
         return Snapshot(selection, None)
-    version = snapshot_version(rows_table(selection.rows), spec)
+    version = snapshot_version(selection.rows, spec)
     prefix = version_dir(version)
     manifest = complete_manifest(out, prefix)
     written = manifest is None
     if written:
-        log.info(f"writing snapshot {version}: {len(selection.rows)} clips")
+        log.info(f"writing snapshot {version}: {selection.rows.num_rows} clips")
         manifest = write_snapshot(out, prefix, selection, spec, version)
         missing = misplaced(out, prefix, manifest)
         if missing:
@@ -95,12 +95,11 @@ def write_snapshot(
     out: Storage, prefix: str, selection: Selection, spec: DatasetSpec, version: str
 ) -> dict[str, Any]:
     rows = selection.rows
-    by_split = {split: rows[rows["split"] == split] for split in SPLITS}
     with tempfile.TemporaryDirectory(prefix="soundharvest-dataset-") as workdir:
         files = SnapshotFiles(out, prefix, Path(workdir))
         hf_globs = {}
-        for split, part in by_split.items():
-            if part.empty:
+        for split, part in by_split(rows).items():
+            if not part.num_rows:
                 continue
             if "hf" in spec.formats:
                 write_hf(files, split, part, spec)
@@ -109,10 +108,12 @@ def write_snapshot(
                 write_nemo(files, split, part)
             if "webdataset" in spec.formats:
                 write_webdataset(files, split, part, spec)
-        for name, png in plots(rows).items():
+        summary_rows = summary_frame(rows)
+        for name, png in plots(summary_rows).items():
             files.put(png, name)
-        files.put(card(rows, spec, version, selection.dropped, hf_globs).encode(), "README.md")
-        summary = split_summary(rows)
+        readme = card(summary_rows, spec, version, selection.dropped, hf_globs)
+        files.put(readme.encode(), "README.md")
+        summary = split_summary(summary_rows)
         manifest = {
             "version": version,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
