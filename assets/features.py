@@ -16,13 +16,17 @@ from pydantic import Field
 
 from assets.catalog import sound_catalog
 from assets.core.catalog import read_partition, table_bytes
-from assets.core.features import FeatureParams, day_features, features_relpath, features_table
+from assets.core.features import (
+    HARVEST_STATE,
+    FeatureParams,
+    day_features,
+    features_relpath,
+    features_table,
+)
 from assets.partitions import daily_partitions
 from assets.state import read_state
 from resources.storage import Storage
 from resources.storage_resource import StorageResource
-
-HARVEST_STATE = "harvest_features"  # rows the harvest computed while the file was at hand
 
 
 class FeaturesConfig(Config):

@@ -18,6 +18,7 @@ from assets.dataset import ENV_DATASET_ROOT, ml_dataset
 from assets.features import sound_features
 from assets.manifests import run_manifest
 from resources.camb_resource import CambResource
+from resources.storage_resource import StorageResource
 from sandbox import run_state
 
 from conftest import SANDBOX_KEY
@@ -145,6 +146,7 @@ def test_a_sandbox_harvest_feeds_features_and_a_dataset(sandbox, tmp_path, datas
     features = read_features(resource)
     assert sorted(features.index) == ready
     assert features["error"].isna().all() and features["lufs"].notna().all()
+    assert set(features["computed_by"]) == {"sound_features"}  # local disk: not at harvest
 
     result = materialize(
         [ml_dataset],
@@ -160,3 +162,48 @@ def test_a_sandbox_harvest_feeds_features_and_a_dataset(sandbox, tmp_path, datas
     for row in loaded:
         audio, rate = sf.read(io.BytesIO(row["audio"]["bytes"]))
         assert rate == row["sample_rate"] and len(audio) > 0
+
+
+def test_on_object_storage_the_harvest_measures_each_fresh_file(
+    sandbox, tmp_path, s3_bucket, monkeypatch
+):
+    options = f'{{"s3": {{"endpoint_url": "{s3_bucket.endpoint_url}"}}}}'
+    monkeypatch.setenv("SOUNDHARVEST_STORAGE_OPTIONS", options)
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    run_ids = list(range(3100, 3112))
+    (manifests / f"{DAY}.csv").write_text("run_id\n" + "\n".join(map(str, run_ids)) + "\n")
+    resource = StorageResource(
+        manifest_root=str(manifests),
+        audio_root=f"{s3_bucket.url}/audio",
+        catalog_root=f"{s3_bucket.url}/catalog",
+    )
+    camb = CambResource(
+        api_key=SANDBOX_KEY, base_url=sandbox.base_url, download_allow_hosts="127.0.0.1"
+    )
+    resources = {"camb": camb, "storage": resource}
+    ready = [i for i in run_ids if run_state(i) == "ready"]
+
+    result = materialize(
+        [run_manifest, sound_files, sound_catalog, sound_features],
+        partition_key=DAY,
+        resources=resources,
+        run_config=ONE_PROCESS,
+    )
+
+    meta = metadata_of(result, "sound_features")
+    assert (meta["from_harvest"], meta["computed"]) == (len(ready), 0)  # nothing read back
+    features = read_features(resource)
+    assert sorted(features.index) == ready
+    assert set(features["computed_by"]) == {"harvest"} and features["lufs"].notna().all()
+
+    # Other thresholds: the stored files are read back from the bucket and measured again.
+    stricter = {"ops": {"sound_features": {"config": {"workers": 1, "silence_window_ms": 20}}}}
+    again = materialize(
+        [sound_features], partition_key=DAY, resources=resources, run_config=stricter
+    )
+    meta = metadata_of(again, "sound_features")
+    assert (meta["from_harvest"], meta["computed"], meta["errors"]) == (0, len(ready), 0)
+    remeasured = read_features(resource)
+    assert set(remeasured["computed_by"]) == {"sound_features"}
+    assert remeasured["lufs"].tolist() == pytest.approx(features["lufs"].tolist())

@@ -25,10 +25,13 @@ import functools
 import json
 import math
 import multiprocessing
+import os
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
@@ -38,8 +41,9 @@ import pyloudnorm
 import scipy.signal
 import soundfile as sf
 
-from assets.core.catalog import with_nullable_ints
+from assets.core.catalog import table_bytes, with_nullable_ints
 from assets.core.stored import local_path, open_stored
+from resources.storage import Storage
 
 BLOCK_FRAMES = 65536
 GATE_STEP_S = 0.1  # BS.1770: 400 ms blocks, 75 % overlap, so a new block every 100 ms
@@ -352,3 +356,49 @@ def features_table(frame: pd.DataFrame) -> pa.Table:
         for f in FEATURES_SCHEMA
     ]
     return pa.Table.from_arrays(arrays, schema=FEATURES_SCHEMA)
+
+
+# -- at harvest time ----------------------------------------------------------------------
+
+HARVEST_STATE = "harvest_features"  # `_state/harvest_features/date=D/`: rows sound_features takes
+ENV_HARVEST_FEATURES = "SOUNDHARVEST_HARVEST_FEATURES"  # auto (object stores only), always, never
+
+
+class HarvestFeatures:
+    """Features of files the harvest has just fetched, measured from the verified local copy
+    before it goes to storage: on object stores this saves `sound_features` a second
+    download (and its egress) of every new file."""
+
+    def __init__(self, params: FeatureParams | None = None) -> None:
+        self.params = params or FeatureParams()
+        self.rows: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    @classmethod
+    def when_worthwhile(cls, audio: Storage) -> "HarvestFeatures | None":
+        """A collector unless `$SOUNDHARVEST_HARVEST_FEATURES` says otherwise: by default
+        only when the audio storage is not local (reading a local file again is cheap)."""
+        choice = os.environ.get(ENV_HARVEST_FEATURES, "auto").strip().lower() or "auto"
+        if choice not in ("auto", "always", "never"):
+            raise ValueError(
+                f"{ENV_HARVEST_FEATURES} must be auto, always or never, not {choice!r}"
+            )
+        wanted = choice == "always" or (choice == "auto" and not audio.is_local())
+        return cls() if wanted else None
+
+    def add(self, run_id: int, path: Path, sha256: str) -> None:
+        """Measure one fetched file (publishing threads call this at once)."""
+        row = feature_row(Item(run_id, sha256, str(path)), self.params, "harvest")
+        with self._lock:
+            self.rows.append(row)
+
+    def save(self, storage: Storage, relpath: str) -> None:
+        """Merge the rows into the day's file at `relpath` (newer rows win per run id)."""
+        if not self.rows:
+            return
+        frames = [features_frame(self.rows)]
+        if storage.exists(relpath):
+            with storage.open(relpath) as file:
+                frames.insert(0, pd.read_parquet(file))
+        rows = pd.concat(frames, ignore_index=True).drop_duplicates("run_id", keep="last")
+        storage.write_bytes(table_bytes(features_table(rows.sort_values("run_id"))), relpath)

@@ -6,11 +6,12 @@ all, so a year of days shares one client, with ``SOUNDHARVEST_STORAGE_OPTIONS`` 
 """
 
 import functools
+import os
 from typing import IO
 
 import fsspec
 
-from resources.storage import Storage
+from resources.storage import ENV_STORAGE_OPTIONS, Storage
 
 
 def split_uri(uri: str) -> tuple[str, str]:
@@ -24,8 +25,13 @@ def split_uri(uri: str) -> tuple[str, str]:
     return f"{protocol}://{bucket}", relpath
 
 
-@functools.lru_cache(maxsize=16)
 def storage_for(root: str) -> Storage:
+    return _storage(root, os.environ.get(ENV_STORAGE_OPTIONS, ""))
+
+
+@functools.lru_cache(maxsize=16)
+def _storage(root: str, options: str) -> Storage:
+    """One per root and options: a changed environment gets a fresh client."""
     return Storage(root)
 
 
