@@ -5,11 +5,12 @@ import time
 import pandas as pd
 from dagster import AssetExecutionContext, BackfillPolicy, Failure, MaterializeResult, asset
 
+from assets.core.features import HARVEST_STATE, HarvestFeatures
 from assets.core.harvest import DayHarvest, index_rows
 from assets.manifests import run_manifest
 from assets.metadata import outcome_metadata
 from assets.partitions import daily_partitions
-from assets.state import read_state, write_files
+from assets.state import read_state, state_relpath, write_files
 from resources.camb_client import CambApiError
 from resources.camb_resource import CambResource
 from resources.storage import StorageError
@@ -41,12 +42,18 @@ def sound_files(
             raise Failure(description=f"run_manifest of {day} is missing: materialize it first")
         run_ids = [int(i) for i in manifest.loc[manifest["status"] == "accepted", "run_id"]]
         earlier = index_rows(read_state(state, "sound_files", day))
-        harvest = DayHarvest(day, audio, camb.harvest, log=context.log)
+        features = HarvestFeatures.when_worthwhile(audio)  # ML features of fresh files
+        harvest = DayHarvest(
+            day, audio, camb.harvest, log=context.log,
+            on_fresh_file=features.add if features else None,
+        )  # fmt: skip
         try:
             ledger = harvest.run(run_ids, earlier)
         except (CambApiError, StorageError) as exc:
             raise Failure(description=f"{day}: {exc}") from None
         write_files(state, day, ledger)
+        if features:
+            features.save(state, state_relpath(HARVEST_STATE, day))
         ledgers.append(ledger)
     rows = pd.concat(ledgers, ignore_index=True)
     return MaterializeResult(metadata=outcome_metadata(rows, time.monotonic() - started))

@@ -132,6 +132,7 @@ class DayHarvest:
         log: logging.Logger | Any,
         workers: int = 4,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_fresh_file: Callable[[int, Path, str], None] | None = None,
     ) -> None:
         self.day = day
         self.storage = storage
@@ -139,6 +140,9 @@ class DayHarvest:
         self.log = log
         self.workers = workers
         self.now = now
+        # Called with (run id, verified local WAV, sha256) before each fetched file is
+        # published: the ML features are measured there, saving a second read (PLAN #3).
+        self.on_fresh_file = on_fresh_file
 
     def run(self, run_ids: Sequence[int], previous: Mapping[int, dict[str, Any]]) -> pd.DataFrame:
         self.storage.remove_stale_temporaries(self.day)
@@ -230,6 +234,8 @@ class DayHarvest:
         except AudioFileError as exc:
             path.unlink(missing_ok=True)
             return self._row(outcome.run_id, previous, status="failed", error=f"undecodable: {exc}")
+        if self.on_fresh_file is not None:
+            self.on_fresh_file(outcome.run_id, path, sha256)
         relpath = audio_relpath(self.day, outcome.run_id)
         uri = self.storage.publish_file(str(path), relpath, size=size, sha256=sha256, move=True)
         path.unlink(missing_ok=True)
