@@ -18,6 +18,7 @@ from assets.dataset import ENV_DATASET_ROOT, ml_dataset
 from assets.features import sound_features
 from assets.manifests import run_manifest
 from resources.camb_resource import CambResource
+from resources.storage import Storage
 from resources.storage_resource import StorageResource
 from sandbox import run_state
 
@@ -207,3 +208,15 @@ def test_on_object_storage_the_harvest_measures_each_fresh_file(
     remeasured = read_features(resource)
     assert set(remeasured["computed_by"]) == {"sound_features"}
     assert remeasured["lufs"].tolist() == pytest.approx(features["lufs"].tolist())
+
+    # The snapshot reads the catalog from the bucket and writes back to it, clips included.
+    monkeypatch.setenv(ENV_DATASET_ROOT, f"{s3_bucket.url}/datasets")
+    config = dataset_config(formats=["hf", "nemo", "webdataset"], drop_silent=False)
+    built = metadata_of(
+        materialize([ml_dataset], resources=resources, run_config=config), "ml_dataset"
+    )
+    latest = Storage(f"{s3_bucket.url}/datasets").read_bytes(LATEST).decode().strip()
+    assert latest == built["version"]
+    assert sum(built[f"{split}_clips"] for split in ("train", "validation", "test")) == len(ready)
+    tars = [k for k in s3_bucket.keys() if k.startswith(f"datasets/v={latest}/webdataset/")]  # noqa: SIM118
+    assert tars and all(k.endswith(".tar") for k in tars)

@@ -29,6 +29,7 @@ import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -276,13 +277,25 @@ def measure_all(
     if workers <= 1 or len(items) <= 1:
         yield from map(measure_one, items)
         return
-    # Not fork: the caller (Dagster) runs threads, and forking a threaded process is unsafe.
-    # A fork server starts clean, imports this module once, then forks each worker from
-    # itself, so workers start in milliseconds instead of importing numpy/scipy each.
+    pool = worker_pool(workers)
+    try:
+        yield from pool.map(measure_one, items, chunksize=4)
+    except BrokenProcessPool:
+        worker_pool.cache_clear()  # a worker died (killed, out of memory): a new pool next time
+        raise
+
+
+@functools.cache
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """One pool per size for the life of the process, so workers start once.
+
+    Not fork: the caller (Dagster) runs threads, and forking a threaded process is unsafe.
+    A fork server starts clean and imports this module once; each worker is forked from it,
+    then (like any non-fork start) imports the caller's main module: seconds, paid once.
+    """
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
-    with ProcessPoolExecutor(min(workers, len(items)), mp_context=context) as pool:
-        yield from pool.map(measure_one, items, chunksize=4)
+    return ProcessPoolExecutor(workers, mp_context=context)
 
 
 def reusable(rows: pd.DataFrame | None, params: FeatureParams) -> dict[tuple[int, str], dict]:
