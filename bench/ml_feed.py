@@ -242,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         audio_mb = rows["size_bytes"].sum() / 1e6
         # The first pool of a process starts its fork server (imports numpy, scipy, ...):
         # paid once per run, so timed apart from the throughput.
-        startup = bench_features(rows.iloc[:2], 2)
+        startup = bench_features(rows.iloc[:8], 2)  # enough chunks to start both workers
         rates = {
             f"sound_features, {n} worker{'s' if n > 1 else ''}": audio_mb / bench_features(rows, n)
             for n in (1, 2)
