@@ -151,7 +151,9 @@ class Meter:
         self.frames = self.clipped = 0
         self.peak = self.sum_squares = 0.0
         self.clip_level = 10 ** (params.clip_threshold_dbfs / 20)
-        # pyloudnorm's K-weighting stages (high shelf, then high pass) as second-order sections.
+        # pyloudnorm's K-weighting stages (high shelf, then high pass) as second-order
+        # sections. `_filters` is not public API: the tests hold the result to the library's
+        # own whole-array integrated_loudness, so a change there fails loudly.
         stages = list(pyloudnorm.Meter(rate)._filters.values())
         self.sos = np.array([[*stage.b, *stage.a] for stage in stages])
         self.gain = math.prod(stage.passband_gain for stage in stages)
