@@ -3,18 +3,29 @@
 import time
 
 import pandas as pd
-from dagster import AssetExecutionContext, BackfillPolicy, Failure, MaterializeResult, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    BackfillPolicy,
+    Failure,
+    MaterializeResult,
+    asset,
+)
 
 from assets.core.features import HARVEST_STATE, HarvestFeatures
 from assets.core.harvest import DayHarvest, index_rows
+from assets.core.settings import SettingsError
 from assets.manifests import run_manifest
 from assets.metadata import outcome_metadata
 from assets.partitions import daily_partitions
+from assets.publish import publish_day
+from assets.ranges import DayProblem, fail, mark_done, run_days, settings
 from assets.state import read_state, state_relpath, write_files
-from resources.camb_client import CambApiError
 from resources.camb_resource import CambResource
 from resources.storage import StorageError
 from resources.storage_resource import StorageResource
+
+SOUND_CATALOG = AssetKey("sound_catalog")  # downstream: its module imports this one
 
 
 @asset(
@@ -31,29 +42,60 @@ def sound_files(
     """`{AUDIO_ROOT}/D/{run_id}.wav` for every ready run, published only once verified.
 
     Reruns are incremental: files already stored are kept, files found without a record
-    are adopted, pending and failed runs are tried again.
+    are adopted, pending and failed runs are tried again. Each day may spend at most
+    `SOUNDHARVEST_DAY_BUDGET_S` fetching; its files ledger is saved as it goes.
     """
+    config = settings()
     audio, state = storage.audio(), storage.catalog()
+    try:  # ML features of fresh files, where reading them back later would cost (PLAN #3)
+        measure_fresh = HarvestFeatures.wanted(audio)
+    except SettingsError as exc:
+        raise Failure(description=str(exc), allow_retries=False) from None
     started = time.monotonic()
-    ledgers = []
-    for day in context.partition_keys:
+
+    def harvest(day: str) -> pd.DataFrame:
         manifest = read_state(state, "run_manifest", day)
         if manifest is None:
-            raise Failure(description=f"run_manifest of {day} is missing: materialize it first")
+            raise DayProblem("its run_manifest is missing: materialize it first")
         run_ids = [int(i) for i in manifest.loc[manifest["status"] == "accepted", "run_id"]]
-        earlier = index_rows(read_state(state, "sound_files", day))
-        features = HarvestFeatures.when_worthwhile(audio)  # ML features of fresh files
-        harvest = DayHarvest(
-            day, audio, camb.harvest, log=context.log,
+        features = HarvestFeatures() if measure_fresh else None
+
+        def save(rows: pd.DataFrame) -> None:
+            if features:  # with every checkpoint: a crash keeps what was measured
+                try:
+                    features.save(state, state_relpath(HARVEST_STATE, day))
+                except Exception as exc:  # sound_features measures those files instead
+                    context.log.warning(f"{day}: features measured at harvest not saved: {exc}")
+            write_files(state, day, rows)
+
+        return DayHarvest(
+            day,
+            audio,
+            camb.harvest,
+            log=context.log,
+            save=save,
+            budget_s=config.day_budget_s,
+            checkpoint_s=config.checkpoint_s,
             on_fresh_file=features.add if features else None,
-        )  # fmt: skip
+        ).run(run_ids, index_rows(read_state(state, "sound_files", day)))
+
+    days = run_days(context.partition_keys, harvest)
+    if not days.failed:
+        rows = pd.concat(days.done.values(), ignore_index=True)
+        return MaterializeResult(metadata=outcome_metadata(rows, time.monotonic() - started))
+    # sound_catalog will not run after this step fails: publish the completed days' catalog
+    # partitions here, the way sound_catalog does, and report both assets' partitions.
+    catalogs = {}
+    for day in days.done:
         try:
-            ledger = harvest.run(run_ids, earlier)
-        except (CambApiError, StorageError) as exc:
-            raise Failure(description=f"{day}: {exc}") from None
-        write_files(state, day, ledger)
-        if features:
-            features.save(state, state_relpath(HARVEST_STATE, day))
-        ledgers.append(ledger)
-    rows = pd.concat(ledgers, ignore_index=True)
-    return MaterializeResult(metadata=outcome_metadata(rows, time.monotonic() - started))
+            catalogs[day] = publish_day(day, state, audio).rows
+        except (DayProblem, StorageError) as exc:
+            days.failed[day] = f"files stored, but the catalog could not be written: {exc}"
+    mark_done(context, days.done, lambda day: outcome_metadata(days.done[day]))
+    mark_done(
+        context,
+        catalogs,
+        lambda day: outcome_metadata(catalogs[day]),
+        asset_key=SOUND_CATALOG,
+    )
+    fail(context, days, config)

@@ -12,11 +12,18 @@ from dagster import materialize
 
 from assets.audio import sound_files
 from assets.catalog import sound_catalog
-from assets.core.features import features_relpath
+from assets.core.catalog import read_partition
+from assets.core.features import (
+    ENV_HARVEST_FEATURES,
+    HARVEST_STATE,
+    HarvestFeatures,
+    features_relpath,
+)
 from assets.core.snapshot import LATEST
 from assets.dataset import ENV_DATASET_ROOT, ml_dataset
 from assets.features import sound_features
 from assets.manifests import run_manifest
+from assets.state import state_relpath
 from resources.camb_resource import CambResource
 from resources.storage import Storage
 from resources.storage_resource import StorageResource
@@ -220,3 +227,52 @@ def test_on_object_storage_the_harvest_measures_each_fresh_file(
     assert sum(built[f"{split}_clips"] for split in ("train", "validation", "test")) == len(ready)
     tars = [k for k in s3_bucket.keys() if k.startswith(f"datasets/v={latest}/webdataset/")]  # noqa: SIM118
     assert tars and all(k.endswith(".tar") for k in tars)
+
+
+def harvest_day(sandbox, tmp_path: Path, run_ids: list[int]):
+    manifests = tmp_path / "manifests"
+    manifests.mkdir(exist_ok=True)
+    (manifests / f"{DAY}.csv").write_text("run_id\n" + "\n".join(map(str, run_ids)) + "\n")
+    resources = {
+        "camb": CambResource(
+            api_key=SANDBOX_KEY, base_url=sandbox.base_url, download_allow_hosts="127.0.0.1"
+        ),
+        "storage": storage(tmp_path),
+    }
+    return materialize(
+        [run_manifest, sound_files, sound_catalog],
+        partition_key=DAY,
+        resources=resources,
+        raise_on_error=False,
+    )
+
+
+@pytest.mark.parametrize("where", ["measuring", "saving"])
+def test_features_failing_at_harvest_never_fail_the_day(sandbox, tmp_path, monkeypatch, where):
+    monkeypatch.setenv(ENV_HARVEST_FEATURES, "always")
+    harvested = tmp_path / "catalog" / state_relpath(HARVEST_STATE, DAY)
+    if where == "measuring":
+        monkeypatch.setattr(HarvestFeatures, "add", lambda *args: 1 / 0)
+    else:
+        harvested.mkdir(parents=True)  # a directory where the file goes: it cannot be written
+    run_ids = list(range(3200, 3212))
+
+    result = harvest_day(sandbox, tmp_path, run_ids)
+
+    assert result.success
+    catalog = read_partition(storage(tmp_path).catalog().fs, str(tmp_path / "catalog"), DAY)
+    ready = [i for i in run_ids if run_state(i) == "ready"]
+    assert sorted(catalog.loc[catalog.status == "ok", "run_id"]) == ready
+    assert not harvested.is_file()
+
+
+def test_a_bad_harvest_features_setting_fails_at_once_naming_it(sandbox, tmp_path, monkeypatch):
+    monkeypatch.setenv(ENV_HARVEST_FEATURES, "sometimes")
+
+    result = harvest_day(sandbox, tmp_path, [3300, 3301])
+
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failure.step_failure_data.user_failure_data.description
+    assert message == f"{ENV_HARVEST_FEATURES} must be auto, always or never, not 'sometimes'"
+    assert sandbox.stats()["api_requests"] == 0 and not (tmp_path / "audio").exists()

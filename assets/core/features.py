@@ -43,6 +43,7 @@ import scipy.signal
 import soundfile as sf
 
 from assets.core.catalog import table_bytes, with_nullable_ints
+from assets.core.settings import SettingsError
 from assets.core.stored import local_path, open_stored
 from resources.storage import Storage
 
@@ -410,17 +411,17 @@ class HarvestFeatures:
         self.rows: list[dict[str, Any]] = []
         self._lock = threading.Lock()
 
-    @classmethod
-    def when_worthwhile(cls, audio: Storage) -> "HarvestFeatures | None":
-        """A collector unless `$SOUNDHARVEST_HARVEST_FEATURES` says otherwise: by default
-        only when the audio storage is not local (reading a local file again is cheap)."""
+    @staticmethod
+    def wanted(audio: Storage) -> bool:
+        """Whether the harvest measures its files: as `$SOUNDHARVEST_HARVEST_FEATURES` says,
+        by default only when the audio storage is not local (reading a local file again is
+        cheap)."""
         choice = os.environ.get(ENV_HARVEST_FEATURES, "auto").strip().lower() or "auto"
         if choice not in ("auto", "always", "never"):
-            raise ValueError(
+            raise SettingsError(
                 f"{ENV_HARVEST_FEATURES} must be auto, always or never, not {choice!r}"
             )
-        wanted = choice == "always" or (choice == "auto" and not audio.is_local())
-        return cls() if wanted else None
+        return choice == "always" or (choice == "auto" and not audio.is_local())
 
     def add(self, run_id: int, path: Path, sha256: str) -> None:
         """Measure one fetched file (publishing threads call this at once)."""
@@ -429,10 +430,15 @@ class HarvestFeatures:
             self.rows.append(row)
 
     def save(self, storage: Storage, relpath: str) -> None:
-        """Merge the rows into the day's file at `relpath` (newer rows win per run id)."""
-        if not self.rows:
+        """Merge the rows into the day's file at `relpath` (newer rows win per run id).
+
+        Called with every ledger checkpoint while publishing threads still add rows.
+        """
+        with self._lock:
+            measured = list(self.rows)
+        if not measured:
             return
-        frames = [features_frame(self.rows)]
+        frames = [features_frame(measured)]
         if storage.exists(relpath):
             with storage.open(relpath) as file:
                 frames.insert(0, pd.read_parquet(file))
