@@ -4,6 +4,8 @@ from dagster import Definitions, EnvVar
 
 from assets.audio import sound_files
 from assets.catalog import sound_catalog
+from assets.dataset import ml_dataset
+from assets.features import sound_features
 from assets.manifests import run_manifest
 from pipelines.deployment import executor_from_env, with_backfill_policy
 from pipelines.jobs import daily_harvest
@@ -13,7 +15,9 @@ from resources.camb_resource import CambResource
 from resources.storage_resource import StorageResource
 
 defs = Definitions(
-    assets=with_backfill_policy([run_manifest, sound_files, sound_catalog]),
+    assets=with_backfill_policy(
+        [run_manifest, sound_files, sound_catalog, sound_features, ml_dataset]
+    ),
     jobs=[daily_harvest],
     schedules=[daily_harvest_schedule],
     sensors=[manifest_sensor, pending_sweep],
