@@ -1,11 +1,19 @@
 """A local stand-in for the CAMB.AI text-to-sound API: the demo's default peer and the tests'."""
 
 from sandbox.audio import render_audio
-from sandbox.rules import AudioParams, audio_params, bulk_shape, delivered_format, run_state
+from sandbox.rules import (
+    AudioParams,
+    AudioSizes,
+    audio_params,
+    bulk_shape,
+    delivered_format,
+    run_state,
+)
 from sandbox.server import Faults, SandboxServer
 
 __all__ = [
     "AudioParams",
+    "AudioSizes",
     "Faults",
     "SandboxServer",
     "audio_params",

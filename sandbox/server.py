@@ -28,7 +28,7 @@ from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 
-from sandbox.audio import FORMATS, render_audio
+from sandbox.audio import FORMATS, served_audio
 from sandbox.rules import bulk_shape, delivered_format, run_state
 
 Target = Literal["api", "download"]
@@ -51,6 +51,7 @@ class Faults:
     """What goes wrong, and how often. Shares are drawn from `random.Random(seed)`."""
 
     latency_s: float = 0.0  # delay before every API answer (not downloads)
+    download_latency_s: float = 0.0  # delay before every download's first byte
     throttle_rate: float = 0.0  # share of API requests answered 429
     retry_after: str = "1"  # Retry-After on 429: seconds, or "date:N" for an HTTP date N s ahead
     server_error_rate: float = 0.0  # share of API requests answered 500/502/503
@@ -72,8 +73,9 @@ class Faults:
             raise ValueError("Faults: drop_rate + throttle_rate + server_error_rate exceeds 1")
         if self.drop_rate + self.truncate_rate + self.expire_rate > 1.0:
             raise ValueError("Faults: drop_rate + truncate_rate + expire_rate exceeds 1")
-        if self.latency_s < 0:
-            raise ValueError(f"Faults.latency_s must be >= 0, got {self.latency_s!r}")
+        for name in ("latency_s", "download_latency_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"Faults.{name} must be >= 0, got {getattr(self, name)!r}")
         if self.url_ttl_s <= 0:
             raise ValueError(f"Faults.url_ttl_s must be > 0, got {self.url_ttl_s!r}")
         if not isinstance(self.retry_after, str) or not _RETRY_AFTER.fullmatch(self.retry_after):
@@ -98,6 +100,7 @@ class _Stats:
     downloads_with_api_key: int = 0
     download_redirects: int = 0
     max_in_flight_api: int = 0
+    max_in_flight: int = 0  # API requests and downloads together
     faults_injected: Counter[str] = field(default_factory=Counter)
 
 
@@ -123,6 +126,7 @@ class _State:
         self._tasks: dict[str, list[int]] = {}  # task id -> [run id, polls so far]
         self._next_run_id = FIRST_CREATED_RUN_ID
         self._in_flight_api = 0
+        self._in_flight = 0
         self._stats = _Stats()
 
     # -- faults ---------------------------------------------------------------------------
@@ -200,6 +204,15 @@ class _State:
         with self._lock:
             self._in_flight_api -= 1
 
+    def enter(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+            self._stats.max_in_flight = max(self._stats.max_in_flight, self._in_flight)
+
+    def leave(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
     def stats(self) -> dict[str, Any]:
         with self._lock:
             stats = dataclasses.asdict(self._stats)
@@ -209,7 +222,9 @@ class _State:
     def reset_stats(self, *, scripts: bool = False) -> None:
         with self._lock:
             # Requests still running stay counted in the new peak.
-            self._stats = _Stats(max_in_flight_api=self._in_flight_api)
+            self._stats = _Stats(
+                max_in_flight_api=self._in_flight_api, max_in_flight=self._in_flight
+            )
             if scripts:
                 for queue in self._scripts.values():
                     queue.clear()
@@ -330,7 +345,7 @@ def _origin(request: web.Request) -> str:
 async def _audio(run_id: int) -> bytes:
     # Rendering takes a millisecond or more (the first MP3 of a kind ~30 ms): keep it off
     # the event loop, which serves every other connection meanwhile.
-    return await asyncio.get_running_loop().run_in_executor(None, render_audio, run_id)
+    return await asyncio.get_running_loop().run_in_executor(None, served_audio, run_id)
 
 
 # -- request parsing ------------------------------------------------------------------------
@@ -373,6 +388,20 @@ def _path_run_id(request: web.Request) -> int:
 
 
 # -- API handlers ---------------------------------------------------------------------------
+
+
+@web.middleware
+async def _in_flight_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Counts API requests and downloads in flight, from arrival until the answer is handed
+    to the connection (so a client's concurrency limit can be checked from here)."""
+    if request.path.startswith("/_sandbox/"):
+        return await handler(request)
+    state = request.app[STATE]
+    state.enter()
+    try:
+        return await handler(request)
+    finally:
+        state.leave()
 
 
 @web.middleware
@@ -532,6 +561,8 @@ async def download(request: web.Request) -> web.StreamResponse:
         state.count(download_redirects=1, downloads_with_api_key=has_key)
         raise web.HTTPTemporaryRedirect(redirect.rstrip("/") + request.path_qs)
     state.count(downloads=1, downloads_with_api_key=has_key)
+    if state.faults.download_latency_s:
+        await asyncio.sleep(state.faults.download_latency_s)
     kind = state.next_fault("download")
     if kind == "drop":
         state.count_fault(kind)
@@ -601,7 +632,7 @@ async def control_reset(request: web.Request) -> web.Response:
 
 
 def make_app(state: _State) -> web.Application:
-    app = web.Application(middlewares=[_api_middleware])
+    app = web.Application(middlewares=[_in_flight_middleware, _api_middleware])
     app[STATE] = state
     app.router.add_post("/apis/text-to-sound-results", bulk_results)
     app.router.add_get("/apis/text-to-sound-result/{run_id}", single_result)
@@ -683,8 +714,8 @@ class SandboxServer:
         bulk_batch_sizes (when `run_ids` is a list), single_requests: those that got past
         faults and auth; downloads: /files requests served or faulted, download_redirects:
         those answered 307; downloads_with_api_key: /files requests that carried
-        `x-api-key`; max_in_flight_api: peak concurrent API requests; faults_injected:
-        kind -> count.
+        `x-api-key`; max_in_flight_api: peak concurrent API requests; max_in_flight: peak
+        concurrent API requests and downloads together; faults_injected: kind -> count.
         """
         return self._state.stats()
 
