@@ -331,13 +331,10 @@ class Cli:
         if profile and self.profile_dir is not None:
             self.profile_dir.mkdir(parents=True, exist_ok=True)
             out = self.profile_dir / f"{profile}.speedscope.json"
-            command = [
-                str(Path(sys.executable).with_name("py-spy")),
-                "record",
-                "--format",
-                "speedscope",
-            ]
-            command += ["--rate", "200", "--subprocesses", "-o", str(out), "--", *command]
+            # py-spy wants the interpreter itself, not the console script.
+            spy = [str(Path(sys.executable).with_name("py-spy")), "record", "--rate", "200"]
+            spy += ["--format", "speedscope", "--subprocesses", "-o", str(out), "--"]
+            command = [*spy, str(dagster.with_name("python")), "-m", "dagster", *command[1:]]
         self._runs += 1
         log = self.root / f"cli-{self._runs}.log"
         with log.open("w") as out_file:
