@@ -131,7 +131,7 @@ class Report:
                     f"{t.seconds:.2f}",
                     "" if t.cpu_s is None else f"{t.cpu_s:.1f}",
                     f"{t.sandbox_cpu_s:.1f}",
-                    "" if t.peak_rss is None else f"{t.peak_rss / 2**20:.0f}",
+                    "" if t.peak_rss is None else f"{t.peak_rss / 1e6:.0f}",
                     str(t.stats.get("api_requests", "")),
                     str(t.stats.get("downloads", "")),
                     str(t.stats.get("max_in_flight", "")),
@@ -139,7 +139,7 @@ class Report:
                     t.note,
                 )
             )
-        header = ("figure", "seconds", "CPU s", "sandbox CPU s", "peak RSS MiB")
+        header = ("figure", "seconds", "CPU s", "sandbox CPU s", "peak RSS MB")
         header += ("API calls", "downloads", "max in flight", "load", "note")
         rows.append(("T*: latency bound", f"{s.bound_s:.2f}", *[""] * 8))
         return format_rows(header, rows)
@@ -163,9 +163,9 @@ class Report:
                 what = f"in flight ({name}) <= {s.concurrency}"
                 out.append((what, str(peak), peak <= s.concurrency))
         if "rss" in f and f["rss"].peak_rss is not None:
-            mib = f["rss"].peak_rss / 2**20
+            mb = f["rss"].peak_rss / 1e6
             what = f"peak RSS, {s.rss_files} files of {s.rss_mb:g} MB < 300 MB"
-            out.append((what, f"{mib:.0f} MiB", f["rss"].peak_rss < 300e6))
+            out.append((what, f"{mb:.0f} MB", mb < 300))
         if {"rerun", "P", "S"} <= f.keys():
             beyond = f["rerun"].seconds - f["S"].seconds
             share = beyond / max(f["P"].seconds - f["S"].seconds, 1e-9)
@@ -314,6 +314,8 @@ class Cli:
             "DAGSTER_HOME": str(home),
         }
         self.profile_dir = s.profile_dir if profile else None
+        if self.profile_dir is not None:
+            self.profile_dir.mkdir(parents=True, exist_ok=True)
         self._runs = 0
 
     def write_manifest(self, day: str, run_ids: Sequence[int]) -> None:
@@ -329,10 +331,15 @@ class Cli:
         command = [str(dagster), "asset", "materialize", "-m", "pipelines.definitions"]
         command += ["--select", SELECT, *partition]
         if profile and self.profile_dir is not None:
-            self.profile_dir.mkdir(parents=True, exist_ok=True)
             out = self.profile_dir / f"{profile}.speedscope.json"
             # py-spy wants the interpreter itself, not the console script.
-            spy = [str(Path(sys.executable).with_name("py-spy")), "record", "--rate", "200"]
+            spy = [
+                str(Path(sys.executable).with_name("py-spy")),
+                "record",
+                "--rate",
+                "100",
+                "--idle",
+            ]
             spy += ["--format", "speedscope", "--subprocesses", "-o", str(out), "--"]
             command = [*spy, str(dagster.with_name("python")), "-m", "dagster", *command[1:]]
         self._runs += 1
@@ -350,6 +357,8 @@ class Cli:
             seconds = time.perf_counter() - started
         _, status, usage = done
         process.returncode = os.waitstatus_to_exitcode(status)
+        if self.profile_dir is not None:  # kept beside the profiles: step times, events
+            shutil.copyfile(log, self.profile_dir / f"{self.root.name}-cli-{self._runs}.log")
         if process.returncode != 0:
             tail = "\n".join(log.read_text().splitlines()[-25:])
             raise BenchError(f"{' '.join(command[1:6])} ... failed ({log}):\n{tail}")
@@ -598,7 +607,12 @@ def _parser() -> argparse.ArgumentParser:
     add("--rss-mb", type=float, default=d.rss_mb, help="their size, MB")
     add("--year-days", type=positive_int, default=d.year_days, help="days of the year rerun")
     add("--year-runs", type=positive_int, default=d.year_runs, help="runs per day of the year")
-    add("--profile", type=Path, default=None, help="record P and the year rerun with py-spy here")
+    add(
+        "--profile",
+        type=Path,
+        default=None,
+        help="record P and the year rerun with py-spy here (and keep the CLI logs)",
+    )
     add(
         "--project",
         type=Path,
