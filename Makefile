@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SITE    = $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
-.PHONY: install test lint format demo bench clean
+.PHONY: install test lint format demo bench bench-client clean
 
 install: $(STAMP)
 
@@ -36,7 +36,11 @@ test: lint
 demo: install
 	$(BIN)/python -m pipelines.demo
 
+# The end-to-end figures of issue 9 (~20 min on 2 cores); see bench/README.md.
 bench: install
+	$(BIN)/python -m bench.end_to_end
+
+bench-client: install
 	$(BIN)/python -m bench.client_throughput
 
 clean:
