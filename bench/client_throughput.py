@@ -14,7 +14,6 @@ ratio is the peer's runs/s over soundharvest's at its default concurrency.
 import argparse
 import asyncio
 import hashlib
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,6 +31,7 @@ from bench.common import (
     machine,
     positive_int,
     ready_run_ids,
+    run,
     sandbox_process,
     seconds,
     sha256_file,
@@ -268,8 +268,4 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except BenchError as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run(main)

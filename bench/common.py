@@ -9,7 +9,7 @@ import secrets
 import select
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import count, islice
@@ -136,3 +136,12 @@ def seconds(text: str) -> float:
     if not 0 <= value <= 5:
         raise argparse.ArgumentTypeError(f"must be between 0 and 5 seconds, not {value}")
     return value
+
+
+def run(main: Callable[[], object]) -> None:
+    """A benchmark's entry point: a BenchError is one line on stderr and exit status 1."""
+    try:
+        main()
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -52,6 +52,7 @@ from bench.common import (
     machine,
     positive_int,
     ready_run_ids,
+    run,
     sandbox_process,
     seconds,
     sha256_file,
@@ -652,8 +653,4 @@ def main(argv: Sequence[str] | None = None) -> Report:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except BenchError as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run(main)
