@@ -448,6 +448,12 @@ class Sandbox:
         self.process = psutil.Process(api.pid)
         self.control = httpx.Client(base_url=api.origin, timeout=30)
 
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.control.close()
+
     @contextmanager
     def measuring(self) -> Iterator[dict[str, Any]]:
         """Yields a dict that holds, afterwards, `stats`, `sandbox_cpu_s` and `load`."""
@@ -489,8 +495,7 @@ def measure(s: Settings, work: Path, report: Report, log: Callable[[str], None])
     ids = ready_run_ids(s.runs, wav_only=s.wav_only)
     ref = Reference(s.audio)
     flags = ["--audio-mb", f"{s.audio.min_bytes / 1e6}-{s.audio.max_bytes / 1e6}"]
-    with sandbox_process(*flags, *s.latency_flags()) as api:
-        sandbox = Sandbox(api)
+    with sandbox_process(*flags, *s.latency_flags()) as api, Sandbox(api) as sandbox:
         if not s.wav_only:  # the sandbox encodes each MP3 template once: not on a peer's clock
             mp3 = [i for i in ids if delivered_format(i) == "MP3"]
             with tempfile.TemporaryDirectory(prefix="bench-warmup-") as tmp:
@@ -544,13 +549,12 @@ def measure(s: Settings, work: Path, report: Report, log: Callable[[str], None])
 
     log(f"RSS: {s.rss_files} files of {s.rss_mb:g} MB")
     big = AudioSizes.parse_mb(f"{s.rss_mb:g}")
-    with sandbox_process("--audio-mb", f"{s.rss_mb:g}", *s.latency_flags()) as api:
+    rss_sandbox = sandbox_process("--audio-mb", f"{s.rss_mb:g}", *s.latency_flags())
+    with rss_sandbox as api, Sandbox(api) as sandbox:
         big_ids = ready_run_ids(s.rss_files, wav_only=True)
         cli = Cli(api, work / "rss", s, profile=False)
         cli.write_manifest(DAY, big_ids)
-        report.figures["rss"] = _timed_cli(
-            Sandbox(api), lambda: cli.materialize("--partition", DAY)
-        )
+        report.figures["rss"] = _timed_cli(sandbox, lambda: cli.materialize("--partition", DAY))
         verify_catalog("RSS", cli.root, {DAY: big_ids}, "ok", Reference(big), REFERENCE_SAMPLE)
         shutil.rmtree(cli.root)
     return report
