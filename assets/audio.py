@@ -3,17 +3,20 @@
 import time
 
 import pandas as pd
-from dagster import AssetExecutionContext, BackfillPolicy, Failure, MaterializeResult, asset
+from dagster import AssetExecutionContext, AssetKey, BackfillPolicy, MaterializeResult, asset
 
 from assets.core.harvest import DayHarvest, index_rows
 from assets.manifests import run_manifest
 from assets.metadata import outcome_metadata
 from assets.partitions import daily_partitions
+from assets.publish import publish_day
+from assets.ranges import DayProblem, fail, mark_done, run_days, settings
 from assets.state import read_state, write_files
-from resources.camb_client import CambApiError
 from resources.camb_resource import CambResource
 from resources.storage import StorageError
 from resources.storage_resource import StorageResource
+
+SOUND_CATALOG = AssetKey("sound_catalog")  # downstream: its module imports this one
 
 
 @asset(
@@ -30,23 +33,45 @@ def sound_files(
     """`{AUDIO_ROOT}/D/{run_id}.wav` for every ready run, published only once verified.
 
     Reruns are incremental: files already stored are kept, files found without a record
-    are adopted, pending and failed runs are tried again.
+    are adopted, pending and failed runs are tried again. Each day may spend at most
+    `SOUNDHARVEST_DAY_BUDGET_S` fetching; its files ledger is saved as it goes.
     """
+    config = settings()
     audio, state = storage.audio(), storage.catalog()
     started = time.monotonic()
-    ledgers = []
-    for day in context.partition_keys:
+
+    def harvest(day: str) -> pd.DataFrame:
         manifest = read_state(state, "run_manifest", day)
         if manifest is None:
-            raise Failure(description=f"run_manifest of {day} is missing: materialize it first")
+            raise DayProblem("its run_manifest is missing: materialize it first")
         run_ids = [int(i) for i in manifest.loc[manifest["status"] == "accepted", "run_id"]]
-        earlier = index_rows(read_state(state, "sound_files", day))
-        harvest = DayHarvest(day, audio, camb.harvest, log=context.log)
+        return DayHarvest(
+            day,
+            audio,
+            camb.harvest,
+            log=context.log,
+            save=lambda rows: write_files(state, day, rows),
+            budget_s=config.day_budget_s,
+            checkpoint_s=config.checkpoint_s,
+        ).run(run_ids, index_rows(read_state(state, "sound_files", day)))
+
+    days = run_days(context.partition_keys, harvest)
+    if not days.failed:
+        rows = pd.concat(days.done.values(), ignore_index=True)
+        return MaterializeResult(metadata=outcome_metadata(rows, time.monotonic() - started))
+    # sound_catalog will not run after this step fails: publish the completed days' catalog
+    # partitions here, the way sound_catalog does, and report both assets' partitions.
+    catalogs = {}
+    for day in days.done:
         try:
-            ledger = harvest.run(run_ids, earlier)
-        except (CambApiError, StorageError) as exc:
-            raise Failure(description=f"{day}: {exc}") from None
-        write_files(state, day, ledger)
-        ledgers.append(ledger)
-    rows = pd.concat(ledgers, ignore_index=True)
-    return MaterializeResult(metadata=outcome_metadata(rows, time.monotonic() - started))
+            catalogs[day] = publish_day(day, state, audio).rows
+        except (DayProblem, StorageError) as exc:
+            days.failed[day] = f"files stored, but the catalog could not be written: {exc}"
+    mark_done(context, days.done, lambda day: outcome_metadata(days.done[day]))
+    mark_done(
+        context,
+        catalogs,
+        lambda day: outcome_metadata(catalogs[day]),
+        asset_key=SOUND_CATALOG,
+    )
+    fail(context, days, config)

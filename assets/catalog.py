@@ -7,26 +7,16 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     BackfillPolicy,
-    Failure,
     MaterializeResult,
     asset,
 )
 
 from assets.audio import sound_files
-from assets.core.catalog import assemble, parquet_bytes, validate_invariants
-from assets.core.harvest import stored_sizes
 from assets.metadata import outcome_metadata
 from assets.partitions import daily_partitions
-from assets.state import read_state
-from resources.storage import Storage
+from assets.publish import CHECKS, publish_day
+from assets.ranges import fail, mark_done, run_days, settings
 from resources.storage_resource import StorageResource
-
-CHECKS = {
-    "one_row_per_manifest_row": "Every manifest row has exactly one catalog row.",
-    "catalog_contract": "Run ids unique per day among rows that are not rejected; ok rows have "
-    "uri, size and sha256; every other row has an error, which shows no URL query or key.",
-    "ok_files_exist": "Every ok row's file exists with its recorded size.",
-}
 
 
 @asset(
@@ -45,24 +35,20 @@ def sound_catalog(context: AssetExecutionContext, storage: StorageResource) -> M
     Read the whole tree with pyarrow.dataset, pandas, DuckDB or Polars: hive partitioning
     gives the `date` column.
     """
+    config = settings()
     audio, catalog_store = storage.audio(), storage.catalog()
-    problems: dict[str, list[str]] = {name: [] for name in CHECKS}
-    days = []
-    for day in context.partition_keys:
-        manifest = read_state(catalog_store, "run_manifest", day)
-        files = read_state(catalog_store, "sound_files", day)
-        if manifest is None or files is None:
-            raise Failure(description=f"{day}: materialize run_manifest and sound_files first")
-        catalog = assemble(manifest, files)
-        catalog_store.write_bytes(
-            parquet_bytes(catalog), f"sound_catalog/date={day}/part-0.parquet"
-        )
-        for name, problem in check_day(day, manifest, catalog, audio).items():
+    days = run_days(context.partition_keys, lambda day: publish_day(day, catalog_store, audio))
+    if days.failed:
+        mark_done(context, days.done, lambda day: outcome_metadata(days.done[day].rows))
+        fail(context, days, config)
+    problems = {name: [] for name in CHECKS}
+    for published in days.done.values():
+        for name, problem in published.findings.items():
             if problem:
                 problems[name].append(problem)
-        days.append(catalog)
+    rows = pd.concat([published.rows for published in days.done.values()], ignore_index=True)
     return MaterializeResult(
-        metadata=outcome_metadata(pd.concat(days, ignore_index=True)),
+        metadata=outcome_metadata(rows),
         check_results=[
             AssetCheckResult(
                 check_name=name,
@@ -73,28 +59,3 @@ def sound_catalog(context: AssetExecutionContext, storage: StorageResource) -> M
             for name, found in problems.items()
         ],
     )
-
-
-def check_day(
-    day: str, manifest: pd.DataFrame, catalog: pd.DataFrame, audio: Storage
-) -> dict[str, str]:
-    """The checks' findings for one day: an empty string where a check holds."""
-    ok = catalog[catalog["status"] == "ok"]
-    sizes = stored_sizes(audio, day) if len(ok) else {}
-    missing = [int(r.run_id) for r in ok.itertuples() if sizes.get(int(r.run_id)) != r.size_bytes]
-    return {
-        "one_row_per_manifest_row": ""
-        if len(catalog) == len(manifest) and _row_keys(catalog) == _row_keys(manifest)
-        else f"{day}: {len(manifest)} manifest rows but {len(catalog)} catalog rows",
-        "catalog_contract": "; ".join(
-            f"{day}: {problem}" for problem in validate_invariants(catalog)
-        ),
-        "ok_files_exist": ""
-        if not missing
-        else f"{day}: {len(missing)} ok rows without their file, e.g. {missing[:5]}",
-    }
-
-
-def _row_keys(frame: pd.DataFrame) -> list[tuple[str, str]]:
-    """(manifest file, run id) of every row, sorted: equal lists mean one row per row."""
-    return sorted(zip(frame["manifest"], map(str, frame["run_id"]), strict=True))

@@ -1,20 +1,29 @@
 """Async client for the CAMB.AI text-to-sound results API.
 
-`CambClient.harvest(run_ids, workdir)` is the whole job: it asks the bulk endpoint about
-batches of at most five runs, downloads each presigned URL the moment it arrives (streamed
-to a temporary file while hashing), inspects the audio, and yields one outcome per run:
-`Fetched` (a verified local file), `Pending` or `Failed`. Run-wide trouble (a rejected key,
-an API that stays unreachable) raises `CambApiError` instead.
+`CambClient.harvest(run_ids, workdir, deadline=...)` is the whole job: it asks the bulk
+endpoint about batches of at most five runs, downloads each presigned URL the moment it
+arrives (streamed to a temporary file while hashing), inspects the audio, and yields exactly
+one outcome per run: `Fetched` (a verified local file), `Pending` or `Failed`.
+
+Whatever belongs to one run ends as that run's outcome, with a reason: a result call that
+keeps failing or is refused, a URL that keeps expiring, bytes that never verify. Only
+trouble of the whole API raises, always a `CambApiError`: `CambAuthError` (the key is
+refused), `CambConfigError` (every call refused the same way), `CambOutageError` (most
+calls failing); `resources.api_health` states the rule that tells them apart. Retries are
+bounded per call (`RetryPolicy`), per run (`url_refreshes`) and per day (`deadline`).
 
 Two HTTP connection pools live as long as the client: one for the API, which carries the
 key, and one for downloads, which never does (httpx would forward `x-api-key` across a
-redirect to the storage host).
+redirect to the storage host) and which connects only where `resources.netguard` allows.
 """
 
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator, Iterable, Sequence
+import logging
+import time
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -24,25 +33,33 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 from aiolimiter import AsyncLimiter
 
+from resources.api_health import CallHealth, HealthRule
 from resources.audio_file import AudioFileError, AudioInfo, inspect_audio
+from resources.netguard import DownloadPolicy, GuardedTransport, UnsafeDownload
 from resources.redact import SecretUrl, install_http_log_redaction, redact_text, redact_url
 from resources.retry import (
     RetryableStatus,
     RetryPolicy,
     async_retrying,
     describe_failure,
+    error_detail,
     raise_for_retryable,
 )
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://client.camb.ai/apis"
 BULK_LIMIT = 5  # the bulk endpoint takes at most five run ids
 MAX_REDIRECTS = 5
 USER_AGENT = "soundharvest/0.1"
+DAY_BUDGET_SPENT = "the day budget was spent before this run finished"
 
 _URL_KEYS = ("output_url", "file_url", "url")
 _FAILED_STATES = frozenset(
     {"ERROR", "FAILED", "FAILURE", "TIMEOUT", "CANCELLED", "CANCELED", "REVOKED", "REJECTED"}
 )
+_CHUNK = 64 * 1024
+_TOO_SHORT = ("too_short", "value_error.list.min_items")  # FastAPI on pydantic 2, on pydantic 1
 
 
 @dataclass(frozen=True)
@@ -51,8 +68,9 @@ class ClientSettings:
     base_url: str = DEFAULT_BASE_URL
     max_concurrency: int = 8  # HTTP requests in flight at once, API calls and downloads together
     requests_per_second: float | None = None  # client-side limit on API calls
-    download_allow_hosts: frozenset[str] = frozenset()  # hosts allowed to serve plain http
-    max_download_bytes: int = 1 << 30
+    # Download hosts exempt from the policy (plain http, private or loopback addresses).
+    download_allow_hosts: frozenset[str] = frozenset()
+    max_download_bytes: int = 1 << 30  # decoded bytes: a compressed body counts as it unpacks
     url_refreshes: int = 3  # fresh URLs asked for one run after expiry or a bad body
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 60.0
@@ -60,6 +78,7 @@ class ClientSettings:
     download_retry: RetryPolicy = field(
         default_factory=lambda: RetryPolicy(max_attempts=4, budget_s=60.0)
     )
+    health: HealthRule = field(default_factory=HealthRule)
 
     def __post_init__(self) -> None:
         if not self.api_key:
@@ -72,6 +91,8 @@ class ClientSettings:
             )
         if urlsplit(self.base_url).scheme not in ("http", "https"):
             raise ValueError(f"the API base URL must be http(s): {redact_url(self.base_url)}")
+        if min(self.connect_timeout_s, self.read_timeout_s) <= 0:
+            raise ValueError("connect and read timeouts must be positive")
 
 
 # What the API says about one run, and what harvesting it produced.
@@ -120,7 +141,19 @@ class CambApiError(RuntimeError):
 
 
 class CambAuthError(CambApiError):
-    pass
+    """The API refused the key (401/403)."""
+
+
+class CambConfigError(CambApiError):
+    """Every call was refused the same way and none succeeded: the configuration is wrong."""
+
+
+class CambOutageError(CambApiError):
+    """The API (or its storage host) fails most calls, even after retries."""
+
+
+class _NoAnswer(Exception):
+    """One call outlasted its retries without a usable answer (the API's health decides)."""
 
 
 class _UrlExpired(Exception):
@@ -128,7 +161,7 @@ class _UrlExpired(Exception):
 
 
 class _DownloadRefused(Exception):
-    """Downloading this run's URL can never work (host policy, size cap, odd answer)."""
+    """Downloading this run's URL can never work (size cap, odd answer)."""
 
 
 def interpret_result(run_id: int, value: Any) -> RunResult:
@@ -162,26 +195,42 @@ def interpret_result(run_id: int, value: Any) -> RunResult:
     return Pending(run_id, reason or f"API status {status or 'unknown'}")
 
 
-def _error_detail(response: httpx.Response) -> str:
-    """The FastAPI `detail` of an error answer, short and secret-free."""
+def _json_object(response: httpx.Response) -> dict[str, Any] | None:
+    """The body of a 200 answer as a JSON object, or None when it is anything else."""
+    if response.status_code != 200:
+        return None
     try:
-        detail = response.json().get("detail", "")
-    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
-        detail = ""
-    if isinstance(detail, list):  # 422: [{"loc": [...], "msg": ..., "type": ...}]
-        detail = "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
-    text = f"HTTP {response.status_code}" + (f": {detail}" if detail else "")
-    return redact_text(text)[:500]
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _refusal(response: httpx.Response) -> str:
+    if response.status_code == 200:
+        return "HTTP 200 with a body that is not a JSON object"
+    return error_detail(response)
+
+
+def _refuses_lone_ids(response: httpx.Response) -> bool:
+    """A 422 about the length of `run_ids` itself (not one of its items)."""
+    if response.status_code != 422:
+        return False
+    try:
+        errors = response.json()["detail"]
+        return any(e["loc"] == ["body", "run_ids"] and e["type"] in _TOO_SHORT for e in errors)
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        return False
 
 
 class CambClient:
     """`async with CambClient(settings) as client:` opens both connection pools."""
 
     def __init__(self, settings: ClientSettings) -> None:
-        self._settings = settings
-        self._slots = asyncio.Semaphore(settings.max_concurrency)
+        self.settings = settings
+        self.slots = asyncio.Semaphore(settings.max_concurrency)
         rps = settings.requests_per_second
-        self._limiter = (
+        self.limiter = (
             None if rps is None else AsyncLimiter(rps, 1) if rps >= 1 else AsyncLimiter(1, 1 / rps)
         )
         timeout = httpx.Timeout(settings.connect_timeout_s, read=settings.read_timeout_s, pool=None)
@@ -189,20 +238,26 @@ class CambClient:
             max_connections=settings.max_concurrency,
             max_keepalive_connections=settings.max_concurrency,
         )
-        self._api = httpx.AsyncClient(
+        self.api = httpx.AsyncClient(
             base_url=settings.base_url.rstrip("/") + "/",
             headers={"x-api-key": settings.api_key, "user-agent": USER_AGENT},
             timeout=timeout,
             limits=limits,
             follow_redirects=False,
         )
-        # No key, no default redirects: the download pool only ever talks to storage hosts.
-        self._downloads = httpx.AsyncClient(
-            headers={"user-agent": USER_AGENT},
+        # No key, no automatic redirects, no proxies, identity bodies: the download pool
+        # talks to storage hosts only, and only to those the policy allows.
+        self.download_policy = DownloadPolicy(settings.download_allow_hosts)
+        self.downloads = httpx.AsyncClient(
+            headers={"user-agent": USER_AGENT, "accept-encoding": "identity"},
             timeout=timeout,
-            limits=limits,
+            transport=GuardedTransport(self.download_policy, limits=limits),
             follow_redirects=False,
+            trust_env=False,
         )
+        # The docs say the bulk endpoint takes one to five ids; if the API says otherwise
+        # (a 422 for a lone id), lone ids go to the single-result endpoint from then on.
+        self.lone_ids_to_single = False
         install_http_log_redaction()
 
     async def __aenter__(self) -> Self:
@@ -214,94 +269,308 @@ class CambClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._api.aclose()
-        await self._downloads.aclose()
+        await self.api.aclose()
+        await self.downloads.aclose()
+
+    async def harvest(
+        self, run_ids: Iterable[int], workdir: Path, *, deadline: float | None = None
+    ) -> AsyncIterator[RunOutcome]:
+        """Exactly one outcome per run id, in completion order; CambApiError on run-wide trouble.
+
+        `workdir` must be a private local directory; every `Fetched.path` lives there and is
+        the caller's to move or delete, and nothing else is left there. Outcomes wait in a
+        bounded queue, so a slow consumer slows the downloads instead of filling the disk.
+        `deadline` (a `time.monotonic()` value) bounds the day: once it passes, no request
+        starts, downloads in flight are cancelled (their temporaries removed) and every run
+        without an outcome yet becomes `Pending` with `DAY_BUDGET_SPENT` as its reason.
+        """
+        ids = list(run_ids)
+        if len(set(ids)) != len(ids):
+            raise ValueError("run ids must be unique")
+        day = _Day(self, workdir)
+        spent = deadline is not None and time.monotonic() >= deadline  # then not one request
+        todo = [] if spent else ids
+        batches = iter([todo[i : i + BULK_LIMIT] for i in range(0, len(todo), BULK_LIMIT)])
+        queue: asyncio.Queue[RunOutcome | _Done] = asyncio.Queue(4 * self.settings.max_concurrency)
+
+        async def worker() -> None:
+            for batch in batches:  # workers share one iterator: each takes the next batch
+                await day.harvest_batch(batch, queue.put)
+
+        async def run_workers() -> None:
+            budget = asyncio.timeout_at(deadline)
+            error: BaseException | None = None
+            try:
+                async with budget, asyncio.TaskGroup() as group:
+                    for _ in range(self.settings.max_concurrency):
+                        group.create_task(worker())
+            except TimeoutError as exc:
+                error = None if budget.expired() else exc  # the day budget ends the day quietly
+            except BaseExceptionGroup as group_error:
+                error = _first_error(group_error)
+            await queue.put(_Done(error))
+
+        done: set[int] = set()
+        producer = asyncio.create_task(run_workers())
+        try:
+            while not isinstance(item := await queue.get(), _Done):
+                done.add(item.run_id)
+                yield item
+            if item.error is not None:
+                raise item.error
+            for run_id in ids:  # only runs the day budget cut short are left
+                if run_id not in done:
+                    yield Pending(run_id, DAY_BUDGET_SPENT)
+        finally:
+            producer.cancel()
+            await asyncio.gather(producer, return_exceptions=True)
+            await day.close()
+
+
+class _Day:
+    """One harvest: its calls, the health of its peers, and the runs' outcomes."""
+
+    def __init__(self, client: CambClient, workdir: Path) -> None:
+        self.client = client
+        self.settings = client.settings
+        self.workdir = workdir
+        self.api_health = CallHealth(self.settings.health)
+        self.storage_health = CallHealth(self.settings.health)
+        self.config_probe: asyncio.Task[str | None] | None = None
+
+    async def harvest_batch(
+        self, batch: Sequence[int], put: Callable[[RunOutcome], Awaitable[None]]
+    ) -> None:
+        # A task group: when the day stops, every download is cancelled *and* finished
+        # (its temporary removed) before the harvest reports back.
+        async with asyncio.TaskGroup() as group:
+            for result in await self.results(batch):
+                if isinstance(result, Ready):
+                    group.create_task(self._fetch_and_put(result, put))
+                else:
+                    await put(result)
+
+    async def _fetch_and_put(
+        self, ready: Ready, put: Callable[[RunOutcome], Awaitable[None]]
+    ) -> None:
+        outcome = await self.fetch(ready)
+        try:
+            await put(outcome)
+        except BaseException:
+            if isinstance(outcome, Fetched):
+                outcome.path.unlink(missing_ok=True)  # never handed over: not the caller's
+            raise
+
+    async def close(self) -> None:
+        if self.config_probe is not None:
+            self.config_probe.cancel()
+            await asyncio.gather(self.config_probe, return_exceptions=True)
 
     # -- the API ---------------------------------------------------------------------------
 
-    async def _call_api(
-        self, method: str, path: str, *, what: str, **kwargs: Any
-    ) -> httpx.Response:
-        """One API request with retries; 401/403 raise at once, other answers are returned."""
+    def _api_target(self) -> str:
+        return f"the API at {redact_url(self.settings.base_url)}"
+
+    async def call_api(self, method: str, path: str, *, what: str, **kwargs: Any) -> httpx.Response:
+        """One API call with retries: the answer, `_NoAnswer`, or a run-wide error."""
+        client, attempts = self.client, 0
         try:
-            async for attempt in async_retrying(self._settings.api_retry):
+            async for attempt in async_retrying(self.settings.api_retry):
                 with attempt:
-                    if self._limiter is not None:
-                        await self._limiter.acquire()
-                    async with self._slots:
-                        response = await self._api.request(method, path, **kwargs)
-                    raise_for_retryable(response, what)
+                    attempts = attempt.retry_state.attempt_number
+                    if client.limiter is not None:
+                        await client.limiter.acquire()
+                    async with client.slots:
+                        response = await client.api.request(method, path, **kwargs)
+                    raise_for_retryable(response, what, read=True)
         except (RetryableStatus, httpx.TransportError) as exc:
-            raise CambApiError(
-                f"{what}: the API at {redact_url(self._settings.base_url)} did not answer "
-                f"successfully after retries (last: {describe_failure(exc)})"
-            ) from None
+            last = describe_failure(exc)
+            if self.api_health.failed():
+                health = self.api_health
+                raise CambOutageError(
+                    f"an outage of {self._api_target()}, not a problem of single runs: "
+                    f"{health.failures} of its last {health.calls} calls got no answer after "
+                    f"retries (last: {last}); try again later"
+                ) from None
+            raise _NoAnswer(f"after {attempts} attempts (last: {last})") from None
+        self.api_health.answered()
         if response.status_code in (401, 403):
             raise CambAuthError(
-                f"{what}: the API rejected the API key ({_error_detail(response)}); "
+                f"{what}: the API rejected the API key ({error_detail(response)}); "
                 "check CAMB_API_KEY"
             )
         return response
 
-    def _json(self, response: httpx.Response, what: str) -> Any:
-        try:
-            return response.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise CambApiError(
-                f"{what}: the API answered with something that is not JSON"
-            ) from None
-
-    async def result(self, run_id: int) -> RunResult:
-        """One run, through the single-result endpoint (a fresh presigned URL when ready)."""
-        what = f"result of run {run_id}"
-        response = await self._call_api(
-            "GET", f"text-to-sound-result/{run_id}", params={"output_type": "file_url"}, what=what
-        )
-        if response.status_code == 200:
-            return interpret_result(run_id, self._json(response, what))
-        if 400 <= response.status_code < 500:
-            return Failed(run_id, f"API refused run {run_id}: {_error_detail(response)}")
-        raise CambApiError(f"{what}: unexpected answer {_error_detail(response)}")
-
     async def results(self, run_ids: Sequence[int]) -> list[RunResult]:
-        """At most five runs in one bulk call; a 4xx is bisected so one bad id sinks no other."""
+        """At most five runs in one bulk call; trouble is bisected so one bad id sinks no other.
+
+        A lone id goes to the bulk endpoint too. The text-to-sound bulk docs describe "the
+        results of one to five runs", and the SDK's own example for this call is
+        `get_text_to_sound_results(run_ids=[1])`; the "2 to 5 ids" rule is documented for
+        the translation and subtitle bulk endpoints only. One endpoint for every question
+        also means a run gets the same kind of answer whether it is asked alone (a rerun, a
+        fresh URL) or with others: the single-result endpoint was seen answering 500 for a
+        run that the bulk endpoint reported as failed. Should the API refuse a lone id with
+        422 after all, lone ids go to the single-result endpoint from then on.
+        """
         if not 1 <= len(run_ids) <= BULK_LIMIT:
             raise ValueError(f"between 1 and {BULK_LIMIT} run ids per call, not {len(run_ids)}")
-        if len(run_ids) == 1:  # some docs say the bulk call wants 2..5 ids
+        if len(run_ids) == 1 and self.client.lone_ids_to_single:
             return [await self.result(run_ids[0])]
-        what = f"bulk results of runs {list(run_ids)}"
-        response = await self._call_api(
-            "POST", "text-to-sound-results", json={"run_ids": list(run_ids)}, what=what
+        try:
+            response = await self.call_api(
+                "POST",
+                "text-to-sound-results",
+                what=f"bulk results of runs {list(run_ids)}",
+                json={"run_ids": list(run_ids)},
+            )
+        except _NoAnswer as exc:
+            failure = str(exc)  # `exc` is gone once the except block ends
+            return await self._isolate(
+                run_ids, lambda i: f"the API gave no answer about run {i} {failure}"
+            )
+        body = _json_object(response)
+        if body is not None:
+            self.api_health.succeeded()
+            # Ids nobody asked for are ignored; ids left out are not ready (yet).
+            return [
+                interpret_result(run_id, body[str(run_id)])
+                if str(run_id) in body
+                else Pending(run_id, "left out of the API's answer")
+                for run_id in run_ids
+            ]
+        if len(run_ids) == 1 and _refuses_lone_ids(response):
+            if not self.client.lone_ids_to_single:
+                log.warning("the bulk endpoint refuses lone ids: asking for them one by one")
+            self.client.lone_ids_to_single = True
+            return [await self.result(run_ids[0])]
+        answer = _refusal(response)
+        await self._refused(run_ids, answer)
+        return await self._isolate(run_ids, lambda i: f"API refused run {i}: {answer}")
+
+    async def _isolate(
+        self, run_ids: Sequence[int], reason: Callable[[int], str]
+    ) -> list[RunResult]:
+        """Halve a batch the API would not answer; a lone run gets the blame."""
+        if len(run_ids) == 1:
+            return [Failed(run_ids[0], reason(run_ids[0]))]
+        middle = len(run_ids) // 2
+        halves = await asyncio.gather(
+            self.results(run_ids[:middle]), self.results(run_ids[middle:])
         )
-        if response.status_code == 200:
-            body = self._json(response, what)
-            if not isinstance(body, dict):
-                raise CambApiError(f"{what}: expected a JSON object, got {type(body).__name__}")
-            return [interpret_result(run_id, body.get(str(run_id))) for run_id in run_ids]
-        if 400 <= response.status_code < 500:
-            middle = len(run_ids) // 2
-            return [*await self.results(run_ids[:middle]), *await self.results(run_ids[middle:])]
-        raise CambApiError(f"{what}: unexpected answer {_error_detail(response)}")
+        return [*halves[0], *halves[1]]
+
+    async def result(self, run_id: int) -> RunResult:
+        """One run through the single-result endpoint, as a fresh presigned URL when ready."""
+        try:
+            response = await self.call_api(
+                "GET",
+                f"text-to-sound-result/{run_id}",
+                what=f"result of run {run_id}",
+                params={"output_type": "file_url"},
+            )
+        except _NoAnswer as exc:
+            return Failed(run_id, f"the API gave no answer about run {run_id} {exc}")
+        body = _json_object(response)
+        if body is not None:
+            self.api_health.succeeded()
+            return interpret_result(run_id, body)
+        answer = _refusal(response)
+        await self._refused([run_id], answer)
+        return Failed(run_id, f"API refused run {run_id}: {answer}")
+
+    async def _refused(self, run_ids: Sequence[int], answer: str) -> None:
+        """Raise CambConfigError if every call so far was refused like this (see api_health)."""
+        if not self.api_health.refused(run_ids, answer):
+            return
+        if self.config_probe is None:  # one probe per day, shared by concurrent callers
+            self.config_probe = asyncio.ensure_future(self._probe())
+        if await asyncio.shield(self.config_probe) == answer:
+            raise CambConfigError(
+                f"every call to {self._api_target()} was refused the same way ({answer}) and "
+                "none succeeded, not even a question that names no run: check "
+                "CAMB_API_BASE_URL"
+            )
+        self.api_health.rule_out_config()
+
+    async def _probe(self) -> str | None:
+        """How the bulk endpoint answers an empty list: an endpoint that exists says 200 or
+        422 (the list is too short); a wrong base URL refuses it like everything else."""
+        try:
+            response = await self.call_api(
+                "POST", "text-to-sound-results", what="probe", json={"run_ids": []}
+            )
+        except _NoAnswer:
+            return None
+        if response.status_code == 422 or _json_object(response) is not None:
+            return None
+        return _refusal(response)
 
     # -- downloads -------------------------------------------------------------------------
 
-    def _check_download_url(self, url: str) -> None:
-        parts = urlsplit(url)
-        if parts.scheme == "https":
-            return
-        if parts.scheme == "http" and parts.hostname in self._settings.download_allow_hosts:
-            return
-        raise _DownloadRefused(
-            f"download URL {redact_url(url)} is not allowed: only https, or http from a host "
-            "in CAMB_DOWNLOAD_ALLOW_HOSTS"
-        )
+    async def fetch(self, ready: Ready) -> RunOutcome:
+        """Download and inspect one ready run, asking for a fresh URL when one goes bad."""
+        run_id = ready.run_id
+        current: RunResult = ready
+        dead: set[str] = set()
+        problems: list[str] = []
+        no_answer = False  # did the storage host fail to answer the last attempt?
+        for round_ in range(self.settings.url_refreshes + 1):
+            if round_:
+                [current] = await self.results([run_id])
+                if not isinstance(current, Ready):
+                    return current
+                if current.url.value in dead:  # the same dead URL again: never re-requested
+                    problems.append("the API handed out an expired URL again")
+                    continue
+            dest = self.workdir / f"{run_id}.{round_}.download"
+            no_answer = False
+            try:
+                size, sha256 = await self._download(current.url, dest)
+                audio = await asyncio.to_thread(inspect_audio, dest)
+            except (_DownloadRefused, UnsafeDownload) as exc:
+                dest.unlink(missing_ok=True)
+                return Failed(run_id, f"download refused: {exc}")
+            except _UrlExpired as exc:
+                dead.add(current.url.value)
+                problems.append(str(exc))
+            except AudioFileError as exc:
+                problems.append(str(exc))
+            except (RetryableStatus, httpx.TransportError) as exc:
+                no_answer = True
+                problems.append(describe_failure(exc))
+            except BaseException:
+                dest.unlink(missing_ok=True)
+                raise
+            else:
+                self.storage_health.answered()
+                return Fetched(run_id, dest, size, sha256, audio, downloads=round_ + 1)
+            dest.unlink(missing_ok=True)
+        # One outcome per run for the storage host's health: refreshes multiply no failure.
+        if not no_answer:
+            self.storage_health.answered()
+        elif self.storage_health.failed():
+            health = self.storage_health
+            raise CambOutageError(
+                "an outage of the storage host of the downloads, not a problem of single runs: "
+                f"the downloads of {health.failures} of the last {health.calls} runs got no "
+                f"answer after retries (last: {problems[-1]}); try again later"
+            )
+        return Failed(run_id, f"download failed {len(problems)} times; last: {problems[-1]}")
+
+    async def _download(self, url: SecretUrl, dest: Path) -> tuple[int, str]:
+        async for attempt in async_retrying(self.settings.download_retry):
+            with attempt:
+                async with self.client.slots:
+                    return await self._stream_to_file(url, dest)
+        raise AssertionError("unreachable: tenacity reraises the last error")
 
     async def _stream_to_file(self, url: SecretUrl, dest: Path) -> tuple[int, str]:
         """GET the URL into `dest`, hashing on the way; follows redirects the policy allows."""
         target = url.value
         for _ in range(MAX_REDIRECTS + 1):
-            self._check_download_url(target)
-            async with self._downloads.stream("GET", target) as response:
+            self.client.download_policy.check_url(target)
+            async with self.client.downloads.stream("GET", target) as response:
                 if response.is_redirect and "location" in response.headers:
                     target = urljoin(target, response.headers["location"])
                     continue
@@ -314,117 +583,55 @@ class CambClient:
         raise _DownloadRefused(f"more than {MAX_REDIRECTS} redirects")
 
     async def _write_body(self, response: httpx.Response, dest: Path) -> tuple[int, str]:
-        cap = self._settings.max_download_bytes
+        cap = self.settings.max_download_bytes
         announced = response.headers.get("content-length", "")
-        # A compressed body's length says nothing about the decoded bytes we store.
-        encoded = response.headers.get("content-encoding", "identity") != "identity"
-        expected = int(announced) if announced.isdigit() and not encoded else None
-        if expected is not None and expected > cap:
+        expected = int(announced) if announced.isdigit() else None  # bytes on the wire
+        identity = response.headers.get("content-encoding", "identity") == "identity"
+        if identity and expected is not None and expected > cap:
             raise _DownloadRefused(f"announced {expected} bytes, more than the cap of {cap}")
         digest = hashlib.sha256()
-        size = 0
+        size = received = 0
         with dest.open("wb") as out:
-            async for chunk in response.aiter_bytes():
+            async for raw, chunk in _decoded(response):
+                received += raw
                 size += len(chunk)
                 if size > cap:
                     raise _DownloadRefused(f"more than the cap of {cap} bytes")
                 digest.update(chunk)
                 out.write(chunk)
-        if expected is not None and size != expected:
-            raise httpx.RemoteProtocolError(f"body of {size} bytes, {expected} announced")
+        if expected is not None and received != expected:
+            raise httpx.RemoteProtocolError(f"body of {received} bytes, {expected} announced")
         return size, digest.hexdigest()
 
-    async def _download(self, url: SecretUrl, dest: Path) -> tuple[int, str]:
-        async for attempt in async_retrying(self._settings.download_retry):
-            with attempt:
-                async with self._slots:
-                    return await self._stream_to_file(url, dest)
-        raise AssertionError("unreachable: tenacity reraises the last error")
 
-    async def fetch(self, ready: Ready, workdir: Path) -> RunOutcome:
-        """Download and inspect one ready run, asking for a fresh URL when one goes bad."""
-        run_id = ready.run_id
-        current: RunResult = ready
-        problems: list[str] = []
-        for round_ in range(self._settings.url_refreshes + 1):
-            if round_:
-                current = await self.result(run_id)
-                if not isinstance(current, Ready):
-                    return current
-            dest = workdir / f"{run_id}.{round_}.download"
-            try:
-                size, sha256 = await self._download(current.url, dest)
-                audio = await asyncio.to_thread(inspect_audio, dest)
-            except _DownloadRefused as exc:
-                dest.unlink(missing_ok=True)
-                return Failed(run_id, f"download refused: {exc}")
-            except (_UrlExpired, AudioFileError) as exc:
-                problems.append(str(exc))
-            except (RetryableStatus, httpx.TransportError) as exc:
-                problems.append(describe_failure(exc))
-            except BaseException:
-                dest.unlink(missing_ok=True)
-                raise
-            else:
-                return Fetched(run_id, dest, size, sha256, audio, downloads=round_ + 1)
-            dest.unlink(missing_ok=True)
-        return Failed(run_id, f"download failed {len(problems)} times; last: {problems[-1]}")
+async def _decoded(response: httpx.Response) -> AsyncIterator[tuple[int, bytes]]:
+    """(raw bytes read, decoded bytes) of a body, decoding at most `_CHUNK` bytes at a time.
 
-    # -- the whole job ---------------------------------------------------------------------
-
-    async def _harvest_batch(
-        self, batch: Sequence[int], workdir: Path
-    ) -> AsyncIterator[RunOutcome]:
-        pending_downloads = []
-        for result in await self.results(batch):
-            if isinstance(result, Ready):
-                pending_downloads.append(asyncio.ensure_future(self.fetch(result, workdir)))
-            else:
-                yield result
-        try:
-            for next_done in asyncio.as_completed(pending_downloads):
-                yield await next_done
-        finally:
-            for task in pending_downloads:
-                task.cancel()
-
-    async def harvest(self, run_ids: Iterable[int], workdir: Path) -> AsyncIterator[RunOutcome]:
-        """One outcome per run id, in completion order; raises CambApiError on run-wide trouble.
-
-        `workdir` must be a private local directory; every `Fetched.path` lives there and is
-        the caller's to move or delete. Outcomes wait in a bounded queue, so a slow consumer
-        slows the downloads instead of filling the disk.
-        """
-        ids = list(run_ids)
-        if len(set(ids)) != len(ids):
-            raise ValueError("run ids must be unique")
-        batches = iter([ids[i : i + BULK_LIMIT] for i in range(0, len(ids), BULK_LIMIT)])
-        queue: asyncio.Queue[RunOutcome | _Done] = asyncio.Queue(4 * self._settings.max_concurrency)
-
-        async def worker() -> None:
-            for batch in batches:  # workers share one iterator: each takes the next batch
-                async for outcome in self._harvest_batch(batch, workdir):
-                    await queue.put(outcome)
-
-        async def run_workers() -> None:
-            try:
-                async with asyncio.TaskGroup() as group:
-                    for _ in range(self._settings.max_concurrency):
-                        group.create_task(worker())
-            except BaseExceptionGroup as group_error:
-                await queue.put(_Done(_first_error(group_error)))
-            else:
-                await queue.put(_Done(None))
-
-        producer = asyncio.create_task(run_workers())
-        try:
-            while not isinstance(item := await queue.get(), _Done):
-                yield item
-            if item.error is not None:
-                raise item.error
-        finally:
-            producer.cancel()
-            await asyncio.gather(producer, return_exceptions=True)
+    httpx would inflate a whole network chunk at once (a gzip bomb's 64 KiB can be 64 MiB);
+    here the byte cap is checked between slices, so a bomb costs no more memory than audio.
+    """
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        async for raw in response.aiter_raw():
+            yield len(raw), raw
+        return
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        raise _DownloadRefused(f"storage sent an unsupported Content-Encoding: {encoding[:40]}")
+    inflate = zlib.decompressobj(wbits=zlib.MAX_WBITS | 32)  # gzip or zlib header
+    try:
+        async for raw in response.aiter_raw():
+            data, read = raw, len(raw)
+            while True:
+                chunk = inflate.decompress(data, _CHUNK)
+                data = inflate.unconsumed_tail
+                yield read, chunk
+                read = 0
+                if not data and len(chunk) < _CHUNK:
+                    break
+    except zlib.error as exc:
+        raise _DownloadRefused(f"a {encoding} body that does not decode ({exc})") from None
+    if not inflate.eof:
+        raise httpx.RemoteProtocolError(f"a {encoding} body that ends early")
 
 
 @dataclass(frozen=True)

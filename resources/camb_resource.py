@@ -8,7 +8,19 @@ Configuration comes from the environment, so a deployment changes no code:
 | `CAMB_API_BASE_URL`        | `https://client.camb.ai/apis` |
 | `CAMB_MAX_CONCURRENCY`     | 8                             |
 | `CAMB_REQUESTS_PER_SECOND` | unset (no client-side limit)  |
-| `CAMB_DOWNLOAD_ALLOW_HOSTS`| unset (downloads must be https)|
+| `CAMB_DOWNLOAD_ALLOW_HOSTS`| unset: downloads must be https from public addresses |
+| `CAMB_RETRY_ATTEMPTS`      | 8 per API call, 4 per download (tries, the first included) |
+| `CAMB_RETRY_BUDGET_S`      | 300 per API call, 60 per download (waits included) |
+| `CAMB_MAX_RETRY_AFTER_S`   | 120: a longer `Retry-After` is waited for this long     |
+| `CAMB_CONNECT_TIMEOUT_S`   | 10                            |
+| `CAMB_READ_TIMEOUT_S`      | 60 (between two reads, not for a whole body)            |
+
+The retry variables set both policies, the API calls' and the downloads'; a day as a whole
+is bounded by the `deadline` its caller passes to `harvest()`.
+
+`CAMB_DOWNLOAD_ALLOW_HOSTS` names (comma-separated) the storage hosts exempt from the download
+policy of `resources.netguard`: they may serve plain http and resolve to private or loopback
+addresses (the sandbox's `127.0.0.1`, a MinIO on the LAN). Nothing else is ever connected to.
 
 A field set explicitly on the resource wins over the environment. The async client and its
 connection pools live on an event loop in a helper thread for exactly one run (one step in
@@ -19,6 +31,7 @@ plain, blocking `harvest()`.
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +40,17 @@ from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
 from resources.camb_client import DEFAULT_BASE_URL, CambClient, ClientSettings, RunOutcome
+
+# Environment-only tuning: variable -> (field, type).
+_RETRY_ENV = {
+    "CAMB_RETRY_ATTEMPTS": ("max_attempts", int),
+    "CAMB_RETRY_BUDGET_S": ("budget_s", float),
+    "CAMB_MAX_RETRY_AFTER_S": ("max_retry_after_s", float),
+}
+_TIMEOUT_ENV = {
+    "CAMB_CONNECT_TIMEOUT_S": ("connect_timeout_s", float),
+    "CAMB_READ_TIMEOUT_S": ("read_timeout_s", float),
+}
 
 
 def _env(name: str) -> str | None:
@@ -39,6 +63,14 @@ def _parse(name: str, value: str, kind: type) -> Any:
         return kind(value)
     except ValueError:
         raise ValueError(f"{name}={value!r} is not a valid {kind.__name__}") from None
+
+
+def _from_env(table: dict[str, tuple[str, type]]) -> dict[str, Any]:
+    return {
+        field: _parse(name, raw, kind)
+        for name, (field, kind) in table.items()
+        if (raw := _env(name))
+    }
 
 
 class CambResource(ConfigurableResource):
@@ -55,8 +87,8 @@ class CambResource(ConfigurableResource):
     )
     download_allow_hosts: str | None = Field(
         default=None,
-        description="Comma-separated hosts allowed to serve downloads over plain http. "
-        "Default: $CAMB_DOWNLOAD_ALLOW_HOSTS.",
+        description="Comma-separated download hosts exempt from the policy (https only, public "
+        "addresses only). Default: $CAMB_DOWNLOAD_ALLOW_HOSTS.",
     )
 
     _portal: BlockingPortal | None = PrivateAttr(default=None)
@@ -71,12 +103,17 @@ class CambResource(ConfigurableResource):
         if rps is None and (raw := _env("CAMB_REQUESTS_PER_SECOND")):
             rps = _parse("CAMB_REQUESTS_PER_SECOND", raw, float)
         hosts = self.download_allow_hosts or _env("CAMB_DOWNLOAD_ALLOW_HOSTS") or ""
+        retry = _from_env(_RETRY_ENV)
+        defaults = ClientSettings(api_key=self.api_key)
         return ClientSettings(
             api_key=self.api_key,
             base_url=self.base_url or _env("CAMB_API_BASE_URL") or DEFAULT_BASE_URL,
             max_concurrency=concurrency or 8,
             requests_per_second=rps,
             download_allow_hosts=frozenset(h.strip() for h in hosts.split(",") if h.strip()),
+            api_retry=replace(defaults.api_retry, **retry),
+            download_retry=replace(defaults.download_retry, **retry),
+            **_from_env(_TIMEOUT_ENV),
         )
 
     @contextmanager
@@ -91,11 +128,17 @@ class CambResource(ConfigurableResource):
             finally:
                 self._portal = self._client = None
 
-    def harvest(self, run_ids: Iterable[int], workdir: Path) -> Iterator[RunOutcome]:
-        """Outcomes as they complete (see `CambClient.harvest`), from blocking code."""
+    def harvest(
+        self, run_ids: Iterable[int], workdir: Path, *, deadline: float | None = None
+    ) -> Iterator[RunOutcome]:
+        """Outcomes as they complete (see `CambClient.harvest`), from blocking code.
+
+        `deadline` is a `time.monotonic()` value: the same clock in this thread and the loop's.
+        """
         if self._portal is None or self._client is None:
             raise RuntimeError("CambResource.harvest() runs only inside a Dagster execution")
-        portal, outcomes = self._portal, self._client.harvest(run_ids, workdir)
+        portal = self._portal
+        outcomes = self._client.harvest(run_ids, workdir, deadline=deadline)
         try:
             while True:
                 try:

@@ -59,9 +59,18 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+# A logger's filters see only records logged to that very logger, not those its children
+# pass up, so each logger the libraries log to is named (httpcore logs response headers,
+# a redirect's presigned Location included, to `httpcore.http11` at DEBUG).
+HTTP_LOGGERS = (
+    "httpx", "httpcore", "httpcore.connection", "httpcore.http11", "httpcore.http2",
+    "httpcore.proxy", "httpcore.socks",
+)  # fmt: skip
+
+
 def install_http_log_redaction() -> None:
     """Attach the redacting filter to the HTTP libraries' loggers (idempotent)."""
-    for name in ("httpx", "httpcore"):
+    for name in HTTP_LOGGERS:
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactingFilter) for f in logger.filters):
             logger.addFilter(RedactingFilter())

@@ -8,12 +8,15 @@ caller's to handle, never retried here.
 """
 
 import email.utils
+import json
 import time
 from dataclasses import dataclass
 from datetime import UTC
 
 import httpx
 import tenacity
+
+from resources.redact import redact_text
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 
@@ -26,14 +29,36 @@ class RetryPolicy:
     max_backoff_s: float = 30.0
     max_retry_after_s: float = 120.0  # a server asking for longer is capped, not obeyed
 
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"a retry policy needs at least 1 attempt, not {self.max_attempts}")
+        for name in ("budget_s", "initial_backoff_s", "max_backoff_s", "max_retry_after_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"RetryPolicy.{name} must be >= 0, not {getattr(self, name)}")
+
 
 class RetryableStatus(Exception):
     """An answer worth asking again for (429, 5xx); carries the server's Retry-After."""
 
-    def __init__(self, status: int, retry_after_s: float | None, what: str) -> None:
-        super().__init__(f"{what}: HTTP {status}")
+    def __init__(
+        self, status: int, retry_after_s: float | None, what: str, *, detail: str = ""
+    ) -> None:
+        super().__init__(f"{what}: {detail or f'HTTP {status}'}")
         self.status = status
         self.retry_after_s = retry_after_s
+        self.detail = detail  # "HTTP 500: <the server's detail>", secret-free
+
+
+def error_detail(response: httpx.Response) -> str:
+    """`HTTP <status>[: <FastAPI detail>]` of an answer that was read, short and secret-free."""
+    try:
+        detail = response.json().get("detail", "")
+    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
+        detail = ""
+    if isinstance(detail, list):  # 422: [{"loc": [...], "msg": ..., "type": ...}]
+        detail = "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
+    text = f"HTTP {response.status_code}" + (f": {detail}" if detail else "")
+    return redact_text(text)[:500]
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -55,11 +80,15 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, when.timestamp() - now)
 
 
-def raise_for_retryable(response: httpx.Response, what: str) -> None:
-    """Turn a 429/5xx answer into a RetryableStatus; other answers pass through."""
+def raise_for_retryable(response: httpx.Response, what: str, *, read: bool = False) -> None:
+    """Turn a 429/5xx answer into a RetryableStatus; other answers pass through.
+
+    `read`: the body is in hand (not a stream), so its detail goes into the reason.
+    """
     if response.status_code in RETRYABLE_STATUSES:
         retry_after = parse_retry_after(response.headers.get("retry-after"))
-        raise RetryableStatus(response.status_code, retry_after, what)
+        detail = error_detail(response) if read else ""
+        raise RetryableStatus(response.status_code, retry_after, what, detail=detail)
 
 
 def _is_retryable(exc: BaseException) -> bool:
@@ -98,7 +127,7 @@ def async_retrying(policy: RetryPolicy) -> tenacity.AsyncRetrying:
 def describe_failure(exc: BaseException) -> str:
     """A short, secret-free reason: httpx messages can embed URLs, so name the error class."""
     if isinstance(exc, RetryableStatus):
-        return f"HTTP {exc.status}"
+        return exc.detail or f"HTTP {exc.status}"
     if isinstance(exc, httpx.TimeoutException):
         return f"timeout ({type(exc).__name__})"
     if isinstance(exc, httpx.TransportError):

@@ -11,14 +11,25 @@ raised, leaving a truncated file or object under the final name.
   single PUT, or a multipart upload that becomes visible only on completion), then check the
   stored size with ``fs.info``.
 
+An S3 endpoint that accepts connections and never answers ends in a ``StorageError``, not a
+hang: S3 clients get connect and read timeouts and a bounded retry count by default
+(``S3_CONFIG``, overridable per key through ``config_kwargs`` in the storage options), and never
+send ``Expect: 100-continue``, whose wait for the interim answer no timeout covered (aiohttp).
+The longest an operation waits is then about 5 (s3fs's own tries) x ``max_attempts`` x
+``read_timeout``.
+
 Temporaries are dot-files ending in ``.tmp`` (``.{name}.{random}.tmp``): hidden from
 ``listdir`` and from pyarrow / DuckDB / Polars dataset discovery, and the only files
-:meth:`Storage.remove_stale_temporaries` removes. Callers that stage their own local files
-for ``publish_file(move=True)`` should name them the same way.
+:meth:`Storage.remove_stale_temporaries` removes. A writer holds an exclusive ``flock`` on its
+temporary until the rename, and the kernel drops it when the writer dies however it dies
+(SIGKILL included): an unlocked temporary is a crashed write's, removed by the next write of
+the same file or by the sweep of its directory. Callers that stage their own local files for
+``publish_file(move=True)`` should name them the same way.
 """
 
 import contextlib
 import errno
+import fcntl
 import functools
 import hashlib
 import json
@@ -37,12 +48,21 @@ from fsspec.implementations.local import LocalFileSystem
 ENV_STORAGE_OPTIONS = "SOUNDHARVEST_STORAGE_OPTIONS"
 TEMP_PREFIX = "."
 TEMP_SUFFIX = ".tmp"
+# A temporary is locked a moment after it is created: younger unlocked ones are left alone.
+STALE_AFTER_S = 5.0
 
 _CHUNK = 1 << 20
 # s3fs reads a single-PUT body whole into memory (files under two parts): 8 MiB parts bound
 # that to 16 MiB per upload, and larger files stream as a multipart upload.
 _S3_PART = 8 << 20
 _REMOTE_READ_BLOCK = 8 << 20
+# botocore's defaults are a 60 s read timeout and 5 "legacy" attempts, which s3fs repeats up to
+# five times on timeouts: half an hour before an unresponsive endpoint is reported.
+S3_CONFIG: dict[str, Any] = {
+    "connect_timeout": 10,
+    "read_timeout": 30,
+    "retries": {"max_attempts": 2, "mode": "standard"},
+}
 # Option names whose values must never reach a message (s3fs: key/secret/token, gcsfs:
 # token, adlfs: account_key/sas_token/client_secret, sftp/ftp: password, ...).
 _SECRET_NAME = re.compile(r"key|secret|token|password|passwd|credential|signature", re.I)
@@ -109,6 +129,8 @@ class Storage:
         for name in dict.fromkeys((protocol, *aliases)):
             options.update(from_env.get(name, {}))
         options.update(storage_options or {})
+        if "s3" in aliases:
+            options = _with_s3_defaults(options)
         self._secrets = sorted(_secret_values(options), key=len, reverse=True)
         try:
             fs, root = fsspec.url_to_fs(url, skip_instance_cache=True, **options)
@@ -180,6 +202,9 @@ class Storage:
         target, uri = self.path(relpath), self.uri(relpath)
         try:
             if self.is_local():
+                parent, name = os.path.split(target)
+                cutoff = time.time() - STALE_AFTER_S
+                _remove_dead_temporaries(parent, f"{TEMP_PREFIX}{name}.", cutoff)
                 self._write_local([data], target, uri, len(data), None)
             else:
                 self.fs.pipe_file(target, data)  # one PUT: the object appears whole or not
@@ -190,30 +215,23 @@ class Storage:
             self._raise(f"cannot write {uri}", exc)
         return uri
 
-    def remove_stale_temporaries(self, relpath_dir: str, older_than_s: float = 3600) -> int:
+    def remove_stale_temporaries(
+        self, relpath_dir: str, older_than_s: float = STALE_AFTER_S
+    ) -> int:
         """Delete temporaries left in ``relpath_dir`` by crashed writes; return how many.
 
-        Only dot-files ending in ``.tmp`` untouched for ``older_than_s`` seconds go, so a
-        write in progress elsewhere keeps its file. Object stores have no temporaries: 0.
+        Only dot-files ending in ``.tmp`` that no writer holds locked and that are untouched
+        for ``older_than_s`` seconds go, so a write in progress keeps its file. Object stores
+        have no temporaries: 0.
         """
         if not self.is_local():
             return 0
-        cutoff = time.time() - older_than_s
-        removed = 0
         try:
-            entries = os.scandir(self.path(relpath_dir))
-        except FileNotFoundError:
-            return 0
-        with entries:
-            for entry in entries:
-                if not (_is_temp_name(entry.name) and entry.is_file(follow_symlinks=False)):
-                    continue
-                # Another process may finish or clean the same file meanwhile.
-                with contextlib.suppress(FileNotFoundError):
-                    if entry.stat(follow_symlinks=False).st_mtime <= cutoff:
-                        os.unlink(entry.path)
-                        removed += 1
-        return removed
+            return _remove_dead_temporaries(
+                self.path(relpath_dir), TEMP_PREFIX, time.time() - older_than_s
+            )
+        except OSError as exc:
+            self._raise(f"cannot clean {self.uri(relpath_dir)}", exc)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -279,6 +297,7 @@ class Storage:
         try:
             digest, nbytes = hashlib.sha256(), 0
             with open(tmp, "xb") as out:  # mode follows the umask, like any new file
+                fcntl.flock(out.fileno(), fcntl.LOCK_EX)  # held until renamed (module doc)
                 for chunk in chunks:
                     if sha256 is not None:
                         digest.update(chunk)
@@ -287,9 +306,9 @@ class Storage:
                 out.flush()
                 os.fsync(out.fileno())
                 stored = os.fstat(out.fileno()).st_size
-            _check(uri, size, sha256, nbytes, digest.hexdigest() if sha256 else None)
-            _check(uri, size, None, stored, None)
-            os.replace(tmp, target)
+                _check(uri, size, sha256, nbytes, digest.hexdigest() if sha256 else None)
+                _check(uri, size, None, stored, None)
+                os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -396,6 +415,40 @@ def _is_temp_name(name: str) -> bool:
     return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX) and len(name) > 5
 
 
+def _remove_dead_temporaries(directory: str, prefix: str, cutoff: float) -> int:
+    """Unlink the temporaries in ``directory`` named ``prefix...`` that no live writer holds
+    locked, last touched before ``cutoff``; return how many."""
+    removed = 0
+    try:
+        entries = os.scandir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return 0  # nothing there, so no temporaries either
+    with entries:
+        for entry in entries:
+            name = entry.name
+            if not (name.startswith(prefix) and _is_temp_name(name)):
+                continue
+            # Another process may finish or clean the same file meanwhile.
+            with contextlib.suppress(FileNotFoundError):
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                if entry.stat(follow_symlinks=False).st_mtime > cutoff or _locked(entry.path):
+                    continue
+                os.unlink(entry.path)
+                removed += 1
+    return removed
+
+
+def _locked(path: str) -> bool:
+    """True while a writer holds its lock on ``path`` (see the module doc)."""
+    with open(path, "rb") as file:
+        try:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+    return False
+
+
 def _fsync_dir(path: str) -> None:
     """Make a rename in ``path`` durable (POSIX; a no-op where directories can't be opened)."""
     flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
@@ -433,3 +486,24 @@ def _secret_values(options: Mapping[str, Any]) -> Iterator[str]:
             yield from _secret_values(value)
         elif isinstance(value, str) and len(value) >= 4 and _SECRET_NAME.search(str(name)):
             yield value
+
+
+def _with_s3_defaults(options: Mapping[str, Any]) -> dict[str, Any]:
+    """s3fs options with S3_CONFIG under the caller's ``config_kwargs``, and a session whose
+    clients never send ``Expect: 100-continue`` (unless the caller brings a session)."""
+    out = dict(options)
+    out["config_kwargs"] = {**S3_CONFIG, **out.get("config_kwargs", {})}
+    if "session" not in out:
+        # Imported here: only S3 storage needs it. s3fs gives a "profile" to its own session.
+        from aiobotocore.session import AioSession
+
+        session = AioSession(profile=out.pop("profile", None))
+        # botocore adds the header to every upload with a body; aiohttp then waits for the
+        # "100 Continue" with no timeout, forever against an endpoint that never answers.
+        session.register("before-call.s3", _drop_expect_header)
+        out["session"] = session
+    return out
+
+
+def _drop_expect_header(params: dict[str, Any], **_: Any) -> None:
+    params.get("headers", {}).pop("Expect", None)

@@ -1,6 +1,7 @@
 """A local stand-in for the CAMB.AI text-to-sound API: the demo's default peer and the tests'."""
 
 from sandbox.audio import render_audio
+from sandbox.decoy import Decoy, full_backlog
 from sandbox.rules import (
     AudioParams,
     AudioSizes,
@@ -14,11 +15,13 @@ from sandbox.server import Faults, SandboxServer
 __all__ = [
     "AudioParams",
     "AudioSizes",
+    "Decoy",
     "Faults",
     "SandboxServer",
     "audio_params",
     "bulk_shape",
     "delivered_format",
+    "full_backlog",
     "render_audio",
     "run_state",
 ]

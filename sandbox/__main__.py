@@ -3,6 +3,9 @@
     python -m sandbox --host 127.0.0.1 --port 0 [--api-key KEY] [--audio-mb 0.5-1.5] [faults...]
 
 Prints exactly one line, `SANDBOX_URL=http://HOST:PORT/apis`, on stdout once it listens.
+Per-run faults repeat: `--result-error 1059:500 --result-error 1060:404 --expired-run 1061`.
+Scripted faults (hang, reset, stall, corrupt, gzip_bomb, endless, ...) are set while it runs:
+POST /_sandbox/script {"target": "download", "kinds": ["stall"]} (see sandbox/server.py).
 """
 
 import argparse
@@ -54,7 +57,24 @@ def _parser() -> argparse.ArgumentParser:
         ("--seed", "seed", int),
     ):
         faults.add_argument(flag, dest=name, type=kind, default=getattr(defaults, name))
+    faults.add_argument("--bulk-min-ids", dest="bulk_min_ids", type=int, default=1)
+    for flag, name, kind, meta in (
+        ("--result-error", "result_errors", _run_status, "RUN:STATUS"),
+        ("--bulk-error", "bulk_errors", _run_status, "RUN:STATUS"),
+        ("--expired-run", "expired_runs", int, "RUN"),
+        ("--bulk-omit", "bulk_omit", int, "RUN"),
+        ("--bulk-stranger", "bulk_strangers", int, "RUN"),
+    ):
+        faults.add_argument(flag, dest=name, type=kind, action="append", default=[], metavar=meta)
     return parser
+
+
+def _run_status(text: str) -> tuple[int, int]:
+    """`RUN:STATUS`, e.g. `1059:500`."""
+    run_id, sep, status = text.partition(":")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected RUN:STATUS, got {text!r}")
+    return int(run_id), int(status)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     host, port, api_key = args.pop("host"), args.pop("port"), args.pop("api_key")
     access_log = args.pop("access_log")
     serve_sizes(args.pop("audio_mb"))
+    for name in ("result_errors", "bulk_errors"):
+        args[name] = dict(args[name])
     try:
         faults = Faults(**args)
     except ValueError as exc:

@@ -1,22 +1,54 @@
 """A local stand-in for the CAMB.AI text-to-sound API, served over real HTTP.
 
 Shapes follow the vendor SDK (camb-sdk) and docs; where the real API is undocumented the
-sandbox deliberately varies the shapes (see `rules.bulk_shape`), and it injects faults
-(throttling, 5xx, dropped connections, truncated or expired downloads) at random rates or
-from a script, so clients can be tested against everything the real service may do.
+sandbox deliberately varies the shapes (see `rules.bulk_shape`), and it injects faults at
+random rates, from a script, or per run id, so clients can be tested against everything the
+real service may do.
+
+Scripted faults (`SandboxServer.script(target, *kinds)`, or POST /_sandbox/script) hit the
+next requests of their target, one kind per request, in order:
+
+| target   | kind      | what the client sees                                                |
+|----------|-----------|---------------------------------------------------------------------|
+| api      | 429       | 429 with `Retry-After` from `Faults.retry_after` (seconds or a date) |
+| api      | 500, 503  | the app's JSON error                                                 |
+| api      | 502       | a gateway's HTML page                                                |
+| both     | drop      | the connection closed with no answer (FIN)                          |
+| both     | reset     | the connection reset (RST)                                          |
+| both     | hang      | the request read, then nothing until the client hangs up            |
+| download | expire    | 403 `AccessDenied` "Request has expired", S3 style                  |
+| download | truncate  | the full Content-Length announced, about half sent, then FIN        |
+| download | stall     | headers and about half the body, then nothing until the client hangs up |
+| download | short     | half the audio with a matching Content-Length: only the header can tell |
+| download | corrupt   | the whole body, but its first bytes (the container magic) garbled   |
+| download | gzip      | the audio, sent `Content-Encoding: gzip` (not a fault: must decode) |
+| download | gzip_bomb | `Content-Encoding: gzip` that decodes to 64 MiB of zeros             |
+| download | endless   | a chunked body that never ends (until the client hangs up)          |
+
+Random faults (`*_rate`) draw 429/5xx/drop for API calls and drop/expire/truncate for
+downloads. Per-run faults make one run misbehave forever while every other run is served
+normally: `result_errors` (its single-result call answers a status), `bulk_errors` (every
+bulk call that includes it answers a status), `expired_runs` (its downloads always answer
+403 expired), `bulk_omit` (left out of bulk answers), `bulk_strangers` (added to every bulk
+answer though nobody asked), and `bulk_min_ids` (2 makes the bulk endpoint refuse a lone id
+with 422, as the docs of the translation and subtitle bulk endpoints say they do).
 """
 
 import asyncio
 import calendar
 import dataclasses
 import email.utils
+import functools
+import gzip
 import hashlib
 import hmac
+import http
 import json
 import random
 import re
 import secrets
 import socket
+import struct
 import threading
 import time
 import uuid
@@ -32,18 +64,22 @@ from sandbox.audio import FORMATS, served_audio
 from sandbox.rules import bulk_shape, delivered_format, run_state
 
 Target = Literal["api", "download"]
-API_FAULT_KINDS = frozenset({"429", "500", "502", "503", "drop"})
-# "short" (scripted only): a body that lost its tail at the origin, sent with a matching
-# Content-Length, so only the audio header can tell that bytes are missing.
-DOWNLOAD_FAULT_KINDS = frozenset({"drop", "truncate", "expire", "short"})
+API_FAULT_KINDS = frozenset({"429", "500", "502", "503", "drop", "reset", "hang"})
+DOWNLOAD_FAULT_KINDS = frozenset(
+    {"drop", "reset", "hang", "stall", "truncate", "expire", "short", "corrupt", "gzip",
+     "gzip_bomb", "endless"}
+)  # fmt: skip
 FIRST_CREATED_RUN_ID = 1_000_001
 MAX_BATCH = 5
+GZIP_BOMB_BYTES = 64 << 20  # what the gzip bomb decodes to; ~64 KiB on the wire
 
 _RATE_FIELDS = ("throttle_rate", "server_error_rate", "drop_rate", "truncate_rate", "expire_rate")
 _RETRY_AFTER = re.compile(r"(date:)?\d+")
 _AMZ_DATE = "%Y%m%dT%H%M%SZ"
 _CHUNK = 64 * 1024
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
+_HANG_LIMIT_S = 600.0  # a hanging answer gives up by itself after this, client or not
+RESULT_ERROR_DETAIL = "Audio file could not be fetched"  # what the real API said (issue 6)
 
 
 @dataclass
@@ -62,8 +98,23 @@ class Faults:
     download_base_url: str | None = None  # origin put into presigned URLs instead of our own
     redirect_downloads_to: str | None = None  # /files answers 307 to this origin
     seed: int = 0
+    # Per-run faults: these runs misbehave on every request, all others are served normally.
+    result_errors: dict[int, int] = field(default_factory=dict)  # run id -> status of its GET
+    bulk_errors: dict[int, int] = field(default_factory=dict)  # run id -> status of its batch
+    expired_runs: tuple[int, ...] = ()  # downloads always answer 403 expired
+    bulk_omit: tuple[int, ...] = ()  # never in a bulk answer, even when asked for
+    bulk_strangers: tuple[int, ...] = ()  # in every bulk answer, though nobody asked
+    bulk_min_ids: int = 1  # fewer ids in a bulk call are refused with 422
 
     def __post_init__(self) -> None:
+        # The control plane speaks JSON: object keys arrive as strings, tuples as lists.
+        for name in ("result_errors", "bulk_errors"):
+            statuses = dict(getattr(self, name))
+            setattr(self, name, {_positive(k, name): _status(v, name) for k, v in statuses.items()})
+        for name in ("expired_runs", "bulk_omit", "bulk_strangers"):
+            setattr(self, name, tuple(_positive(i, name) for i in getattr(self, name)))
+        if not 1 <= self.bulk_min_ids <= MAX_BATCH:
+            raise ValueError(f"Faults.bulk_min_ids must be within 1..{MAX_BATCH}")
         for name in _RATE_FIELDS:
             rate = getattr(self, name)
             if not 0.0 <= rate <= 1.0:
@@ -88,6 +139,22 @@ class Faults:
                 raise ValueError(
                     f"Faults.{name} must be an origin like http://host:port, got {url!r}"
                 )
+
+
+def _positive(value: Any, name: str) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if number <= 0 or isinstance(value, bool | float):
+        raise ValueError(f"Faults.{name}: run ids must be positive integers, got {value!r}")
+    return number
+
+
+def _status(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 400 <= value <= 599:
+        raise ValueError(f"Faults.{name}: statuses must be 400..599, got {value!r}")
+    return value
 
 
 @dataclass
@@ -320,6 +387,46 @@ def _drop(request: web.Request) -> web.Response:
     return web.Response()  # never sent: the transport is gone
 
 
+def _reset(request: web.Request) -> web.Response:
+    """Abort the connection with a TCP reset (RST) instead of an orderly close."""
+    transport = request.transport
+    if transport is not None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # linger on, timeout 0: close() sends RST
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+    return web.Response()  # never sent
+
+
+async def _hang(request: web.Request) -> None:
+    """Wait, answering nothing, until the client hangs up (or a long time has passed)."""
+    give_up = time.monotonic() + _HANG_LIMIT_S
+    while (
+        request.transport is not None
+        and not request.transport.is_closing()
+        and time.monotonic() < give_up
+    ):
+        await asyncio.sleep(0.01)
+
+
+_CONNECTION_FAULTS = frozenset({"drop", "reset", "hang"})
+
+
+async def _connection_fault(request: web.Request, kind: str) -> web.Response:
+    """No HTTP answer at all: a closed, a reset, or a silent connection."""
+    # The whole request first: a client still writing its body would meet the reset there
+    # (and may swallow it), not where a real broken answer is met, on reading.
+    await request.read()
+    if kind == "hang":
+        await _hang(request)
+    return _reset(request) if kind == "reset" else _drop(request)
+
+
+def _stuck(status: int) -> web.Response:
+    detail = RESULT_ERROR_DETAIL if status >= 500 else http.HTTPStatus(status).phrase
+    return _detail(status, detail)
+
+
 def _status_body(run_id: int) -> dict[str, str]:
     if run_state(run_id) == "failed":
         return {"status": "ERROR", "exception_reason": _failure_reason(run_id)}
@@ -418,7 +525,7 @@ async def _api_middleware(request: web.Request, handler: Any) -> web.StreamRespo
         kind = state.next_fault("api")
         if kind is not None:
             state.count_fault(kind)
-            return _api_fault(request, kind, faults)
+            return await _api_fault(request, kind, faults)
         key = request.headers.get("x-api-key", "")
         expected = state.api_key
         if not key or (expected is not None and not _same(key, expected)):
@@ -433,9 +540,9 @@ async def _api_middleware(request: web.Request, handler: Any) -> web.StreamRespo
         state.leave_api()
 
 
-def _api_fault(request: web.Request, kind: str, faults: Faults) -> web.Response:
-    if kind == "drop":
-        return _drop(request)
+async def _api_fault(request: web.Request, kind: str, faults: Faults) -> web.Response:
+    if kind in _CONNECTION_FAULTS:
+        return await _connection_fault(request, kind)
     if kind == "429":
         retry_after = faults.retry_after
         if retry_after.startswith("date:"):
@@ -465,16 +572,28 @@ async def bulk_results(request: web.Request) -> web.Response:
         errors.append(
             (loc, "List should have at least 1 item after validation, not 0", "too_short")
         )
+    faults = state.faults
+    if 0 < len(run_ids) < faults.bulk_min_ids:
+        least = faults.bulk_min_ids
+        msg = f"List should have at least {least} items after validation, not {len(run_ids)}"
+        errors.append((loc, msg, "too_short"))
     if len(run_ids) > MAX_BATCH:
         msg = f"List should have at most {MAX_BATCH} items after validation, not {len(run_ids)}"
         errors.append((loc, msg, "too_long"))
     if errors:
         raise _Invalid(*errors)
     for run_id in run_ids:
+        if run_id in faults.bulk_errors:
+            return _stuck(faults.bulk_errors[run_id])
+    for run_id in run_ids:
         if run_state(run_id) == "wrong_type":
             return _wrong_type(run_id)
     results: dict[str, Any] = {}
-    for run_id in run_ids:
+    answered = [i for i in run_ids if i not in faults.bulk_omit]
+    answered += [i for i in faults.bulk_strangers if i not in run_ids]
+    for run_id in answered:
+        if run_state(run_id) == "wrong_type":
+            continue  # a stranger the batch would have failed for
         shape = bulk_shape(run_id)
         if shape == "output_url":
             results[str(run_id)] = {"output_url": state.presign(run_id, _origin(request))}
@@ -493,6 +612,8 @@ async def single_result(request: web.Request) -> web.StreamResponse:
     if output_type not in ("raw_bytes", "file_url"):
         msg = "Input should be 'raw_bytes' or 'file_url'"
         raise _Invalid((["query", "output_type"], msg, "enum"))
+    if run_id in state.faults.result_errors:
+        return _stuck(state.faults.result_errors[run_id])
     status = run_state(run_id)
     if status == "wrong_type":
         return _wrong_type(run_id)
@@ -563,12 +684,15 @@ async def download(request: web.Request) -> web.StreamResponse:
     state.count(downloads=1, downloads_with_api_key=has_key)
     if state.faults.download_latency_s:
         await asyncio.sleep(state.faults.download_latency_s)
+    run_id = int(request.match_info["name"].split(".", 1)[0])
     kind = state.next_fault("download")
-    if kind == "drop":
+    if kind is None and run_id in state.faults.expired_runs:
+        kind = "expire"
+    if kind is not None:
         state.count_fault(kind)
-        return _drop(request)
+    if kind in _CONNECTION_FAULTS:
+        return await _connection_fault(request, kind)
     if kind == "expire":
-        state.count_fault(kind)
         return _s3_error(403, "AccessDenied", "Request has expired")
     error = state.check_presigned(request.path, request.query)
     if error == "SignatureDoesNotMatch":
@@ -576,20 +700,52 @@ async def download(request: web.Request) -> web.StreamResponse:
         return _s3_error(403, error, msg)
     if error is not None:
         return _s3_error(403, error, "Request has expired")
-    run_id = int(request.match_info["name"].split(".", 1)[0])
     audio = await _audio(run_id)
     headers = {"Content-Type": FORMATS[delivered_format(run_id)].content_type}
-    if kind == "short":
-        state.count_fault(kind)
-        return web.Response(body=audio[: len(audio) // 2], headers=headers)
-    if kind != "truncate":
+    if kind is None:
         return web.Response(body=audio, headers=headers)
-    state.count_fault(kind)
-    # Announce the whole body, send about half, then hang up: what a broken transfer looks like.
+    if kind == "short":
+        return web.Response(body=audio[: len(audio) // 2], headers=headers)
+    if kind == "corrupt":
+        return web.Response(body=bytes(4) + audio[4:], headers=headers)
+    if kind in ("gzip", "gzip_bomb"):
+        headers["Content-Encoding"] = "gzip"
+        body = gzip.compress(audio) if kind == "gzip" else _gzip_bomb()
+        return web.Response(body=body, headers=headers)
     response = web.StreamResponse(headers=headers)
+    if kind == "endless":
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        return await _write_forever(request, response, audio)
+    # truncate, stall: announce the whole body and send about half; then hang up at once
+    # (what a broken transfer looks like) or wait for the client to give up.
     response.content_length = len(audio)
     await response.prepare(request)
     await response.write(audio[: len(audio) // 2])
+    if kind == "stall":
+        await _hang(request)
+    if request.transport is not None:
+        request.transport.close()
+    return response
+
+
+@functools.cache
+def _gzip_bomb() -> bytes:
+    return gzip.compress(bytes(GZIP_BOMB_BYTES), compresslevel=9)
+
+
+async def _write_forever(
+    request: web.Request, response: web.StreamResponse, head: bytes
+) -> web.StreamResponse:
+    """The audio, then zeros, until the client hangs up (or a long time has passed)."""
+    zeros = bytes(_CHUNK)
+    give_up = time.monotonic() + _HANG_LIMIT_S
+    try:
+        await response.write(head)
+        while request.transport is not None and time.monotonic() < give_up:
+            await response.write(zeros)
+    except (ConnectionError, RuntimeError):  # the client hung up mid-write
+        pass
     if request.transport is not None:
         request.transport.close()
     return response
@@ -755,6 +911,12 @@ class SandboxServer:
                 started.set()
             loop.run_forever()
             loop.run_until_complete(runner.cleanup())
+            # Handlers of connections the cleanup closed (a hang, a keep-alive) end here,
+            # not as "Task was destroyed but it is pending" when the loop closes.
+            leftovers = asyncio.all_tasks(loop)
+            for task in leftovers:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_default_executor())
             loop.close()
 

@@ -136,3 +136,52 @@ def test_a_crash_mid_partition_leaves_no_partial_file_and_the_rerun_adopts(sandb
     assert published <= {Path(uri).name for uri in ok.uri}
     assert sandbox.stats()["downloads"] == len(ok) - len(published)  # adopted, not fetched
     assert_crash_invariant(project_copy, catalog)
+
+
+def test_a_crash_keeps_the_checkpointed_ledger_and_the_rerun_does_not_rehash(sandbox, project_copy):
+    sandbox.set_faults(latency_s=0.2)
+    env = cli_env(sandbox, project_copy) | {
+        "CAMB_MAX_CONCURRENCY": "2",
+        "SOUNDHARVEST_CHECKPOINT_S": "0.5",
+    }
+    command = materialize_command("--partition", DAYS[0])
+    ledger = project_copy / "catalog" / "_state" / "sound_files" / f"date={DAYS[0]}"
+    audio_day = project_copy / "audio" / DAYS[0]
+
+    def checkpointed_ok() -> pd.DataFrame:
+        try:
+            rows = pd.read_parquet(ledger / "part-0.parquet")
+        except (FileNotFoundError, OSError):
+            return pd.DataFrame(columns=["run_id", "status"])
+        return rows[rows.status == "ok"]
+
+    process = subprocess.Popen(
+        command, env=env, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while len(checkpointed_ok()) < 10 and process.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint of ten files in time"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+    kept = checkpointed_ok().set_index("run_id")
+    published = {int(p.stem) for p in audio_day.glob("*.wav")}
+    assert len(kept) >= 10 and set(kept.index) <= published
+    sandbox.set_faults(latency_s=0)
+    sandbox.reset()
+    done = subprocess.run(command, env=env, cwd=PROJECT, capture_output=True, text=True)
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    adopted = len(published - set(kept.index))
+    assert f"{len(kept)} already stored, {adopted} to adopt" in done.stderr
+    catalog = read_catalog(project_copy)
+    live = catalog[catalog.status != "rejected"].set_index("run_id")
+    for column in ("fetched_at", "attempts", "sha256"):  # the checkpointed rows, as they were
+        pd.testing.assert_series_equal(
+            live.loc[kept.index, column], kept[column], check_dtype=False, check_index_type=False
+        )
+    ok = catalog[catalog.status == "ok"]
+    assert sandbox.stats()["downloads"] == len(ok) - len(published)
+    assert_crash_invariant(project_copy, catalog)

@@ -6,55 +6,30 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.dataset as ds
 import pytest
-from dagster import materialize
+from dagster import AssetKey, DagsterInstance, materialize
 
-from assets.audio import sound_files
-from assets.catalog import check_day, sound_catalog
-from assets.manifests import run_manifest
+from assets.publish import check_day
 from assets.state import state_relpath
 from resources.camb_resource import CambResource
 from resources.storage import Storage
 from resources.storage_resource import StorageResource
 from sandbox import run_state
 
-from conftest import SANDBOX_KEY
+from pipeline_kit import (
+    ASSETS,
+    DAY,
+    catalog_path,
+    failure_messages,
+    local_storage,
+    read_catalog,
+    resources,
+    run,
+    run_range,
+    step_events,
+    write_manifest,
+)
 
-DAY = "2026-11-01"
-ASSETS = [run_manifest, sound_files, sound_catalog]
-
-
-def write_manifest(root: Path, day: str, run_ids: list[int], extra_lines: str = "") -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / f"{day}.csv"
-    lines = ["run_id,prompt,audio_type,duration,project"]
-    lines += [f"{run_id},sound {run_id},sound,2.0,demo" for run_id in run_ids]
-    path.write_text("\n".join(lines) + "\n" + extra_lines)
-    return path
-
-
-def resources(sandbox, storage: StorageResource) -> dict:
-    camb = CambResource(
-        api_key=SANDBOX_KEY, base_url=sandbox.base_url, download_allow_hosts="127.0.0.1"
-    )
-    return {"camb": camb, "storage": storage}
-
-
-def local_storage(tmp_path: Path) -> StorageResource:
-    return StorageResource(
-        manifest_root=str(tmp_path / "manifests"),
-        audio_root=str(tmp_path / "audio"),
-        catalog_root=str(tmp_path / "catalog"),
-    )
-
-
-def run(sandbox, storage: StorageResource, day: str = DAY, **kwargs):
-    return materialize(ASSETS, partition_key=day, resources=resources(sandbox, storage), **kwargs)
-
-
-def read_catalog(storage: StorageResource, day: str = DAY) -> pd.DataFrame:
-    catalog = storage.catalog()
-    with catalog.open(f"sound_catalog/date={day}/part-0.parquet") as file:
-        return pd.read_parquet(file, dtype_backend="numpy_nullable")
+RANGE = ["2026-11-01", "2026-11-02", "2026-11-03"]
 
 
 def test_a_day_becomes_files_and_a_catalog(sandbox, tmp_path):
@@ -155,14 +130,7 @@ def test_a_range_of_days_runs_in_one_step(sandbox, tmp_path):
         )
     storage = local_storage(tmp_path)
 
-    result = materialize(
-        ASSETS,
-        resources=resources(sandbox, storage),
-        tags={
-            "dagster/asset_partition_range_start": days[0],
-            "dagster/asset_partition_range_end": days[-1],
-        },
-    )
+    result = run_range(sandbox, storage, days[0], days[-1])
 
     assert result.success
     dataset = ds.dataset(storage.catalog().path("sound_catalog"), partitioning="hive")
@@ -231,3 +199,139 @@ def test_the_checks_report_what_breaks_the_contract(tmp_path):
     assert "more than one row" in found["catalog_contract"]
     assert "URL query" in found["catalog_contract"] and "abc" not in found["catalog_contract"]
     assert "1 ok rows without their file" in found["ok_files_exist"]
+
+
+# -- range runs: one day's failure keeps the others ------------------------------------------
+
+
+def three_days(tmp_path: Path, first_id: int) -> dict[str, list[int]]:
+    """Three days of five ids each (all ready, none wrong-type), manifests written."""
+    days = {}
+    for offset, day in enumerate(RANGE):
+        ids = [i for i in range(first_id + 20 * offset, first_id + 20 * offset + 12)]
+        days[day] = [i for i in ids if run_state(i) == "ready"][:5]
+        write_manifest(tmp_path / "manifests", day, days[day])
+    return days
+
+
+def materialized(instance: DagsterInstance, asset: str) -> set[str]:
+    """The partitions Dagster counts as materialized (what its UI shows)."""
+    return set(instance.get_materialized_partitions(AssetKey(asset)))
+
+
+def test_a_storage_failure_in_a_range_keeps_the_days_before_it(sandbox, tmp_path, monkeypatch):
+    monkeypatch.setenv("SOUNDHARVEST_STEP_RETRIES", "0")
+    days = three_days(tmp_path, 2000)
+    (tmp_path / "audio").mkdir()
+    (tmp_path / "audio" / RANGE[1]).write_text("a file where the day's folder belongs")
+    storage = local_storage(tmp_path)
+    instance = DagsterInstance.ephemeral()
+
+    result = run_range(
+        sandbox, storage, RANGE[0], RANGE[-1], raise_on_error=False, instance=instance
+    )
+
+    assert not result.success
+    [message] = failure_messages(result)
+    assert message.startswith(f"{RANGE[1]}: cannot publish {tmp_path / 'audio' / RANGE[1]}/")
+    assert f"completed: {RANGE[0]}\n" in message and message.endswith(f"not tried: {RANGE[2]}")
+    # The completed day has its files ledger and its catalog, and Dagster knows it.
+    first = read_catalog(storage, RANGE[0])
+    assert sorted(first.run_id) == days[RANGE[0]] and set(first.status) == {"ok"}
+    assert materialized(instance, "sound_files") == {RANGE[0]}
+    assert materialized(instance, "sound_catalog") == {RANGE[0]}
+    for day in RANGE[1:]:
+        assert not Path(catalog_path(storage, day)).exists()
+
+    (tmp_path / "audio" / RANGE[1]).unlink()
+    sandbox.reset()
+    assert run_range(sandbox, storage, RANGE[0], RANGE[-1]).success
+    for day in RANGE:
+        assert set(read_catalog(storage, day).status) == {"ok"}
+    assert sandbox.stats()["downloads"] == 10  # the first day's files were kept
+
+
+def test_a_day_without_its_manifest_fails_alone(sandbox, tmp_path):
+    three_days(tmp_path, 2100)
+    storage = local_storage(tmp_path)
+    [run_manifest, sound_files, sound_catalog] = ASSETS
+    instance = DagsterInstance.ephemeral()
+    for day in (RANGE[0], RANGE[2]):
+        manifest_only = materialize(
+            [run_manifest], partition_key=day, resources=resources(sandbox, storage)
+        )
+        assert manifest_only.success
+
+    result = materialize(
+        [sound_files, sound_catalog],
+        resources=resources(sandbox, storage),
+        tags={
+            "dagster/asset_partition_range_start": RANGE[0],
+            "dagster/asset_partition_range_end": RANGE[-1],
+        },
+        raise_on_error=False,
+        instance=instance,
+    )
+
+    assert not result.success
+    assert not step_events(result, "STEP_UP_FOR_RETRY")  # a retry would change nothing
+    [message] = failure_messages(result)
+    assert message.startswith(f"{RANGE[1]}: its run_manifest is missing")
+    assert f"completed: {RANGE[0]}, {RANGE[2]}" in message
+    assert materialized(instance, "sound_catalog") == {RANGE[0], RANGE[2]}
+    assert Path(catalog_path(storage, RANGE[2])).exists()
+
+
+def test_a_rejected_key_stops_a_range_with_one_message(sandbox, tmp_path, monkeypatch):
+    monkeypatch.setenv("SOUNDHARVEST_STEP_RETRIES", "3")
+    monkeypatch.setenv("SOUNDHARVEST_STEP_RETRY_DELAY_S", "0")
+    three_days(tmp_path, 2200)
+    storage = local_storage(tmp_path)
+    wrong = resources(sandbox, storage) | {
+        "camb": CambResource(
+            api_key="not-the-key-7d1e", base_url=sandbox.base_url, download_allow_hosts="127.0.0.1"
+        )
+    }
+
+    result = materialize(
+        ASSETS,
+        resources=wrong,
+        tags={
+            "dagster/asset_partition_range_start": RANGE[0],
+            "dagster/asset_partition_range_end": RANGE[-1],
+        },
+        raise_on_error=False,
+    )
+
+    assert not result.success
+    assert not step_events(result, "STEP_UP_FOR_RETRY")  # never retried: it cannot pass
+    [message] = failure_messages(result)
+    assert message.startswith(f"{RANGE[0]}: ") and "CAMB_API_KEY" in message
+    assert message.endswith(f"not tried: {RANGE[1]}...{RANGE[2]}")
+    assert "not-the-key" not in message
+    assert sandbox.stats()["downloads"] == 0
+
+
+def test_a_day_stops_fetching_when_its_budget_is_spent(sandbox, tmp_path, monkeypatch):
+    monkeypatch.setenv("SOUNDHARVEST_DAY_BUDGET_S", "2")
+    sandbox.set_faults(latency_s=0.4)  # one request at a time: about 2.5 batches a second
+    run_ids = [i for i in range(2300, 2400) if run_state(i) == "ready"][:60]
+    write_manifest(tmp_path / "manifests", DAY, run_ids)
+    storage = local_storage(tmp_path)
+    camb = {"max_concurrency": 1}
+
+    result = materialize(ASSETS, partition_key=DAY, resources=resources(sandbox, storage, **camb))
+
+    assert result.success
+    catalog = read_catalog(storage).set_index("run_id")
+    left = catalog[catalog.status != "ok"]
+    assert len(left) > 0 and (left.status == "pending").all()
+    assert left.error.str.contains("budget").all()
+    assert (catalog.attempts == 1).all()
+
+    monkeypatch.setenv("SOUNDHARVEST_DAY_BUDGET_S", "600")
+    sandbox.set_faults(latency_s=0)
+    assert run(sandbox, storage).success
+    again = read_catalog(storage).set_index("run_id")
+    assert (again.status == "ok").all()
+    assert (again.loc[left.index, "attempts"] == 2).all()

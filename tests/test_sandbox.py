@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from itertools import count, pairwise
@@ -24,15 +25,18 @@ import soundfile as sf
 
 from sandbox import (
     AudioSizes,
+    Decoy,
     Faults,
     SandboxServer,
     audio_params,
     bulk_shape,
     delivered_format,
+    full_backlog,
     render_audio,
     run_state,
 )
 from sandbox.audio import PARAMS_PERIOD
+from sandbox.server import GZIP_BOMB_BYTES, RESULT_ERROR_DETAIL
 
 KEY = "test-key"
 CONTENT_TYPES = {"WAV": "audio/wav", "FLAC": "audio/flac", "MP3": "audio/mpeg"}
@@ -514,6 +518,155 @@ def test_scripted_download_faults(sb: SandboxServer, api: httpx.Client, http: ht
     assert sb.stats()["faults_injected"] == {"drop": 1, "truncate": 1, "expire": 1}
 
 
+def test_per_run_faults_hit_only_their_runs(
+    sb: SandboxServer, api: httpx.Client, http: httpx.Client
+) -> None:
+    broken, refused, poison, expired, fine = (ready(start=s) for s in (1, 21, 41, 61, 81))
+    sb.set_faults(
+        result_errors={broken: 500, refused: 404}, bulk_errors={poison: 503},
+        expired_runs=(expired,),
+    )  # fmt: skip
+
+    def single(run_id: int) -> httpx.Response:
+        return api.get(f"text-to-sound-result/{run_id}", params={"output_type": "file_url"})
+
+    assert (single(broken).status_code, single(broken).json()["detail"]) == (
+        500,
+        RESULT_ERROR_DETAIL,
+    )
+    assert (single(refused).status_code, single(refused).json()) == (404, {"detail": "Not Found"})
+    assert bulk(api, [broken, refused, fine]).status_code == 200  # only their GET is broken
+    poisoned = bulk(api, [fine, poison])
+    assert (poisoned.status_code, poisoned.json()["detail"]) == (503, RESULT_ERROR_DETAIL)
+    assert single(poison).status_code == 200  # only its batches are broken
+    expired_url = file_url(api, expired)
+    assert {http.get(expired_url).status_code for _ in range(3)} == {403}
+    assert http.get(file_url(api, fine)).content == render_audio(fine)
+
+
+def test_bulk_answers_can_leave_out_asked_ids_and_add_strangers(api: httpx.Client, sb) -> None:
+    asked, left_out, stranger = ready(), ready(start=ready() + 1), ready("FLAC")
+    sb.set_faults(bulk_omit=(left_out,), bulk_strangers=(stranger, WRONG_TYPE))
+    body = bulk(api, [asked, left_out]).json()
+    assert set(body) == {str(asked), str(stranger)}  # a wrong-type stranger has no answer
+    assert body[str(stranger)]["output_url"].startswith(f"{sb.origin}/files/{stranger}.flac?")
+
+
+def test_the_bulk_endpoint_can_refuse_a_lone_id(sb: SandboxServer, api: httpx.Client) -> None:
+    sb.set_faults(bulk_min_ids=2)
+    lone = bulk(api, [ready()])
+    assert lone.status_code == 422
+    [error] = lone.json()["detail"]
+    assert (error["loc"], error["type"]) == (["body", "run_ids"], "too_short")
+    assert bulk(api, [ready(), ready(start=ready() + 1)]).status_code == 200
+
+
+def test_per_run_faults_arrive_as_json_through_the_control_plane(sb: SandboxServer) -> None:
+    with httpx.Client(timeout=5) as c:
+        changes = {"result_errors": {"1059": 500}, "expired_runs": [1061], "bulk_min_ids": 2}
+        answer = c.post(f"{sb.origin}/_sandbox/faults", json=changes)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["result_errors"] == {"1059": 500}
+        bad = c.post(f"{sb.origin}/_sandbox/faults", json={"result_errors": {"1059": 200}})
+        assert bad.status_code == 400
+    faults = sb.faults
+    assert (faults.result_errors, faults.expired_runs, faults.bulk_min_ids) == (
+        {1059: 500},
+        (1061,),
+        2,
+    )
+
+
+@pytest.mark.parametrize("target", ["api", "download"])
+def test_connection_faults_reset_or_hang(
+    sb: SandboxServer, api: httpx.Client, http: httpx.Client, target: str
+) -> None:
+    run_id = ready()
+    url = file_url(api, run_id)
+
+    def request(client: httpx.Client) -> httpx.Response:
+        if target == "api":
+            return client.post(f"{sb.base_url}/text-to-sound-results", json={"run_ids": [run_id]})
+        return client.get(url)
+
+    sb.script(target, "reset", "hang")
+    with pytest.raises(httpx.ReadError):  # ECONNRESET, not an orderly close
+        request(api if target == "api" else http)
+    headers = {"x-api-key": KEY} if target == "api" else {}
+    with httpx.Client(timeout=httpx.Timeout(5, read=0.3), headers=headers) as impatient:
+        with pytest.raises(httpx.ReadTimeout):
+            request(impatient)
+        assert request(impatient).status_code == 200
+    assert sb.stats()["faults_injected"] == {"reset": 1, "hang": 1}
+
+
+def test_a_stalled_download_sends_headers_then_half_the_body(
+    sb: SandboxServer, api: httpx.Client
+) -> None:
+    run_id = ready()
+    url = file_url(api, run_id)
+    sb.script("download", "stall")
+    received = bytearray()
+    with (
+        httpx.Client(timeout=httpx.Timeout(5, read=0.3)) as impatient,
+        impatient.stream("GET", url) as response,
+    ):
+        assert int(response.headers["content-length"]) == len(render_audio(run_id))
+        with pytest.raises(httpx.ReadTimeout):
+            for chunk in response.iter_raw():
+                received += chunk
+    assert 0 < len(received) < len(render_audio(run_id))
+
+
+def test_corrupt_bomb_and_endless_bodies(
+    sb: SandboxServer, api: httpx.Client, http: httpx.Client
+) -> None:
+    run_id = ready()
+    audio = render_audio(run_id)
+    url = file_url(api, run_id)
+    sb.script("download", "corrupt", "gzip", "gzip_bomb", "endless")
+
+    corrupt = http.get(url)
+    assert len(corrupt.content) == len(audio) and corrupt.content[4:] == audio[4:]
+    assert corrupt.content[:4] != audio[:4]
+
+    compressed = http.get(url)
+    assert compressed.headers["content-encoding"] == "gzip"
+    assert compressed.content == audio  # httpx decodes it
+
+    with http.stream("GET", url) as bomb:
+        assert bomb.headers["content-encoding"] == "gzip"
+        wire = b"".join(bomb.iter_raw())
+    assert len(wire) < 1 << 20
+    assert len(zlib.decompress(wire, wbits=31)) == GZIP_BOMB_BYTES
+
+    received = 0
+    with http.stream("GET", url) as endless:
+        assert "content-length" not in endless.headers
+        for chunk in endless.iter_raw():
+            received += len(chunk)
+            if received > 4 * len(audio):
+                break
+    assert received > 4 * len(audio)
+    injected = sb.stats()["faults_injected"]
+    assert injected == {"corrupt": 1, "gzip": 1, "gzip_bomb": 1, "endless": 1}
+
+
+def test_a_decoy_counts_connections_and_a_full_backlog_never_connects() -> None:
+    with Decoy("127.0.0.2") as decoy:
+        assert decoy.accepted == 0
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.get(decoy.origin(), timeout=httpx.Timeout(5, read=0.2))
+        deadline = time.monotonic() + 5
+        while decoy.accepted < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert decoy.accepted == 1
+    with pytest.raises(ValueError, match="loopback"):
+        Decoy("0.0.0.0")
+    with full_backlog() as port, pytest.raises(httpx.ConnectTimeout):
+        httpx.get(f"http://127.0.0.1:{port}/", timeout=0.3)
+
+
 @pytest.mark.parametrize(
     ("target", "kinds"), [("api", ["truncate"]), ("download", ["429"]), ("disk", ["drop"])]
 )
@@ -525,7 +678,9 @@ def test_impossible_scripts_are_refused(sb: SandboxServer, target: str, kinds: l
 @pytest.mark.parametrize(
     "changes",
     [{"throttle_rate": 1.5}, {"drop_rate": 0.6, "throttle_rate": 0.6}, {"retry_after": "soon"},
-     {"url_ttl_s": 0}, {"redirect_downloads_to": "localhost:1"}, {"colour": "red"}],
+     {"url_ttl_s": 0}, {"redirect_downloads_to": "localhost:1"}, {"colour": "red"},
+     {"result_errors": {1: 200}}, {"bulk_errors": {0: 500}}, {"expired_runs": ("x",)},
+     {"bulk_strangers": (1.5,)}, {"bulk_min_ids": 6}],
 )  # fmt: skip
 def test_invalid_fault_settings_are_refused(sb: SandboxServer, changes: dict) -> None:
     with pytest.raises(ValueError):

@@ -27,6 +27,7 @@ import pytest
 
 from resources.storage import (
     ENV_STORAGE_OPTIONS,
+    S3_CONFIG,
     Storage,
     StorageError,
     VerificationError,
@@ -291,21 +292,24 @@ def test_crash_mid_copy_leaves_only_a_stale_temporary(tmp_path: Path) -> None:
         "the first MiB in the temporary",
         child,
     )
+    storage = Storage(str(root))
+    old = time.time() - 7200
+    [live] = temporaries()
+    os.utime(root / "d" / live, (old, old))
+    assert storage.remove_stale_temporaries("d", older_than_s=0) == 0  # its writer holds it
     child.send_signal(signal.SIGKILL)
     child.communicate(timeout=10)
     os.close(writer)
 
     leftover = temporaries()
     assert sorted(os.listdir(root / "d")) == leftover and len(leftover) == 1
-    storage = Storage(str(root))
     assert storage.listdir("d") == []  # readers never see it
     for name in ("keep.wav", ".hidden", "notes.tmp"):  # not temporaries: never removed
         (root / "d" / name).write_bytes(b"x")
-    old = time.time() - 7200
     for name in os.listdir(root / "d"):
         os.utime(root / "d" / name, (old, old))
     assert storage.remove_stale_temporaries("d", older_than_s=3 * 3600) == 0  # not stale yet
-    assert storage.remove_stale_temporaries("d") == 1
+    assert storage.remove_stale_temporaries("d") == 1  # unlocked now: its writer died
     assert sorted(os.listdir(root / "d")) == [".hidden", "keep.wav", "notes.tmp"]
 
 
@@ -458,6 +462,73 @@ def test_network_lost_mid_upload_fails_cleanly(
     assert os.path.getsize(src) == size
 
 
+class SilentServer:
+    """Accepts connections, reads what is sent, and never answers: an S3 endpoint gone mute."""
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self.connections = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint_url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self._listener.accept()
+                self.connections += 1
+                self._held.append(conn)
+                threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := conn.recv(1 << 16):
+                self.received += data
+
+    def close(self) -> None:
+        self._listener.close()
+        for conn in self._held:
+            conn.close()
+
+
+def test_s3_clients_get_timeouts_and_bounded_retries_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(ENV_STORAGE_OPTIONS, raising=False)
+    assert Storage("s3://bucket/x").fs.config_kwargs == S3_CONFIG
+
+    override = {"s3": {"config_kwargs": {"read_timeout": 5, "retries": {"max_attempts": 1}}}}
+    monkeypatch.setenv(ENV_STORAGE_OPTIONS, json.dumps(override))
+    config = Storage("s3://bucket/x").fs.config_kwargs
+    assert config == {**S3_CONFIG, "read_timeout": 5, "retries": {"max_attempts": 1}}
+    # Options given in code replace the environment's, option by option, as for any protocol.
+    assert Storage("s3://bucket/x", {"config_kwargs": {}}).fs.config_kwargs == S3_CONFIG
+
+
+def test_an_s3_endpoint_that_never_answers_fails_clearly(s3_bucket: S3Bucket) -> None:
+    """Bounded by the timeouts; botocore's `Expect: 100-continue` used to hang here for good.
+
+    Every upload with a body carried the header (publish_file's single PUT and multipart
+    parts too); the session hook that drops it applies to all of them.
+    """
+    server = SilentServer()
+    quick = {"connect_timeout": 0.5, "read_timeout": 0.5, "retries": {"max_attempts": 1}}
+    options = {**s3_bucket.storage_options, "endpoint_url": server.endpoint_url}
+    storage = Storage(s3_bucket.url, {**options, "config_kwargs": quick})
+    try:
+        with pytest.raises(StorageError) as info:
+            storage.write_bytes(b"catalog", "d/part-0.parquet")
+    finally:
+        server.close()
+
+    assert str(info.value).startswith(f"cannot write {s3_bucket.url}/d/part-0.parquet: ")
+    assert "ReadTimeoutError" in str(info.value)
+    assert server.connections > 0 and b"PUT /" in server.received
+    assert b"expect: 100-continue" not in bytes(server.received).lower()
+    assert s3_bucket.keys() == []
+
+
 # -- write_bytes, reads -------------------------------------------------------------------
 
 
@@ -467,6 +538,22 @@ def test_write_bytes_replaces_whole_content(backend: Backend) -> None:
     assert first == second == backend.storage.uri("cat/date=2024-05-01/part-0.pq")
     assert backend.storage.read_bytes("cat/date=2024-05-01/part-0.pq") == b"v2"
     assert backend.names() == ["cat/date=2024-05-01/part-0.pq"]
+
+
+def test_a_write_removes_what_a_killed_write_of_the_same_file_left(tmp_path: Path) -> None:
+    storage = Storage(str(tmp_path))
+    storage.write_bytes(b"v1", "d/part-0.parquet")
+    dead = tmp_path / "d" / ".part-0.parquet.0123456789ab.tmp"  # unlocked: a crashed write
+    other = tmp_path / "d" / ".other.parquet.0123456789ab.tmp"
+    for path in (dead, other):
+        path.write_bytes(b"half")
+        old = time.time() - 60
+        os.utime(path, (old, old))
+
+    storage.write_bytes(b"v2", "d/part-0.parquet")
+
+    assert sorted(os.listdir(tmp_path / "d")) == [other.name, "part-0.parquet"]
+    assert storage.read_bytes("d/part-0.parquet") == b"v2"
 
 
 def test_verify_reads_size_and_hash(backend: Backend) -> None:

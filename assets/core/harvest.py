@@ -11,21 +11,29 @@ asset's own record of what storage holds), decided like this:
 
 Fetched audio arrives as verified local temporary files; non-WAV deliveries are decoded to
 PCM WAV, then each file is published under its final name only once complete.
+
+The ledger is saved as the day goes (at most every `checkpoint_s`) and once more when the day
+ends or fails, so a crash loses only the last moments of records rather than a day of them
+(their files would be found, verified and hashed again). The day's fetching stops at its
+deadline: runs not finished by then become `pending` rows that say so.
 """
 
+import contextlib
 import logging
-import tempfile
+import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 
+from assets.core.catalog import STATUSES
+from assets.core.scratch import scratch_dir, scratch_root
 from resources.audio_file import (
     WAV_CONTAINER,
     AudioFileError,
@@ -34,7 +42,7 @@ from resources.audio_file import (
     transcode_to_wav,
 )
 from resources.camb_client import Failed, Fetched, Pending, RunOutcome
-from resources.storage import Storage, sha256_file
+from resources.storage import Storage, StorageError, sha256_file
 
 AUDIO_SUFFIX = ".wav"
 LEDGER_COLUMNS = (
@@ -42,7 +50,16 @@ LEDGER_COLUMNS = (
     "frames", "duration_s", "subtype", "source_format", "attempts", "first_seen_at", "fetched_at",
 )  # fmt: skip
 
-Fetch = Callable[[Sequence[int], Path], Iterator[RunOutcome]]
+
+class Fetch(Protocol):
+    """`CambResource.harvest`: one outcome per run id, none started after `deadline`."""
+
+    def __call__(
+        self, run_ids: Sequence[int], workdir: Path, *, deadline: float | None = None
+    ) -> Generator[RunOutcome, None, None]: ...
+
+
+Save = Callable[[pd.DataFrame], object]
 
 
 def index_rows(ledger: pd.DataFrame | None) -> dict[int, dict[str, Any]]:
@@ -120,6 +137,51 @@ class Progress:
         )
 
 
+class Ledger:
+    """The day's ledger rows by run id, saved through `save` at most every `interval_s`.
+
+    Rows are recorded from the publishing threads; `checkpoint` and `save` run in the thread
+    that drives the day, so a save that fails fails the day.
+    """
+
+    def __init__(
+        self,
+        rows: Iterable[dict[str, Any]],
+        save: Save | None,
+        interval_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._rows = {int(row["run_id"]): row for row in rows}
+        self._save = save
+        self._interval_s = interval_s
+        self._clock = clock
+        self._saved_at = clock()
+        self._unsaved = 0
+        self._lock = threading.Lock()
+
+    def record(self, row: dict[str, Any]) -> None:
+        with self._lock:
+            self._rows[int(row["run_id"])] = row
+            self._unsaved += 1
+
+    def frame(self) -> pd.DataFrame:
+        with self._lock:
+            rows = [self._rows[run_id] for run_id in sorted(self._rows)]
+        return pd.DataFrame(rows, columns=list(LEDGER_COLUMNS))
+
+    def checkpoint(self) -> None:
+        """Save if rows changed and the last save is at least `interval_s` old."""
+        if self._unsaved and self._clock() - self._saved_at >= self._interval_s:
+            self.save()
+
+    def save(self) -> None:
+        with self._lock:
+            self._unsaved = 0
+        if self._save is not None:
+            self._save(self.frame())
+        self._saved_at = self._clock()
+
+
 class DayHarvest:
     """Fetches, normalises and publishes the runs of one day; returns its ledger rows."""
 
@@ -130,6 +192,9 @@ class DayHarvest:
         fetch: Fetch,
         *,
         log: logging.Logger | Any,
+        save: Save | None = None,
+        budget_s: float | None = None,
+        checkpoint_s: float = 60.0,
         workers: int = 4,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -137,49 +202,102 @@ class DayHarvest:
         self.storage = storage
         self.fetch = fetch
         self.log = log
+        self.save = save
+        self.budget_s = budget_s
+        self.checkpoint_s = checkpoint_s
         self.workers = workers
         self.now = now
 
     def run(self, run_ids: Sequence[int], previous: Mapping[int, dict[str, Any]]) -> pd.DataFrame:
+        deadline = None if self.budget_s is None else time.monotonic() + self.budget_s
         self.storage.remove_stale_temporaries(self.day)
         plan = plan_day(run_ids, previous, stored_sizes(self.storage, self.day))
         self.log.info(
             f"{self.day}: {len(run_ids)} runs: {len(plan.keep)} already stored, "
             f"{len(plan.adopt)} to adopt, {len(plan.fetch)} to fetch"
         )
+        # Until a run is decided again its earlier row stands, bar an ok row whose file is
+        # gone or changed: a saved ledger never claims a file that is not there.
+        undecided = (previous[i] for i in [*plan.adopt, *plan.fetch] if i in previous)
+        ledger = Ledger(
+            [*plan.keep, *(row for row in undecided if row["status"] != "ok")],
+            self.save,
+            self.checkpoint_s,
+        )
+        try:
+            self._work(plan, previous, ledger, deadline)
+        except BaseException as exc:
+            # Keep the records of every file published before the failure.
+            try:
+                ledger.save()
+            except Exception as save_error:
+                self.log.warning(f"{self.day}: the files ledger could not be saved: {save_error}")
+            if isinstance(exc, OSError):  # storage errors are StorageError: this is local disk
+                raise StorageError(f"the scratch space {scratch_root()} failed: {exc}") from exc
+            raise
+        ledger.save()
+        return ledger.frame()
+
+    def _work(
+        self,
+        plan: Plan,
+        previous: Mapping[int, dict[str, Any]],
+        ledger: Ledger,
+        deadline: float | None,
+    ) -> None:
         progress = Progress(len(plan.adopt) + len(plan.fetch), self.log, self.day)
-        rows: list[dict[str, Any]] = list(plan.keep)
-        with tempfile.TemporaryDirectory(prefix="soundharvest-") as tmp:
-            workdir = Path(tmp)
-            # Publishing (decode, upload) runs beside the downloads; the semaphore bounds how
-            # many finished downloads may wait on local disk for it.
-            in_hand = threading.BoundedSemaphore(2 * self.workers)
-            with ThreadPoolExecutor(self.workers, thread_name_prefix="publish") as pool:
-                futures: list[Future[dict[str, Any]]] = []
+        # Publishing (decode, upload) runs beside the downloads; the semaphore bounds how many
+        # finished downloads may wait on local disk for it.
+        in_hand = threading.BoundedSemaphore(2 * self.workers)
+        errors: list[BaseException] = []  # a publishing failure stops the day at once
+        futures: list[Future[dict[str, Any]]] = []
 
-                def submit(task: Callable[..., dict[str, Any]], *args: Any) -> None:
-                    in_hand.acquire()
-                    future = pool.submit(task, *args)
-                    future.add_done_callback(lambda _: (in_hand.release(), progress.advance()))
-                    futures.append(future)
+        def finished(future: Future[dict[str, Any]]) -> None:
+            in_hand.release()
+            progress.advance()
+            if future.cancelled():
+                return
+            if (error := future.exception()) is not None:
+                errors.append(error)
+            elif (row := future.result())["status"] in STATUSES:
+                ledger.record(row)
 
-                try:
-                    refetch = []  # adopted files that failed verification
-                    for run_id in plan.adopt:
-                        submit(self._adopt, run_id, previous.get(run_id), workdir)
-                    for future in futures:
-                        row = future.result()
-                        (rows if row["status"] == "ok" else refetch).append(row)
-                    futures.clear()
-                    to_fetch = plan.fetch + [row["run_id"] for row in refetch]
-                    for outcome in self.fetch(to_fetch, workdir) if to_fetch else ():
-                        submit(self._finish, outcome, previous.get(outcome.run_id))
-                    rows.extend(future.result() for future in futures)
-                except BaseException:
-                    for future in futures:
-                        future.cancel()
-                    raise
-        return pd.DataFrame(rows, columns=list(LEDGER_COLUMNS))
+        with (
+            scratch_dir() as workdir,
+            ThreadPoolExecutor(self.workers, thread_name_prefix="publish") as pool,
+        ):
+
+            def submit(task: Callable[..., dict[str, Any]], *args: Any) -> None:
+                in_hand.acquire()
+                future = pool.submit(task, *args)
+                futures.append(future)
+                future.add_done_callback(finished)
+
+            def step() -> None:
+                if errors:
+                    raise errors[0]
+                ledger.checkpoint()
+
+            try:
+                for run_id in plan.adopt:
+                    submit(self._adopt, run_id, previous.get(run_id), workdir)
+                    step()
+                refetch = [
+                    f.result()["run_id"] for f in futures if f.result()["status"] == "refetch"
+                ]
+                futures.clear()
+                to_fetch = plan.fetch + refetch
+                if to_fetch:
+                    with contextlib.closing(self.fetch(to_fetch, workdir, deadline=deadline)) as it:
+                        for outcome in it:
+                            submit(self._finish, outcome, previous.get(outcome.run_id))
+                            step()
+                for future in futures:
+                    future.result()
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
 
     def _row(self, run_id: int, previous: dict[str, Any] | None, **values: Any) -> dict[str, Any]:
         """A ledger row carrying attempts and first_seen_at over from the earlier row."""
@@ -242,7 +360,8 @@ class DayHarvest:
             local, copied = Path(self.storage.path(relpath)), False
         else:
             local, copied = workdir / f"adopt-{run_id}.wav", True
-            self.storage.fs.get_file(self.storage.path(relpath), str(local))
+            with self.storage.open(relpath) as remote, local.open("wb") as out:
+                shutil.copyfileobj(remote, out, 1 << 20)
         try:
             audio = inspect_audio(local)
             if audio.container != WAV_CONTAINER:

@@ -1,0 +1,54 @@
+"""The pipeline's reliability settings, read from the environment when a step starts.
+
+- `SOUNDHARVEST_DAY_BUDGET_S` (default 14400, four hours): the longest one day may spend
+  fetching; runs not finished by then become `pending` rows that say the budget was spent.
+- `SOUNDHARVEST_CHECKPOINT_S` (60): the files ledger of a running day is saved at most this
+  often, so a crash loses at most that much of its records.
+- `SOUNDHARVEST_STEP_RETRIES` (2) and `SOUNDHARVEST_STEP_RETRY_DELAY_S` (300): how often, and
+  after how long, a step that failed for a passing reason (an API outage, a storage error) is
+  tried again by Dagster.
+"""
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+ENV_PREFIX = "SOUNDHARVEST_"
+
+
+class SettingsError(ValueError):
+    """A setting in the environment that cannot be used; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    day_budget_s: float = 4 * 3600.0
+    checkpoint_s: float = 60.0
+    step_retries: int = 2
+    step_retry_delay_s: float = 300.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "PipelineSettings":
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            name = ENV_PREFIX + field.name.upper()
+            raw = environ.get(name, "").strip()
+            if raw:
+                values[field.name] = _parse(name, raw, int if field.type is int else float)
+        settings = cls(**values)
+        if settings.day_budget_s <= 0:
+            raise SettingsError(f"{ENV_PREFIX}DAY_BUDGET_S must be positive")
+        return settings
+
+
+def _parse(name: str, raw: str, kind: type) -> float:
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+    if not math.isfinite(value) or value < 0:
+        raise SettingsError(f"{name}={raw!r} must be a finite number >= 0")
+    return value

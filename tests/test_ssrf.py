@@ -1,0 +1,153 @@
+"""Downloads connect only where the policy allows (OWASP API7/API10), proven on loopback.
+
+A decoy server that counts accepted connections stands where an attacker would point a
+presigned URL or a redirect: on 127.0.0.2, and on another port of 127.0.0.1 reached by the
+name `localhost`. The sandbox hands it out, over http and https, directly and through a
+redirect; the decoy must see zero connections. No test traffic leaves loopback: the unit
+tests of the backend refuse public-looking answers before any connection is made.
+"""
+
+import asyncio
+import ipaddress
+
+import httpcore
+import pytest
+from client_helpers import harvest, ready_ids, settings_for
+
+from resources.camb_client import Failed, Fetched
+from resources.netguard import DownloadPolicy, GuardedBackend, UnsafeDownload, unsafe_kind
+from sandbox import Decoy
+
+SANDBOX_HOST = frozenset({"127.0.0.1"})  # the sandbox itself stays allowed, by name
+
+
+@pytest.fixture(params=["127.0.0.2", "localhost"])
+def decoy(request):
+    """A decoy on 127.0.0.2, or on 127.0.0.1 (another port) named `localhost` in its URLs."""
+    bind = "127.0.0.2" if request.param == "127.0.0.2" else "127.0.0.1"
+    with Decoy(bind) as server:
+        server.url_host = request.param
+        yield server
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+@pytest.mark.parametrize("route", ["direct", "redirect"])
+def test_the_decoy_never_sees_a_connection(sandbox, tmp_path, decoy, scheme, route):
+    origin = decoy.origin(scheme, decoy.url_host)
+    fault = "download_base_url" if route == "direct" else "redirect_downloads_to"
+    sandbox.set_faults(**{fault: origin})
+    run_ids = ready_ids(20_000, 3)
+    outcomes = harvest(settings_for(sandbox, download_allow_hosts=SANDBOX_HOST), run_ids, tmp_path)
+
+    assert decoy.accepted == 0
+    for outcome in outcomes.values():
+        assert isinstance(outcome, Failed) and "download refused" in outcome.reason
+        assert decoy.url_host in outcome.reason and "?" not in outcome.reason
+    if route == "redirect":
+        assert sandbox.stats()["download_redirects"] == len(run_ids)  # the hop was offered
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_name_is_refused_for_the_address_it_resolves_to(sandbox, tmp_path):
+    # https passes the URL check; only the backend's look at the address refuses it.
+    with Decoy("127.0.0.1") as decoy:
+        sandbox.set_faults(download_base_url=decoy.origin("https", "localhost"))
+        [run_id] = ready_ids(20_100, 1)
+        outcome = harvest(settings_for(sandbox), [run_id], tmp_path)[run_id]
+
+    assert isinstance(outcome, Failed)
+    assert "download host localhost (" in outcome.reason and "loopback" in outcome.reason
+    assert decoy.accepted == 0
+
+
+def test_the_decoy_does_see_connections_when_its_host_is_allowed(sandbox, tmp_path):
+    """The control: the same setup, host allowed, reaches the decoy (so the zeros mean it)."""
+    with Decoy("127.0.0.2") as decoy:
+        sandbox.set_faults(download_base_url=decoy.origin("http"))
+        allowed = SANDBOX_HOST | {"127.0.0.2"}
+        settings = settings_for(sandbox, download_allow_hosts=allowed, read_timeout_s=0.2)
+        [run_id] = ready_ids(20_200, 1)
+        outcome = harvest(settings, [run_id], tmp_path)[run_id]
+
+    assert isinstance(outcome, Failed) and "ReadTimeout" in outcome.reason
+    assert decoy.accepted > 0
+
+
+def test_downloads_from_the_allowed_sandbox_still_work_and_carry_no_key(sandbox, tmp_path):
+    outcomes = harvest(settings_for(sandbox), ready_ids(20_300, 3), tmp_path)
+
+    assert all(isinstance(o, Fetched) for o in outcomes.values())
+    assert sandbox.stats()["downloads_with_api_key"] == 0
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://storage.example.com/a.wav",  # plain http from a host not allowed
+        "ftp://storage.example.com/a.wav",
+        "https://127.0.0.2/a.wav",
+        "https://[::1]/a.wav",
+        "https://[::ffff:127.0.0.1]/a.wav",  # IPv4-mapped loopback
+        "https://169.254.169.254/latest/meta-data/",  # cloud metadata, link-local
+        "https://10.0.0.8/a.wav",
+        "https://100.64.0.1/a.wav",  # shared address space: not globally routable
+        "https://224.0.0.1/a.wav",
+        "https://0.0.0.0/a.wav",
+        "https://[fe80::1]/a.wav",
+    ],
+)
+def test_unsafe_urls_are_refused_before_any_request(url):
+    with pytest.raises(UnsafeDownload) as refused:
+        DownloadPolicy(frozenset({"127.0.0.1"})).check_url(url + "?X-Amz-Signature=secret")
+    assert "secret" not in str(refused.value)
+
+
+def test_allowed_hosts_and_public_https_pass_the_url_check():
+    policy = DownloadPolicy(frozenset({"MinIO.lan.", "127.0.0.1"}))
+    for url in ("http://minio.lan/a.wav", "http://127.0.0.1:9000/a.wav", "https://s3.example/a"):
+        policy.check_url(url)
+    assert unsafe_kind(ipaddress.ip_address("2001:4860:4860::8888")) is None
+
+
+class _Recorder(httpcore.AsyncNetworkBackend):
+    """Records where the guarded backend would connect; connects nowhere."""
+
+    def __init__(self) -> None:
+        self.connected: list[str] = []
+
+    async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        self.connected.append(host)
+        raise httpcore.ConnectError("recorder: no real connection in this test")
+
+
+def _backend(answers: list[str], allow: frozenset[str] = frozenset()):
+    async def resolve(host: str, port: int) -> list[str]:
+        return answers
+
+    recorder = _Recorder()
+    return GuardedBackend(DownloadPolicy(allow), resolve=resolve, inner=recorder), recorder
+
+
+@pytest.mark.parametrize(
+    "answers", [["127.0.0.2"], ["93.184.215.14", "127.0.0.1"], ["::ffff:10.1.2.3"], ["fe80::1%lo"]]
+)
+def test_a_name_with_any_unsafe_address_is_refused_without_connecting(answers):
+    backend, recorder = _backend(answers)
+    with pytest.raises(UnsafeDownload):
+        asyncio.run(backend.connect_tcp("storage.rebind.test", 443, timeout=1))
+    assert recorder.connected == []
+
+
+def test_the_backend_connects_to_the_vetted_address_never_to_the_name():
+    """What defeats DNS rebinding: no second lookup between the check and the connection."""
+    backend, recorder = _backend(["93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c"])
+    with pytest.raises(httpcore.ConnectError):
+        asyncio.run(backend.connect_tcp("storage.rebind.test", 443, timeout=1))
+    assert recorder.connected == ["93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c"]
+
+
+def test_an_allowed_host_is_connected_by_name_without_vetting():
+    backend, recorder = _backend(["127.0.0.1"], allow=frozenset({"minio.lan"}))
+    with pytest.raises(httpcore.ConnectError):
+        asyncio.run(backend.connect_tcp("minio.lan", 9000, timeout=1))
+    assert recorder.connected == ["minio.lan"]
