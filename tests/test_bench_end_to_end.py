@@ -46,7 +46,7 @@ def test_every_figure_is_measured_on_verified_bytes_and_printed_with_its_target(
         stats = figures[name].stats
         assert (stats["bulk_requests"], stats["downloads"]) == (3, 12), name
         assert 1 <= stats["max_in_flight"] <= 4, name
-    assert figures["S"].stats["single_requests"] == 1  # its one run, not ready
+    assert figures["S"].stats["api_requests"] == 1  # its one run, not ready
     assert figures["rerun"].stats["downloads"] == figures["rerun"].stats["api_requests"] == 0
     assert figures["rss"].stats["downloads"] == 3
     assert figures["rss"].peak_rss > 10 * 2**20  # a Python process tree, polled
