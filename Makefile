@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SITE    = $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
-.PHONY: install test lint format demo bench bench-client chaos clean
+.PHONY: install test test-fast test-slow lint format demo bench bench-client chaos clean
 
 install: $(STAMP)
 
@@ -32,6 +32,13 @@ format: install
 
 test: lint
 	$(BIN)/pytest
+
+# The quick loop while developing, and the end-to-end tests (servers, CLI, webserver) alone.
+test-fast: install
+	$(BIN)/pytest -m "not slow"
+
+test-slow: install
+	$(BIN)/pytest -m slow
 
 demo: install
 	$(BIN)/python -m pipelines.demo

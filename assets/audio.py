@@ -3,15 +3,24 @@
 import time
 
 import pandas as pd
-from dagster import AssetExecutionContext, AssetKey, BackfillPolicy, MaterializeResult, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    BackfillPolicy,
+    Failure,
+    MaterializeResult,
+    asset,
+)
 
+from assets.core.features import HARVEST_STATE, HarvestFeatures
 from assets.core.harvest import DayHarvest, index_rows
+from assets.core.settings import SettingsError
 from assets.manifests import run_manifest
 from assets.metadata import outcome_metadata
 from assets.partitions import daily_partitions
-from assets.publish import publish_day
+from assets.publish import publish_day, sweep_policy
 from assets.ranges import DayProblem, fail, mark_done, run_days, settings
-from assets.state import read_state, write_files
+from assets.state import read_state, state_relpath, write_files
 from resources.camb_resource import CambResource
 from resources.storage import StorageError
 from resources.storage_resource import StorageResource
@@ -36,8 +45,12 @@ def sound_files(
     are adopted, pending and failed runs are tried again. Each day may spend at most
     `SOUNDHARVEST_DAY_BUDGET_S` fetching; its files ledger is saved as it goes.
     """
-    config = settings()
+    config, sweep = settings(), sweep_policy()
     audio, state = storage.audio(), storage.catalog()
+    try:  # ML features of fresh files, where reading them back later would cost (PLAN #3)
+        measure_fresh = HarvestFeatures.wanted(audio)
+    except SettingsError as exc:
+        raise Failure(description=str(exc), allow_retries=False) from None
     started = time.monotonic()
 
     def harvest(day: str) -> pd.DataFrame:
@@ -45,14 +58,25 @@ def sound_files(
         if manifest is None:
             raise DayProblem("its run_manifest is missing: materialize it first")
         run_ids = [int(i) for i in manifest.loc[manifest["status"] == "accepted", "run_id"]]
+        features = HarvestFeatures() if measure_fresh else None
+
+        def save(rows: pd.DataFrame) -> None:
+            if features:  # with every checkpoint: a crash keeps what was measured
+                try:
+                    features.save(state, state_relpath(HARVEST_STATE, day))
+                except Exception as exc:  # sound_features measures those files instead
+                    context.log.warning(f"{day}: features measured at harvest not saved: {exc}")
+            write_files(state, day, rows)
+
         return DayHarvest(
             day,
             audio,
             camb.harvest,
             log=context.log,
-            save=lambda rows: write_files(state, day, rows),
+            save=save,
             budget_s=config.day_budget_s,
             checkpoint_s=config.checkpoint_s,
+            on_fresh_file=features.add if features else None,
         ).run(run_ids, index_rows(read_state(state, "sound_files", day)))
 
     days = run_days(context.partition_keys, harvest)
@@ -64,7 +88,7 @@ def sound_files(
     catalogs = {}
     for day in days.done:
         try:
-            catalogs[day] = publish_day(day, state, audio).rows
+            catalogs[day] = publish_day(day, state, audio, sweep).rows
         except (DayProblem, StorageError) as exc:
             days.failed[day] = f"files stored, but the catalog could not be written: {exc}"
     mark_done(context, days.done, lambda day: outcome_metadata(days.done[day]))

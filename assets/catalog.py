@@ -1,20 +1,12 @@
 """`sound_catalog`: one Parquet file per day describing every manifest row, and its checks."""
 
 import pandas as pd
-from dagster import (
-    AssetCheckResult,
-    AssetCheckSeverity,
-    AssetCheckSpec,
-    AssetExecutionContext,
-    BackfillPolicy,
-    MaterializeResult,
-    asset,
-)
+from dagster import AssetExecutionContext, BackfillPolicy, MaterializeResult, asset
 
 from assets.audio import sound_files
 from assets.metadata import outcome_metadata
 from assets.partitions import daily_partitions
-from assets.publish import CHECKS, publish_day
+from assets.publish import CHECK_SPECS, check_results, publish_day, sweep_policy
 from assets.ranges import fail, mark_done, run_days, settings
 from resources.storage_resource import StorageResource
 
@@ -25,9 +17,7 @@ from resources.storage_resource import StorageResource
     backfill_policy=BackfillPolicy.single_run(),
     group_name="harvest",
     kinds={"parquet"},
-    check_specs=[
-        AssetCheckSpec(name, asset="sound_catalog", description=d) for name, d in CHECKS.items()
-    ],
+    check_specs=CHECK_SPECS,
 )
 def sound_catalog(context: AssetExecutionContext, storage: StorageResource) -> MaterializeResult:
     """`{CATALOG_ROOT}/sound_catalog/date=D/part-0.parquet`, each day replaced atomically.
@@ -35,27 +25,15 @@ def sound_catalog(context: AssetExecutionContext, storage: StorageResource) -> M
     Read the whole tree with pyarrow.dataset, pandas, DuckDB or Polars: hive partitioning
     gives the `date` column.
     """
-    config = settings()
+    config, sweep = settings(), sweep_policy()
     audio, catalog_store = storage.audio(), storage.catalog()
-    days = run_days(context.partition_keys, lambda day: publish_day(day, catalog_store, audio))
+    days = run_days(
+        context.partition_keys, lambda day: publish_day(day, catalog_store, audio, sweep)
+    )
     if days.failed:
         mark_done(context, days.done, lambda day: outcome_metadata(days.done[day].rows))
         fail(context, days, config)
-    problems = {name: [] for name in CHECKS}
-    for published in days.done.values():
-        for name, problem in published.findings.items():
-            if problem:
-                problems[name].append(problem)
     rows = pd.concat([published.rows for published in days.done.values()], ignore_index=True)
     return MaterializeResult(
-        metadata=outcome_metadata(rows),
-        check_results=[
-            AssetCheckResult(
-                check_name=name,
-                passed=not found,
-                severity=AssetCheckSeverity.ERROR,
-                metadata={"problems": "; ".join(found) or "none"},
-            )
-            for name, found in problems.items()
-        ],
+        metadata=outcome_metadata(rows), check_results=check_results(days.done)
     )

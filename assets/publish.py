@@ -5,12 +5,22 @@
 run after a failed upstream step and those days' catalogs would otherwise wait for a rerun.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import pandas as pd
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    Failure,
+    MetadataValue,
+)
 
 from assets.core.catalog import assemble, parquet_bytes, validate_invariants
 from assets.core.harvest import stored_sizes
+from assets.core.sweep import SweepPolicy, mark_given_up
 from assets.ranges import DayProblem
 from assets.state import read_state
 from resources.storage import Storage
@@ -21,6 +31,13 @@ CHECKS = {
     "uri, size and sha256; every other row has an error, which shows no URL query or key.",
     "ok_files_exist": "Every ok row's file exists with its recorded size.",
 }
+# A warning, not an error: runs not ready yet are normal; the pending sweep comes back for them.
+PENDING_CHECK = "no_pending_runs"
+PENDING_DESCRIPTION = "Days whose catalog still has pending rows (WARN), with their counts."
+CHECK_SPECS = [
+    AssetCheckSpec(name, asset="sound_catalog", description=description)
+    for name, description in {**CHECKS, PENDING_CHECK: PENDING_DESCRIPTION}.items()
+]
 
 
 def catalog_relpath(day: str) -> str:
@@ -32,16 +49,57 @@ class DayCatalog:
     rows: pd.DataFrame
     findings: dict[str, str]  # check name -> problem found, "" where the check holds
 
+    @property
+    def pending(self) -> int:
+        return int((self.rows["status"] == "pending").sum())
 
-def publish_day(day: str, catalog_store: Storage, audio: Storage) -> DayCatalog:
-    """Assemble the day's catalog from its manifest and files ledger and replace its file."""
+
+def sweep_policy() -> SweepPolicy:
+    """The pending sweep's policy of this step; a bad setting fails it naming the variable."""
+    try:
+        return SweepPolicy.from_env()
+    except ValueError as exc:
+        raise Failure(description=str(exc), allow_retries=False) from None
+
+
+def publish_day(day: str, catalog_store: Storage, audio: Storage, sweep: SweepPolicy) -> DayCatalog:
+    """Assemble the day's catalog from its manifest and files ledger and replace its file.
+
+    Past the sweep's horizon, its pending rows say that soundharvest gave up waiting.
+    """
     manifest = read_state(catalog_store, "run_manifest", day)
     files = read_state(catalog_store, "sound_files", day)
     if manifest is None or files is None:
         raise DayProblem("materialize run_manifest and sound_files first")
-    catalog = assemble(manifest, files)
+    catalog = mark_given_up(assemble(manifest, files), day, datetime.now(UTC), sweep)
     catalog_store.write_bytes(parquet_bytes(catalog), catalog_relpath(day))
     return DayCatalog(catalog, check_day(day, manifest, catalog, audio))
+
+
+def check_results(days: Mapping[str, DayCatalog]) -> list[AssetCheckResult]:
+    """The checks of `sound_catalog` over the days published: ERROR ones, then the WARN."""
+    problems: dict[str, list[str]] = {name: [] for name in CHECKS}
+    for published in days.values():
+        for name, problem in published.findings.items():
+            if problem:
+                problems[name].append(problem)
+    pending = {day: published.pending for day, published in days.items() if published.pending}
+    return [
+        AssetCheckResult(
+            check_name=name,
+            passed=not found,
+            severity=AssetCheckSeverity.ERROR,
+            metadata={"problems": "; ".join(found) or "none"},
+        )
+        for name, found in problems.items()
+    ] + [
+        AssetCheckResult(
+            check_name=PENDING_CHECK,
+            passed=not pending,
+            severity=AssetCheckSeverity.WARN,
+            metadata={"pending_by_day": MetadataValue.json(pending)},
+        )
+    ]
 
 
 def check_day(

@@ -31,10 +31,10 @@ from typing import Any, ClassVar, Self
 from urllib.parse import urljoin, urlsplit
 
 import httpx
-from aiolimiter import AsyncLimiter
 
 from resources.api_health import CallHealth, HealthRule
 from resources.audio_file import AudioFileError, AudioInfo, inspect_audio
+from resources.limits import RequestGate, request_gate
 from resources.netguard import DownloadPolicy, GuardedTransport, UnsafeDownload
 from resources.redact import SecretUrl, install_http_log_redaction, redact_text, redact_url
 from resources.retry import (
@@ -224,15 +224,15 @@ def _refuses_lone_ids(response: httpx.Response) -> bool:
 
 
 class CambClient:
-    """`async with CambClient(settings) as client:` opens both connection pools."""
+    """`async with CambClient(settings) as client:` opens both connection pools.
 
-    def __init__(self, settings: ClientSettings) -> None:
+    Every request first passes `gate` (in flight + rate); by default one of this process
+    alone, from the settings' max_concurrency and requests_per_second.
+    """
+
+    def __init__(self, settings: ClientSettings, gate: RequestGate | None = None) -> None:
         self.settings = settings
-        self.slots = asyncio.Semaphore(settings.max_concurrency)
-        rps = settings.requests_per_second
-        self.limiter = (
-            None if rps is None else AsyncLimiter(rps, 1) if rps >= 1 else AsyncLimiter(1, 1 / rps)
-        )
+        self.gate = gate or request_gate(settings.max_concurrency, settings.requests_per_second)
         timeout = httpx.Timeout(settings.connect_timeout_s, read=settings.read_timeout_s, pool=None)
         limits = httpx.Limits(
             max_connections=settings.max_concurrency,
@@ -378,9 +378,7 @@ class _Day:
             async for attempt in async_retrying(self.settings.api_retry):
                 with attempt:
                     attempts = attempt.retry_state.attempt_number
-                    if client.limiter is not None:
-                        await client.limiter.acquire()
-                    async with client.slots:
+                    async with client.gate.request(api=True):
                         response = await client.api.request(method, path, **kwargs)
                     raise_for_retryable(response, what, read=True)
         except (RetryableStatus, httpx.TransportError) as exc:
@@ -561,7 +559,7 @@ class _Day:
     async def _download(self, url: SecretUrl, dest: Path) -> tuple[int, str]:
         async for attempt in async_retrying(self.settings.download_retry):
             with attempt:
-                async with self.client.slots:
+                async with self.client.gate.request(api=False):
                     return await self._stream_to_file(url, dest)
         raise AssertionError("unreachable: tenacity reraises the last error")
 

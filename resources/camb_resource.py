@@ -9,6 +9,8 @@ Configuration comes from the environment, so a deployment changes no code:
 | `CAMB_MAX_CONCURRENCY`     | 8                             |
 | `CAMB_REQUESTS_PER_SECOND` | unset (no client-side limit)  |
 | `CAMB_DOWNLOAD_ALLOW_HOSTS`| unset: downloads must be https from public addresses |
+| `CAMB_TOTAL_CONCURRENCY`   | unset: requests in flight across all runs (resources/limits.py) |
+| `CAMB_RATE_LIMIT_REDIS_URL`| unset: the rate is kept per process                      |
 | `CAMB_RETRY_ATTEMPTS`      | 8 per API call, 4 per download (tries, the first included) |
 | `CAMB_RETRY_BUDGET_S`      | 300 per API call, 60 per download (waits included) |
 | `CAMB_MAX_RETRY_AFTER_S`   | 120: a longer `Retry-After` is waited for this long     |
@@ -16,7 +18,8 @@ Configuration comes from the environment, so a deployment changes no code:
 | `CAMB_READ_TIMEOUT_S`      | 60 (between two reads, not for a whole body)            |
 
 The retry variables set both policies, the API calls' and the downloads'; a day as a whole
-is bounded by the `deadline` its caller passes to `harvest()`.
+is bounded by the `deadline` its caller passes to `harvest()`, which also cuts short any
+wait for a slot or a rate token of the request gate.
 
 `CAMB_DOWNLOAD_ALLOW_HOSTS` names (comma-separated) the storage hosts exempt from the download
 policy of `resources.netguard`: they may serve plain http and resolve to private or loopback
@@ -40,6 +43,7 @@ from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
 from resources.camb_client import DEFAULT_BASE_URL, CambClient, ClientSettings, RunOutcome
+from resources.limits import pool_limit, request_gate, step_in_flight
 
 # Environment-only tuning: variable -> (field, type).
 _RETRY_ENV = {
@@ -91,14 +95,32 @@ class CambResource(ConfigurableResource):
         "addresses only). Default: $CAMB_DOWNLOAD_ALLOW_HOSTS.",
     )
 
+    total_concurrency: int | None = Field(
+        default=None,
+        description="Requests in flight across all runs; each step of the camb_api pool gets "
+        "an equal share. Default: $CAMB_TOTAL_CONCURRENCY.",
+    )
+    rate_limit_redis_url: str | None = Field(
+        default=None,
+        description="Redis that holds one requests-per-second window for every process. "
+        "Default: $CAMB_RATE_LIMIT_REDIS_URL.",
+    )
+
     _portal: BlockingPortal | None = PrivateAttr(default=None)
     _client: CambClient | None = PrivateAttr(default=None)
 
-    def settings(self) -> ClientSettings:
-        """Fields first, then the environment, then the defaults."""
+    def settings(self, pool_slots: int | None = None) -> ClientSettings:
+        """Fields first, then the environment, then the defaults; with a total, this step's
+        share of it among the `pool_slots` steps that may run at once."""
         concurrency = self.max_concurrency
         if concurrency is None and (raw := _env("CAMB_MAX_CONCURRENCY")):
             concurrency = _parse("CAMB_MAX_CONCURRENCY", raw, int)
+        total = self.total_concurrency
+        if total is None and (raw := _env("CAMB_TOTAL_CONCURRENCY")):
+            total = _parse("CAMB_TOTAL_CONCURRENCY", raw, int)
+        if total is not None:
+            share = step_in_flight(total, pool_slots)
+            concurrency = min(concurrency, share) if concurrency else share
         rps = self.requests_per_second
         if rps is None and (raw := _env("CAMB_REQUESTS_PER_SECOND")):
             rps = _parse("CAMB_REQUESTS_PER_SECOND", raw, float)
@@ -118,9 +140,18 @@ class CambResource(ConfigurableResource):
 
     @contextmanager
     def yield_for_execution(self, context: InitResourceContext) -> Iterator["CambResource"]:
+        slots = pool_limit(context.instance)
+        settings = self.settings(slots)
+        redis_url = self.rate_limit_redis_url or _env("CAMB_RATE_LIMIT_REDIS_URL")
+        gate = request_gate(
+            settings.max_concurrency,
+            settings.requests_per_second,
+            redis_url=redis_url,
+            pool_slots=slots,
+        )
         with (
             start_blocking_portal() as portal,
-            portal.wrap_async_context_manager(CambClient(self.settings())) as client,
+            portal.wrap_async_context_manager(CambClient(settings, gate)) as client,
         ):
             self._portal, self._client = portal, client
             try:

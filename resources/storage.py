@@ -283,6 +283,27 @@ class Storage:
             if entry.get("type") == "file"
         }
 
+    def find(self, relpath: str = "") -> dict[str, dict[str, Any]]:
+        """Relative path -> fsspec details (size, mtime / ETag / ...) of every file below
+        ``relpath``, from one recursive listing; paths through a dot-file are left out.
+
+        A missing bucket raises FileNotFoundError; any other failure (unreachable, refused)
+        raises StorageError: an empty answer always means "nothing there".
+        """
+        target = self.path(relpath)
+        with self._reading(relpath):
+            self.fs.invalidate_cache(target)
+            found = self.fs.find(target, detail=True)
+        prefix = target.rstrip("/") + "/"
+        files = {}
+        for path, entry in found.items():
+            relative = path.removeprefix(prefix)
+            if entry.get("type") == "file" and not any(
+                part.startswith(TEMP_PREFIX) for part in relative.split("/")
+            ):
+                files[relative] = entry
+        return files
+
     # -- internals ------------------------------------------------------------------------
 
     def _write_local(

@@ -167,7 +167,7 @@ class _Stats:
     downloads_with_api_key: int = 0
     download_redirects: int = 0
     max_in_flight_api: int = 0
-    max_in_flight: int = 0  # API requests and downloads together
+    max_in_flight: int = 0  # API calls and downloads together
     faults_injected: Counter[str] = field(default_factory=Counter)
 
 
@@ -271,14 +271,10 @@ class _State:
         with self._lock:
             self._in_flight_api -= 1
 
-    def enter(self) -> None:
+    def track(self, change: int) -> None:
         with self._lock:
-            self._in_flight += 1
+            self._in_flight += change
             self._stats.max_in_flight = max(self._stats.max_in_flight, self._in_flight)
-
-    def leave(self) -> None:
-        with self._lock:
-            self._in_flight -= 1
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -499,16 +495,15 @@ def _path_run_id(request: web.Request) -> int:
 
 @web.middleware
 async def _in_flight_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Counts API requests and downloads in flight, from arrival until the answer is handed
-    to the connection (so a client's concurrency limit can be checked from here)."""
+    """Counts API calls and downloads being answered, for the peak in `max_in_flight`."""
     if request.path.startswith("/_sandbox/"):
         return await handler(request)
     state = request.app[STATE]
-    state.enter()
+    state.track(+1)
     try:
         return await handler(request)
     finally:
-        state.leave()
+        state.track(-1)
 
 
 @web.middleware
@@ -871,7 +866,8 @@ class SandboxServer:
         faults and auth; downloads: /files requests served or faulted, download_redirects:
         those answered 307; downloads_with_api_key: /files requests that carried
         `x-api-key`; max_in_flight_api: peak concurrent API requests; max_in_flight: peak
-        concurrent API requests and downloads together; faults_injected: kind -> count.
+        concurrent API requests and downloads together (each counted until its handler has
+        answered); faults_injected: kind -> count.
         """
         return self._state.stats()
 

@@ -4,6 +4,7 @@ import asyncio
 from pathlib import Path
 
 from resources.camb_client import CambClient, ClientSettings, RunOutcome
+from resources.limits import RequestGate
 from resources.retry import RetryPolicy
 from sandbox import run_state
 
@@ -24,11 +25,13 @@ def settings_for(sandbox, **overrides) -> ClientSettings:
     return ClientSettings(**values)
 
 
-def harvest(settings: ClientSettings, run_ids, workdir: Path, **options) -> dict[int, RunOutcome]:
+def harvest(
+    settings: ClientSettings, run_ids, workdir: Path, gate: RequestGate | None = None, **options
+) -> dict[int, RunOutcome]:
     """Every outcome by run id; fails the test if a run gets two or none."""
 
     async def collect() -> list[RunOutcome]:
-        async with CambClient(settings) as client:
+        async with CambClient(settings, gate) as client:
             return [outcome async for outcome in client.harvest(run_ids, workdir, **options)]
 
     outcomes = asyncio.run(collect())

@@ -138,6 +138,19 @@ def test_a_crash_mid_partition_leaves_no_partial_file_and_the_rerun_adopts(sandb
     assert_crash_invariant(project_copy, catalog)
 
 
+def test_a_cli_range_needs_single_run_backfills(sandbox, project_copy):
+    """Dagster 1.13 refuses `--partition-range` unless every asset is single_run: days per run
+    (multi_run, for daemon backfills) rule the CLI range out, whatever N."""
+    env = cli_env(sandbox, project_copy) | {"SOUNDHARVEST_BACKFILL_DAYS_PER_RUN": "2"}
+    command = materialize_command("--partition-range", f"{DAYS[0]}...{DAYS[1]}")
+
+    done = subprocess.run(command, env=env, cwd=PROJECT, capture_output=True, text=True)
+
+    assert done.returncode != 0
+    assert "BackfillPolicy.single_run()" in done.stdout + done.stderr
+    assert sandbox.stats()["api_requests"] == 0 and not (project_copy / "catalog").exists()
+
+
 def test_a_crash_keeps_the_checkpointed_ledger_and_the_rerun_does_not_rehash(sandbox, project_copy):
     sandbox.set_faults(latency_s=0.2)
     env = cli_env(sandbox, project_copy) | {

@@ -13,7 +13,12 @@ def test_definitions_load_with_the_three_assets_and_their_checks():
     keys = {key.to_user_string() for key in job.asset_layer.executable_asset_keys}
     assert keys == {"run_manifest", "sound_files", "sound_catalog"}
     checks = {key.name for key in defs.resolve_asset_graph().asset_check_keys}
-    assert checks == {"one_row_per_manifest_row", "catalog_contract", "ok_files_exist"}
+    assert checks == {
+        "one_row_per_manifest_row",
+        "catalog_contract",
+        "ok_files_exist",
+        "no_pending_runs",
+    }
 
 
 def test_the_schedule_harvests_the_day_that_just_ended():

@@ -734,6 +734,7 @@ def test_max_in_flight_counts_concurrent_api_requests(sb: SandboxServer, api: ht
     assert codes == [200] * 6
     stats = sb.stats()
     assert (stats["max_in_flight_api"], stats["api_requests"]) == (6, 6)
+    assert stats["max_in_flight"] == 6  # API calls and downloads together
     sb.set_faults(latency_s=0.0)
     for _ in range(3):
         bulk(api, [1])

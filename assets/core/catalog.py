@@ -5,6 +5,7 @@ with a ``date`` column; writers publish a whole partition file at once (temporar
 with ``.`` or ``_`` so readers skip them).
 """
 
+import json
 import re
 
 import fsspec
@@ -18,6 +19,32 @@ from assets.core.manifest import check_day, frame_from_arrow
 STATUSES = ("ok", "pending", "failed", "rejected")
 
 _UTC = pa.timestamp("us", tz="UTC")
+_PANDAS_INTS = {pa.int8(): "Int8", pa.int16(): "Int16", pa.int32(): "Int32", pa.int64(): "Int64"}
+
+
+def with_nullable_ints(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with pandas metadata naming its integer columns' nullable dtypes.
+
+    Without it ``pandas.read_parquet`` turns an integer column holding a null into float64
+    (run_id 12.0, NaN); with it pandas builds Int64 / Int32, so nobody joins on floats. Only
+    the integer columns are described: pandas picks its defaults for the rest, and other
+    readers (pyarrow, DuckDB, Polars) ignore the key.
+    """
+    columns = [
+        {
+            "name": field.name,
+            "field_name": field.name,
+            "pandas_type": str(field.type),
+            "numpy_type": _PANDAS_INTS[field.type],
+            "metadata": None,
+        }
+        for field in schema
+        if field.type in _PANDAS_INTS
+    ]
+    pandas = {"index_columns": [], "column_indexes": [], "columns": columns}
+    return schema.with_metadata({**(schema.metadata or {}), b"pandas": json.dumps(pandas)})
+
+
 CATALOG_SCHEMA = pa.schema(
     [
         ("run_id", pa.int64()),
@@ -43,6 +70,7 @@ CATALOG_SCHEMA = pa.schema(
         ("fetched_at", _UTC),
     ]
 )
+CATALOG_SCHEMA = with_nullable_ints(CATALOG_SCHEMA)
 CATALOG_COLUMNS = tuple(CATALOG_SCHEMA.names)
 REQUIRED_COLUMNS = ("run_id", "status")
 

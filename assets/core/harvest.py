@@ -197,6 +197,7 @@ class DayHarvest:
         checkpoint_s: float = 60.0,
         workers: int = 4,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_fresh_file: Callable[[int, Path, str], None] | None = None,
     ) -> None:
         self.day = day
         self.storage = storage
@@ -207,6 +208,10 @@ class DayHarvest:
         self.checkpoint_s = checkpoint_s
         self.workers = workers
         self.now = now
+        # Called with (run id, verified local WAV, sha256) before each fetched file is
+        # published: the ML features are measured there, saving a second read (PLAN #3).
+        # It runs in the publishing threads; an error in it is logged, the file published.
+        self.on_fresh_file = on_fresh_file
 
     def run(self, run_ids: Sequence[int], previous: Mapping[int, dict[str, Any]]) -> pd.DataFrame:
         deadline = None if self.budget_s is None else time.monotonic() + self.budget_s
@@ -348,6 +353,11 @@ class DayHarvest:
         except AudioFileError as exc:
             path.unlink(missing_ok=True)
             return self._row(outcome.run_id, previous, status="failed", error=f"undecodable: {exc}")
+        if self.on_fresh_file is not None:
+            try:
+                self.on_fresh_file(outcome.run_id, path, sha256)
+            except Exception as exc:  # an extra: never a reason to lose the run's file
+                self.log.warning(f"{self.day}: run {outcome.run_id}: on_fresh_file: {exc}")
         relpath = audio_relpath(self.day, outcome.run_id)
         uri = self.storage.publish_file(str(path), relpath, size=size, sha256=sha256, move=True)
         path.unlink(missing_ok=True)

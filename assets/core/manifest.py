@@ -100,6 +100,21 @@ def manifest_files(fs: fsspec.AbstractFileSystem, root: str, day: str) -> list[s
     return sorted(found)
 
 
+def manifest_day(relpath: str) -> str | None:
+    """The day whose manifests include ``relpath`` (relative to the manifest root, as
+    manifest_files finds them: ``D/...`` or ``D.csv`` ...), or None for any other path."""
+    first, _, rest = relpath.partition("/")
+    if rest:
+        hidden = any(part.startswith((".", "_")) for part in rest.split("/"))
+        day = None if hidden else first
+    else:
+        day = next((first.removesuffix(s) for s in MANIFEST_SUFFIXES if first.endswith(s)), None)
+    try:
+        return check_day(day) if day else None
+    except ValueError:
+        return None
+
+
 def read_manifest(fs: fsspec.AbstractFileSystem, path: str) -> pd.DataFrame:
     """One manifest file as raw rows: ``manifest``, ``line``, then the file's own columns with
     values as read (strings from CSV, JSON values from JSON Lines, Python values from Parquet).

@@ -1,0 +1,460 @@
+"""Which catalog rows make a training set, in which split, under which version.
+
+The plain logic behind `ml_dataset` (docs/ml.md has the user's view):
+
+1. every `ok` row of every catalog day, with its quality features when `sound_features`
+   has them (joined on day, run id and sha256, so features of another file never attach);
+2. one row per run id: the earliest day wins;
+3. the filters of the spec, each counted in ``dropped``;
+4. optionally one row per audio sha256 (exact duplicates): the earliest (day, run id) wins;
+5. a split per row from a stable hash of its group key (the normalised prompt by default,
+   the run id for runs without one), so a prompt never lands in two splits and a run keeps
+   its split whatever other days or filters do;
+6. a version derived from the selected rows and the spec.
+
+No `from __future__ import annotations` here: `DatasetSpec` is the base of a Dagster Config.
+"""
+
+import hashlib
+import json
+import unicodedata
+from dataclasses import dataclass, field
+from typing import IO, Literal
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.ipc
+from pydantic import BaseModel, ConfigDict, Field
+
+from assets.core.features import METRICS
+from resources.storage import Storage
+
+SPLITS = ("train", "validation", "test")
+AUDIO_TYPES = ("sound", "music")  # what the text-to-sound API accepts
+FORMATS = ("hf", "nemo", "webdataset")
+# Bumped when the snapshot's layout or the meaning of a column changes: a new version then.
+LAYOUT_VERSION = 1
+
+CATALOG_COLUMNS = (
+    "run_id", "uri", "size_bytes", "sha256", "sample_rate", "channels", "frames", "duration_s",
+    "subtype", "prompt", "audio_type",
+)  # fmt: skip
+# The columns of a selected row, in this order (they feed the version).
+ROW_COLUMNS = (
+    "run_id", "date", "split", "sha256", "size_bytes", "uri", "text", "audio_type",
+    "duration_s", "frames", "sample_rate", "channels", "subtype", *METRICS,
+)  # fmt: skip
+ROW_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.int64()),
+        ("date", pa.string_view()),
+        ("split", pa.string_view()),
+        ("sha256", pa.string_view()),
+        ("size_bytes", pa.int64()),
+        ("uri", pa.string_view()),
+        ("text", pa.string_view()),
+        ("audio_type", pa.string_view()),
+        ("duration_s", pa.float64()),
+        ("frames", pa.int64()),
+        ("sample_rate", pa.int32()),
+        ("channels", pa.int32()),
+        ("subtype", pa.string_view()),
+        *((name, pa.bool_() if name == "is_silent" else pa.float64()) for name in METRICS),
+    ]
+)
+assert tuple(ROW_SCHEMA.names) == ROW_COLUMNS
+_HIVE_DATE = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
+
+
+class DatasetConfigError(ValueError):
+    """A spec that cannot be built; the message starts with the field at fault."""
+
+
+class DatasetSpec(BaseModel):
+    """What goes into a snapshot, how it is split and how it is exported."""
+
+    model_config = ConfigDict(frozen=True)
+
+    # -- selection
+    dedupe_audio: bool = Field(
+        True, description="Keep one row per audio sha256 (the earliest day, then run id)."
+    )
+    min_duration_s: float | None = Field(None, description="Shortest clip kept, in seconds.")
+    max_duration_s: float | None = Field(None, description="Longest clip kept, in seconds.")
+    audio_types: list[str] | None = Field(
+        None, description="Keep only these audio types (null: all, rows without a type too)."
+    )
+    sample_rates: list[int] | None = Field(None, description="Keep only these sample rates.")
+    channels: list[int] | None = Field(None, description="Keep only these channel counts.")
+    drop_silent: bool = Field(True, description="Drop clips whose features say is_silent.")
+    max_clipped_fraction: float | None = Field(
+        None, description="Drop clips with a larger share of samples at full scale."
+    )
+    min_lufs: float | None = Field(None, description="Drop clips quieter than this (LUFS).")
+    max_lufs: float | None = Field(None, description="Drop clips louder than this (LUFS).")
+    # -- splits
+    train_ratio: float = Field(0.8, description="Share of groups in train.")
+    validation_ratio: float = Field(0.1, description="Share of groups in validation.")
+    test_ratio: float = Field(0.1, description="Share of groups in test.")
+    group_by: Literal["prompt", "run_id"] = Field(
+        "prompt",
+        description="Rows of one group share a split: the normalised prompt (runs without "
+        "one by run id), or the run id alone.",
+    )
+    split_seed: str = Field(
+        "soundharvest", description="Salt of the split hash: change it to draw new splits."
+    )
+    # -- exports
+    formats: list[str] = Field(
+        ["hf", "nemo"],
+        description="Exports to write: hf (Parquet), nemo (JSONL), webdataset (tar shards, a "
+        "copy of every clip).",
+    )
+    mode: Literal["reference", "embedded"] = Field(
+        "reference",
+        description="HF Parquet audio: reference (path = the stored file's URI, no bytes) or "
+        "embedded (the WAV bytes inside).",
+    )
+    target_sample_rate: int | None = Field(
+        None, description="Resample exported audio to this rate (embedded mode only)."
+    )
+    mono: bool = Field(False, description="Mix exported audio down to mono (embedded mode only).")
+    shard_max_bytes: int = Field(
+        500_000_000, description="Most audio bytes in one embedded Parquet or tar shard."
+    )
+    shard_max_rows: int = Field(1_000_000, description="Most rows in one shard.")
+
+    def check(self) -> "DatasetSpec":
+        """Cross-field rules, all at once; DatasetConfigError names the first field at fault."""
+        ratios = (self.train_ratio, self.validation_ratio, self.test_ratio)
+        problems = [
+            *(
+                f"{name}_ratio: must be between 0 and 1, not {value}"
+                for name, value in zip(SPLITS, ratios, strict=True)
+                if not 0 <= value <= 1
+            ),
+            _unless(
+                abs(sum(ratios) - 1) < 1e-9,
+                f"train_ratio, validation_ratio, test_ratio: must sum to 1, not {sum(ratios):g}",
+            ),
+            _unless(self.train_ratio > 0, "train_ratio: must be above 0"),
+            _unless(
+                _ordered(self.min_duration_s, self.max_duration_s),
+                f"min_duration_s: {self.min_duration_s} is above max_duration_s "
+                f"{self.max_duration_s}",
+            ),
+            _unless(
+                self.min_duration_s is None or self.min_duration_s >= 0,
+                "min_duration_s: must not be negative",
+            ),
+            _unless(
+                _ordered(self.min_lufs, self.max_lufs),
+                f"min_lufs: {self.min_lufs} is above max_lufs {self.max_lufs}",
+            ),
+            _unless(
+                self.max_clipped_fraction is None or 0 <= self.max_clipped_fraction <= 1,
+                "max_clipped_fraction: must be between 0 and 1",
+            ),
+            _unless(all(v > 0 for v in self.sample_rates or ()), "sample_rates: must be positive"),
+            _unless(all(v > 0 for v in self.channels or ()), "channels: must be positive"),
+            _unless(bool(self.formats), "formats: name at least one of hf, nemo, webdataset"),
+            _known("formats", self.formats, FORMATS),
+            _known("audio_types", self.audio_types or [], AUDIO_TYPES),
+            _unless(
+                len(set(self.formats)) == len(self.formats), "formats: a format is named twice"
+            ),
+            _unless(
+                self.target_sample_rate is None or 1000 <= self.target_sample_rate <= 384_000,
+                "target_sample_rate: must be between 1000 and 384000 Hz",
+            ),
+            _unless(
+                self.mode == "embedded" or (self.target_sample_rate is None and not self.mono),
+                "target_sample_rate/mono: reference mode points at the stored originals and "
+                "cannot resample or mix down; set mode to embedded",
+            ),
+            _unless(self.shard_max_bytes > 0, "shard_max_bytes: must be above 0"),
+            _unless(self.shard_max_rows > 0, "shard_max_rows: must be above 0"),
+        ]
+        problems = [problem for problem in problems if problem]
+        if problems:
+            raise DatasetConfigError("; ".join(problems))
+        return self
+
+    def quality_filters(self) -> bool:
+        return (
+            self.drop_silent
+            or self.max_clipped_fraction is not None
+            or self.min_lufs is not None
+            or self.max_lufs is not None
+        )
+
+    def resamples(self) -> bool:
+        return self.target_sample_rate is not None or self.mono
+
+    def canonical(self) -> dict:
+        return self.model_dump(mode="json")
+
+
+def _unless(holds: bool, problem: str) -> str:
+    return "" if holds else problem
+
+
+def _known(name: str, values: list[str], known: tuple[str, ...]) -> str:
+    unknown = [value for value in values if value not in known]
+    if not unknown:
+        return ""
+    return f"{name}: unknown {', '.join(map(repr, unknown))} (known: {', '.join(known)})"
+
+
+def _ordered(low: float | None, high: float | None) -> bool:
+    return low is None or high is None or low <= high
+
+
+# -- reading ------------------------------------------------------------------------------
+
+
+def read_rows(catalog: Storage) -> pl.LazyFrame:
+    """Every `ok` catalog row of every day (column `date` from the hive path), with the
+    features of the same file, or nulls where there are none (or only an error); lazy, so
+    only the columns and rows needed are ever read."""
+    rows = _scan(catalog, "sound_catalog")
+    if rows is None:
+        return pl.from_arrow(_empty(["date", *CATALOG_COLUMNS, *METRICS])).lazy()  # type: ignore[union-attr]
+    rows = rows.filter(pl.col("status") == "ok").select("date", *CATALOG_COLUMNS)
+    features = _scan(catalog, "sound_features")
+    if features is None:
+        return rows.with_columns(
+            pl.lit(None, pl.Boolean if name == "is_silent" else pl.Float64).alias(name)
+            for name in METRICS
+        )
+    # One features row per day and run id; its figures count only if it measured this very
+    # file (same sha256). Joining on the integers and comparing 64-bit hashes of the sha256
+    # after (polars' hash: stable within the process) is far cheaper in time and memory
+    # than carrying and joining the 64-character strings.
+    keys = ["date", "run_id"]
+    features = features.filter(pl.col("error").is_null()).select(
+        *keys, pl.col("sha256").hash().alias("measured"), *METRICS
+    )
+    same_file = pl.col("measured") == pl.col("sha256").hash()
+    return (
+        rows.join(features, on=keys, how="left")
+        .with_columns(pl.when(same_file).then(pl.col(name)).alias(name) for name in METRICS)
+        .drop("measured")
+    )
+
+
+def _scan(storage: Storage, name: str) -> pl.LazyFrame | None:
+    """A hive-partitioned tree (`name/date=D/*.parquet`) as a lazy frame, None if empty.
+
+    Local trees are scanned by polars itself (streamed, a fraction of the memory); other
+    storage through pyarrow's dataset on the fsspec filesystem (same rows, slower)."""
+    files = storage.fs.glob(f"{storage.path(name)}/date=*/*.parquet")
+    if not files:
+        return None
+    if storage.is_local():
+        return pl.scan_parquet(files, hive_partitioning=True, hive_schema={"date": pl.String})
+    dataset = ds.dataset(files, filesystem=storage.fs, format="parquet", partitioning=_HIVE_DATE)
+    return pl.scan_pyarrow_dataset(dataset)
+
+
+def _empty(names: tuple[str, ...] | list[str]) -> pa.Table:
+    schema = {**{f.name: f.type for f in ROW_SCHEMA}, **_CATALOG_ONLY}
+    return pa.schema([(name, schema[name]) for name in names]).empty_table()
+
+
+_CATALOG_ONLY = {"prompt": pa.string_view()}
+
+
+# -- selection ----------------------------------------------------------------------------
+
+
+@dataclass
+class Selection:
+    rows: pa.Table  # ROW_SCHEMA, ordered by split then run id
+    considered: int  # distinct ok run ids
+    dropped: dict[str, int] = field(default_factory=dict)  # reason -> rows
+
+    def why_empty(self) -> str:
+        if not self.considered:
+            return "the catalog has no ok rows (materialize sound_catalog first)"
+        reasons = ", ".join(f"{n} {why}" for why, n in self.dropped.items() if n)
+        return f"every one of {self.considered} ok runs was filtered out: {reasons}"
+
+
+def filters(spec: DatasetSpec) -> list[tuple[pl.Expr, str]]:
+    """(what a kept row satisfies, why others go), in the order they apply."""
+    col = pl.col
+    found: list[tuple[pl.Expr | None, str]] = [
+        (None if spec.min_duration_s is None else col("duration_s") >= spec.min_duration_s,
+         f"shorter than {spec.min_duration_s} s"),
+        (None if spec.max_duration_s is None else col("duration_s") <= spec.max_duration_s,
+         f"longer than {spec.max_duration_s} s"),
+        (None if spec.audio_types is None else col("audio_type").is_in(spec.audio_types),
+         "another audio type"),
+        (None if spec.sample_rates is None else col("sample_rate").is_in(spec.sample_rates),
+         "another sample rate"),
+        (None if spec.channels is None else col("channels").is_in(spec.channels),
+         "another channel count"),
+        (col("peak_dbfs").is_not_null() if spec.quality_filters() else None,
+         "without features (materialize sound_features)"),
+        (col("is_silent").not_() if spec.drop_silent else None, "silent"),
+        (None if spec.max_clipped_fraction is None
+         else col("clipped_fraction") <= spec.max_clipped_fraction, "clipped"),
+        (None if spec.min_lufs is None else col("lufs") >= spec.min_lufs,
+         f"quieter than {spec.min_lufs} LUFS"),
+        (None if spec.max_lufs is None else col("lufs") <= spec.max_lufs,
+         f"louder than {spec.max_lufs} LUFS"),
+    ]  # fmt: skip
+    return [(expr, why) for expr, why in found if expr is not None]
+
+
+def select(rows: pl.LazyFrame | pl.DataFrame, spec: DatasetSpec) -> Selection:
+    """The rows of a snapshot, with their split (see the module docstring for the order).
+
+    The catalog is read by one streamed polars query that keeps each run's earliest day
+    with a semi join on a narrow aggregate (no sort of the wide rows); the earliest run of
+    each sha256 is found the same way."""
+    rows = rows.lazy()
+    earliest = rows.group_by("run_id").agg(pl.col("date").min())
+    rows = rows.join(earliest, on=["run_id", "date"], how="semi")
+    steps = filters(spec)
+    failed = pl.lit(None, pl.Int32)  # the index of the first filter a row fails
+    for index, (expr, _) in reversed(list(enumerate(steps))):
+        failed = (
+            pl.when(expr.fill_null(False).not_()).then(pl.lit(index, pl.Int32)).otherwise(failed)
+        )
+    frame = rows.with_columns(failed.alias("failed")).collect(engine="streaming")
+    counts = dict(frame["failed"].value_counts().iter_rows())
+    selection = Selection(_empty(ROW_COLUMNS), considered=frame.height)
+    selection.dropped = {why: counts.get(index, 0) for index, (_, why) in enumerate(steps)}
+    frame = frame.filter(pl.col("failed").is_null()).drop("failed")
+    if spec.dedupe_audio:
+        first = frame.group_by("sha256").agg(pl.col("run_id").sort_by("date", "run_id").first())
+        kept = frame.join(first, on="run_id", how="semi", maintain_order="left")
+        selection.dropped["same audio as an earlier run"] = frame.height - kept.height
+        frame = kept
+
+    groups = group_keys(frame, spec.group_by)
+    splits = split_table(groups, spec)
+    frame = frame.with_columns(
+        text=pl.col("prompt").fill_null(""),
+        split=groups.replace_strict(splits["group"], splits["split"]),
+    )
+    order = pl.col("split").replace_strict(SPLITS, list(range(len(SPLITS))))
+    selection.rows = rows_table(frame.sort(order, "run_id"))
+    return selection
+
+
+def normalise_prompt(prompt: str | None) -> str:
+    """Unicode NFKC, case-folded, whitespace collapsed: "A  Dog barks " == "a dog barks"."""
+    return " ".join(unicodedata.normalize("NFKC", prompt or "").casefold().split())
+
+
+def group_keys(rows: pl.DataFrame, group_by: str) -> pl.Series:
+    """`prompt:<normalised prompt>`, or `run:<run id>` (for runs without a prompt too).
+
+    Prompts are normalised in Python, once per distinct prompt, so the rule is exactly
+    `normalise_prompt` (str.casefold and all), whatever the row count."""
+    by_run = pl.lit("run:") + pl.col("run_id").cast(pl.String)
+    if group_by == "run_id":
+        return rows.select(by_run.alias("group"))["group"]
+    distinct = rows["prompt"].drop_nulls().unique()
+    normalised = rows["prompt"].replace_strict(
+        distinct, [normalise_prompt(p) for p in distinct], default="", return_dtype=pl.String
+    )
+    group = pl.when(normalised != "").then(pl.lit("prompt:") + normalised).otherwise(by_run)
+    return rows.select(group.alias("group"))["group"]
+
+
+def split_point(key: str, seed: str) -> float:
+    """Where ``key`` falls in [0, 1): the first 8 bytes of a BLAKE2b hash, the same in every
+    process and Python version (unlike ``hash()``)."""
+    digest = hashlib.blake2b(f"{seed}\x00{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def split_of(key: str, spec: DatasetSpec) -> str:
+    point = split_point(key, spec.split_seed)
+    if point < spec.train_ratio:
+        return "train"
+    return "validation" if point < spec.train_ratio + spec.validation_ratio else "test"
+
+
+def split_table(groups: pl.Series, spec: DatasetSpec) -> pl.DataFrame:
+    """(group, split) for every distinct group: one hash per group, not per row."""
+    distinct = groups.unique()
+    return pl.DataFrame(
+        {"group": distinct, "split": [split_of(key, spec) for key in distinct]},
+        schema={"group": pl.String, "split": pl.String},
+    )
+
+
+# -- version ------------------------------------------------------------------------------
+
+
+def rows_table(rows: pl.DataFrame) -> pa.Table:
+    """The selected rows as exactly ROW_SCHEMA: string views, handed over without a copy."""
+    return rows.select(ROW_COLUMNS).to_arrow(compat_level=pl.CompatLevel.newest()).cast(ROW_SCHEMA)
+
+
+def by_split(rows: pa.Table) -> dict[str, pa.Table]:
+    """Each split's rows, as zero-copy slices (selected rows are ordered by split)."""
+    counts = pc.value_counts(rows["split"].cast(pa.large_string()))
+    values, n = counts.field("values").to_pylist(), counts.field("counts").to_pylist()
+    sizes = dict(zip(values, n, strict=True))
+    parts, offset = {}, 0
+    for split in SPLITS:
+        parts[split] = rows.slice(offset, sizes.get(split, 0))
+        offset += sizes.get(split, 0)
+    return parts
+
+
+def canonical(batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch | pa.Table:
+    """String views as large strings: one byte layout per content (views are not), for
+    hashing and for writers that want plain strings."""
+    schema = pa.schema(
+        [
+            (f.name, pa.large_string() if f.type == pa.string_view() else f.type)
+            for f in batch.schema
+        ]
+    )
+    return batch.cast(schema)
+
+
+class _HashSink:
+    """A write-only file object that only hashes what it is given."""
+
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256()
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def snapshot_version(rows: pa.Table, spec: DatasetSpec) -> str:
+    """16 hex digits of a sha256 over the layout version, the spec and the selected rows
+    (every exported value, in order), streamed through Arrow IPC in canonical batches:
+    same input, same version, whatever the chunking."""
+    sink = _HashSink()
+    header = {"layout": LAYOUT_VERSION, "spec": spec.canonical()}
+    sink.write(json.dumps(header, sort_keys=True).encode())
+    schema = canonical(rows.schema.empty_table()).schema
+    writer_sink: IO[bytes] = sink  # type: ignore[assignment]
+    with pyarrow.ipc.new_stream(writer_sink, schema) as writer:
+        for start in range(0, rows.num_rows, _HASH_BATCH):
+            batch = rows.slice(start, _HASH_BATCH).combine_chunks()
+            writer.write_table(canonical(batch))
+    return sink.digest.hexdigest()[:16]
+
+
+_HASH_BATCH = 65536

@@ -1,0 +1,163 @@
+"""How long soundharvest keeps coming back for runs that were not ready, and when it stops.
+
+A day whose catalog still holds `pending` rows is materialized again after growing intervals
+(by default 1 h, 4 h, then daily) until `give_up_after` has passed since the day ended. From
+then on nothing sweeps it, and its pending rows say so in their `error`, written by the
+pipeline itself whenever it builds that day's catalog; a manual rerun still tries them.
+
+| variable                           | default    |
+|------------------------------------|------------|
+| `SOUNDHARVEST_SWEEP_INTERVALS`     | `1h,4h,1d` |
+| `SOUNDHARVEST_GIVE_UP_AFTER_DAYS`  | `7`        |
+"""
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from resources.storage import Storage
+
+GAVE_UP = "soundharvest gave up waiting"
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([mhd])")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+
+
+def day_end(day: str) -> datetime:
+    """When the UTC day `YYYY-MM-DD` ends (its partition exists from then on)."""
+    return datetime.combine(date.fromisoformat(day), datetime.min.time(), UTC) + timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class SweepPolicy:
+    intervals: tuple[timedelta, ...] = (timedelta(hours=1), timedelta(hours=4), timedelta(days=1))
+    give_up_after: timedelta = timedelta(days=7)  # counted from the end of the day
+
+    def __post_init__(self) -> None:
+        if not self.intervals or min(self.intervals) <= timedelta(0):
+            raise ValueError("sweep intervals must be positive, e.g. 1h,4h,1d")
+        if self.give_up_after <= timedelta(0):
+            raise ValueError("the give-up horizon must be positive")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "SweepPolicy":
+        env = os.environ if environ is None else environ
+        intervals = env.get("SOUNDHARVEST_SWEEP_INTERVALS", "").strip()
+        days = env.get("SOUNDHARVEST_GIVE_UP_AFTER_DAYS", "").strip()
+        return cls(
+            _intervals(intervals) if intervals else cls.intervals,
+            _days(days) if days else cls.give_up_after,
+        )
+
+    def interval(self, sweeps_done: int) -> timedelta:
+        """The wait before the next sweep: the intervals in turn, then the last one again."""
+        return self.intervals[min(sweeps_done, len(self.intervals) - 1)]
+
+    def gave_up(self, day: str, now: datetime) -> bool:
+        return now >= day_end(day) + self.give_up_after
+
+
+def _days(text: str) -> timedelta:
+    try:
+        return timedelta(days=float(text))
+    except ValueError:
+        raise ValueError(f"SOUNDHARVEST_GIVE_UP_AFTER_DAYS={text!r} is not a number") from None
+
+
+def _intervals(text: str) -> tuple[timedelta, ...]:
+    parts = [part.strip() for part in text.split(",")]
+    matches = [_DURATION.fullmatch(part) for part in parts]
+    if not all(matches):
+        raise ValueError(
+            f"SOUNDHARVEST_SWEEP_INTERVALS={text!r}: expected durations like 1h,4h,1d (m, h, d)"
+        )
+    return tuple(timedelta(**{_UNITS[m[2]]: float(m[1])}) for m in matches if m)
+
+
+def mark_given_up(
+    catalog: pd.DataFrame, day: str, now: datetime, policy: SweepPolicy
+) -> pd.DataFrame:
+    """The day's catalog with every pending row saying soundharvest gave up, once the day is
+    past the horizon; the answer the API last gave stays at the end of the text."""
+    if not policy.gave_up(day, now):
+        return catalog
+    age = (now - day_end(day)).days
+    limit = policy.give_up_after / timedelta(days=1)
+    prefix = (
+        f"{GAVE_UP}: still pending {age} days after the day ended, past the {limit:g}-day "
+        "limit, so no sweep fetches it again (rerun the day to try); last answer: "
+    )
+    out = catalog.copy()
+    error = out["error"].astype("string").fillna("")
+    rows = (out["status"] == "pending") & ~error.str.startswith(GAVE_UP)
+    out.loc[rows, "error"] = [prefix + text for text in error[rows]]
+    return out
+
+
+@dataclass(frozen=True)
+class DayPending:
+    """What a day's catalog says about its pending rows."""
+
+    pending: int
+    given_up: int  # pending rows that already say soundharvest gave up
+
+
+@dataclass(frozen=True)
+class Sweep:
+    day: str
+    run_key: str
+
+
+def plan_sweeps(
+    days: Mapping[str, DayPending],
+    state: Mapping[str, Any],
+    now: datetime,
+    policy: SweepPolicy,
+) -> tuple[list[Sweep], dict[str, Any]]:
+    """The days to materialize again now, and the new state (per day: sweeps done so far and
+    when the last one was asked for; the clock starts when pending rows are first seen).
+
+    Past the horizon a day gets one last run, after which its catalog says soundharvest gave
+    up; from then on it is left alone. Days without pending rows drop out of the state.
+    """
+    sweeps, new_state = [], {}
+    for day, rows in sorted(days.items()):
+        if rows.pending == 0:
+            continue
+        if policy.gave_up(day, now):
+            if rows.given_up < rows.pending:
+                sweeps.append(Sweep(day, f"sweep:{day}:final"))
+            continue
+        seen = state.get(day)
+        if seen is None:
+            new_state[day] = {"sweeps": 0, "since": now.isoformat()}
+        elif now >= datetime.fromisoformat(seen["since"]) + policy.interval(seen["sweeps"]):
+            done = seen["sweeps"] + 1
+            sweeps.append(Sweep(day, f"sweep:{day}:{done}"))
+            new_state[day] = {"sweeps": done, "since": now.isoformat()}
+        else:
+            new_state[day] = dict(seen)
+    return sweeps, new_state
+
+
+def catalog_days(catalog: Storage) -> list[str]:
+    """The days that have a catalog partition under `catalog` (the catalog root)."""
+    return [
+        name.removeprefix("date=")
+        for name in catalog.listdir("sound_catalog")
+        if name.startswith("date=")
+    ]
+
+
+def day_pending(catalog: Storage, day: str) -> DayPending:
+    """Counts of a day's pending rows, reading only the two columns that tell."""
+    with catalog.open(f"sound_catalog/date={day}/part-0.parquet") as file:
+        table = pq.read_table(file, columns=["status", "error"]).to_pandas()
+    pending = table[table["status"] == "pending"]
+    given_up = pending["error"].fillna("").str.startswith(GAVE_UP)
+    return DayPending(pending=len(pending), given_up=int(given_up.sum()))

@@ -1,0 +1,79 @@
+"""`ml_dataset`: a versioned, leak-free training snapshot of the whole catalog."""
+
+import base64
+import os
+
+from dagster import (
+    AssetExecutionContext,
+    AssetObservation,
+    Config,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from assets.catalog import sound_catalog
+from assets.core.card import PLOTS
+from assets.core.dataset import DatasetConfigError, DatasetSpec
+from assets.core.exports import SnapshotError
+from assets.core.snapshot import build_snapshot, split_frame, total_bytes
+from assets.features import sound_features
+from resources.storage import Storage
+from resources.storage_resource import StorageResource
+
+ENV_DATASET_ROOT = "SOUNDHARVEST_DATASET_ROOT"
+
+
+def dataset_storage() -> Storage:
+    """`$SOUNDHARVEST_DATASET_ROOT` (any fsspec URL), default `data/datasets`."""
+    return Storage(os.environ.get(ENV_DATASET_ROOT, "").strip() or "data/datasets")
+
+
+class DatasetConfig(Config, DatasetSpec):
+    """Selection, splits and exports; every field is documented in docs/ml.md."""
+
+
+@asset(
+    deps=[sound_catalog, sound_features],
+    group_name="ml",
+    kinds={"parquet", "json"},
+    output_required=False,
+)
+def ml_dataset(context: AssetExecutionContext, config: DatasetConfig, storage: StorageResource):
+    """`{DATASET_ROOT}/v=<version>/`: HF Parquet, NeMo JSONL, WebDataset shards, a card and a
+    manifest, with `{DATASET_ROOT}/LATEST` moved only once the snapshot is complete.
+
+    Unchanged input gives the same version and writes nothing. A selection left empty
+    writes nothing, leaves LATEST alone, and says why (an observation, no materialization).
+    """
+    try:
+        spec = DatasetSpec(**config.model_dump()).check()
+    except DatasetConfigError as exc:
+        raise Failure(description=f"ml_dataset config: {exc}") from None
+    out = dataset_storage()
+    try:
+        snapshot = build_snapshot(storage.catalog(), out, spec, log=context.log)
+    except SnapshotError as exc:
+        raise Failure(description=str(exc)) from None
+    if snapshot.version is None:
+        why = snapshot.selection.why_empty()
+        context.log.warning(f"no snapshot written, LATEST left alone: {why}")
+        yield AssetObservation(asset_key="ml_dataset", metadata={"no_snapshot": why})
+        return
+    assert snapshot.manifest is not None and snapshot.plots is not None
+    splits = split_frame(snapshot.manifest)
+    png = base64.b64encode(snapshot.plots[PLOTS["duration"]]).decode()
+    yield MaterializeResult(
+        metadata={
+            "version": snapshot.version,
+            "path": MetadataValue.path(snapshot.uri or ""),
+            "written": snapshot.written,
+            **{f"{split}_clips": int(n) for split, n in splits["clips"].items()},
+            "hours": round(float(splits["hours"].sum()), 4),
+            "bytes": total_bytes(snapshot.manifest),
+            "splits": MetadataValue.md(splits.to_markdown(floatfmt=".4f")),
+            "dropped": MetadataValue.json(snapshot.selection.dropped),
+            "durations": MetadataValue.md(f"![clip durations](data:image/png;base64,{png})"),
+        }
+    )

@@ -1,0 +1,115 @@
+"""`sound_features`: loudness, peak, clipping and silence of every stored clip, per day."""
+
+import time
+
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    BackfillPolicy,
+    Config,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from pydantic import Field
+
+from assets.catalog import sound_catalog
+from assets.core.catalog import read_partition, table_bytes
+from assets.core.features import (
+    HARVEST_STATE,
+    FeatureParams,
+    day_features,
+    features_relpath,
+    features_table,
+)
+from assets.partitions import daily_partitions
+from assets.state import read_state
+from resources.storage import Storage
+from resources.storage_resource import StorageResource
+
+
+class FeaturesConfig(Config):
+    silence_threshold_dbfs: float = Field(
+        -60.0, description="A window whose RMS is below this (dBFS) is silent."
+    )
+    silence_window_ms: float = Field(10.0, description="Length of the silence windows (ms).")
+    clip_threshold_dbfs: float = Field(
+        -0.001, description="A sample at or above this magnitude (dBFS) counts as clipped."
+    )
+    workers: int = Field(2, description="Processes measuring files (1: in the run's process).")
+
+    def params(self) -> FeatureParams:
+        return FeatureParams(**self.model_dump(exclude={"workers"}))
+
+
+@asset(
+    deps=[sound_catalog],
+    partitions_def=daily_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
+    group_name="ml",
+    kinds={"parquet"},
+)
+def sound_features(
+    context: AssetExecutionContext, config: FeaturesConfig, storage: StorageResource
+) -> MaterializeResult:
+    """`{CATALOG_ROOT}/sound_features/date=D/part-0.parquet`: one row per `ok` catalog row,
+    keyed by run_id and sha256, each day replaced atomically.
+
+    Incremental: rows of an earlier run (or of the harvest) with the same file and
+    thresholds are kept; only new files, changed files and changed thresholds are measured.
+    """
+    try:
+        params = config.params()
+    except ValueError as exc:
+        raise Failure(description=f"sound_features config: {exc}") from None
+    catalog = storage.catalog()
+    started = time.monotonic()
+    totals = dict.fromkeys(("files", "kept", "from_harvest", "computed", "errors"), 0)
+    measured_bytes, frames = 0, []
+    for day in context.partition_keys:
+        rows = read_partition(catalog.fs, catalog.root, day)
+        if rows is None:
+            raise Failure(description=f"{day}: no sound_catalog partition: materialize it first")
+        ok = rows.loc[rows["status"] == "ok", ["run_id", "sha256", "uri", "size_bytes"]]
+        result = day_features(
+            ok,
+            _read_features(catalog, features_relpath(day)),
+            read_state(catalog, HARVEST_STATE, day),
+            params,
+            workers=config.workers,
+        )
+        catalog.write_bytes(table_bytes(features_table(result.rows)), features_relpath(day))
+        context.log.info(
+            f"{day}: {len(ok)} files: {result.kept} kept, {result.from_harvest} from the "
+            f"harvest, {result.computed} measured ({result.errors} with an error)"
+        )
+        totals["files"] += len(result.rows)
+        totals["kept"] += result.kept
+        totals["from_harvest"] += result.from_harvest
+        totals["computed"] += result.computed
+        totals["errors"] += result.errors
+        measured_bytes += result.computed_bytes
+        frames.append(result.rows)
+    elapsed = time.monotonic() - started
+    return MaterializeResult(
+        metadata={
+            **totals,
+            "measured_mb": round(measured_bytes / 1e6, 2),
+            "measured_mb_per_s": round(measured_bytes / 1e6 / elapsed, 2),
+            "params": MetadataValue.json(params.__dict__),
+            "preview": _preview(pd.concat(frames, ignore_index=True)),
+        }
+    )
+
+
+def _read_features(catalog: Storage, relpath: str) -> pd.DataFrame | None:
+    if not catalog.exists(relpath):
+        return None
+    with catalog.open(relpath) as file:
+        return pd.read_parquet(file)
+
+
+def _preview(rows: pd.DataFrame) -> MetadataValue:
+    columns = ["run_id", "lufs", "peak_dbfs", "clipped_fraction", "silence_fraction", "error"]
+    return MetadataValue.md(rows[columns].head(10).to_markdown(index=False, floatfmt=".2f"))

@@ -1,0 +1,42 @@
+"""The ML feed benchmark at a tiny size, so it cannot rot. No timing is asserted."""
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))  # bench/ is not an installed package
+    import bench.ml_feed as module
+
+    return module
+
+
+def test_every_figure_comes_out_of_a_real_run(bench, capsys):
+    result = bench.main(["--days", "2", "--runs", "60", "--clips", "2", "--clip-seconds", "0.5"])
+
+    snap = result["snapshot"]
+    assert snap["rows"] == 120 and 0 < snap["clips"] <= snap["ok_rows"] < 120
+    assert sum(snap["counts"].values()) == snap["clips"]
+    assert snap["seconds"] > 0 and snap["peak_rss_mb"] > 0 and snap["files"] >= 4
+    assert list(result["rates"]) == [
+        "sound_features, 1 worker",
+        "sound_features, 2 workers",
+        "embedded HF Parquet",
+        "WebDataset tar",
+    ]
+    assert all(rate > 0 for rate in result["rates"].values()) and result["pool_startup_s"] > 0
+    out = capsys.readouterr().out
+    assert "reference snapshot (HF Parquet + NeMo + card) of 2 days x 60 runs" in out
+    for name in result["rates"]:
+        assert name in out
+
+
+def test_bad_sizes_are_refused_clearly(bench, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--days", "0"])
+    assert exit_.value.code == 2
+    assert "--days: must be at least 1" in capsys.readouterr().err
