@@ -345,9 +345,10 @@ class DayHarvest:
         try:
             if audio.container != WAV_CONTAINER:
                 wav = path.with_suffix(".wav")
-                audio_out = transcode_to_wav(path, wav)
+                transcoded = transcode_to_wav(path, wav)
                 path.unlink()
-                path, size, sha256 = wav, wav.stat().st_size, sha256_file(wav)
+                path, size, sha256 = wav, transcoded.size_bytes, transcoded.sha256
+                audio_out = transcoded.audio
             else:
                 audio_out = audio
         except AudioFileError as exc:
@@ -359,7 +360,11 @@ class DayHarvest:
             except Exception as exc:  # an extra: never a reason to lose the run's file
                 self.log.warning(f"{self.day}: run {outcome.run_id}: on_fresh_file: {exc}")
         relpath = audio_relpath(self.day, outcome.run_id)
-        uri = self.storage.publish_file(str(path), relpath, size=size, sha256=sha256, move=True)
+        # The sha256 was taken as the bytes were written (download or transcoder) to this
+        # private file: publishing checks the size and does not read the file again.
+        uri = self.storage.publish_file(
+            str(path), relpath, size=size, sha256=sha256, move=True, hashed=True
+        )
         path.unlink(missing_ok=True)
         return self._ok_row(outcome.run_id, previous, uri, size, sha256, audio_out, audio.container)
 
