@@ -213,10 +213,16 @@ class Storage:
             self._raise(f"cannot publish {uri}", exc)
         return uri
 
-    def write_bytes(self, data: bytes, relpath: str) -> str:
-        """Atomically replace ``relpath`` with a small in-memory payload; return its URI."""
+    def write_bytes(self, data: bytes, relpath: str, *, if_changed: bool = False) -> str:
+        """Atomically replace ``relpath`` with a small in-memory payload; return its URI.
+
+        ``if_changed=True`` leaves the file alone when it already holds exactly ``data``: a
+        rerun that changed nothing reads a small file instead of writing and syncing it.
+        """
         target, uri = self.path(relpath), self.uri(relpath)
         try:
+            if if_changed and self._holds(target, data):
+                return uri
             if self.is_local():
                 parent, name = os.path.split(target)
                 cutoff = time.time() - STALE_AFTER_S
@@ -284,8 +290,10 @@ class Storage:
         """A binary reader; writes go through ``publish_file`` / ``write_bytes`` only."""
         if mode != "rb":
             raise ValueError(f"Storage.open is read-only (mode 'rb'), got {mode!r}")
+        target = self.path(relpath)
         with self._reading(relpath):
-            return self._open_read(self.path(relpath))
+            self.fs.invalidate_cache(target)  # a listing cached earlier must not answer
+            return self._open_read(target)
 
     def listdir(self, relpath: str = "") -> list[str]:
         """Sorted names in a directory, without dot-files; [] if it does not exist."""
@@ -387,6 +395,17 @@ class Storage:
             _check(uri, size, sha256, nbytes, digest)
         self.fs.put_file(src, target, **self._put_kwargs)
         self._check_remote_size(target, uri, size)
+
+    def _holds(self, target: str, data: bytes) -> bool:
+        """True if ``target`` is a file whose bytes are ``data`` (its size is looked at first)."""
+        try:
+            if self.is_local():
+                with open(target, "rb") as f:
+                    return os.fstat(f.fileno()).st_size == len(data) and f.read() == data
+            self.fs.invalidate_cache(target)
+            return self.fs.size(target) == len(data) and self.fs.cat_file(target) == data
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return False
 
     def _check_remote_size(self, target: str, uri: str, size: int) -> None:
         self.fs.invalidate_cache(target)

@@ -560,6 +560,21 @@ def test_write_bytes_replaces_whole_content(backend: Backend) -> None:
     assert backend.names() == ["cat/date=2024-05-01/part-0.pq"]
 
 
+def test_write_bytes_if_changed_leaves_equal_bytes_alone(backend: Backend) -> None:
+    relpath = "cat/date=2024-05-01/part-0.pq"
+    backend.storage.write_bytes(b"the same bytes", relpath)
+    backend.storage.write_bytes(b"the same bytes", relpath, if_changed=True)
+    if backend.storage.is_local():
+        inode = os.stat(backend.storage.path(relpath)).st_ino
+        backend.storage.write_bytes(b"the same bytes", relpath, if_changed=True)
+        assert os.stat(backend.storage.path(relpath)).st_ino == inode  # not replaced
+    for data in (b"the same bytez", b"longer than the same bytes"):  # equal size, other size
+        backend.storage.write_bytes(data, relpath, if_changed=True)
+        assert backend.storage.read_bytes(relpath) == data
+    backend.storage.write_bytes(b"new", "cat/other.pq", if_changed=True)  # nothing there yet
+    assert backend.names() == ["cat/date=2024-05-01/part-0.pq", "cat/other.pq"]
+
+
 def test_a_write_removes_what_a_killed_write_of_the_same_file_left(tmp_path: Path) -> None:
     storage = Storage(str(tmp_path))
     storage.write_bytes(b"v1", "d/part-0.parquet")

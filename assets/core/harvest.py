@@ -217,6 +217,10 @@ class DayHarvest:
         deadline = None if self.budget_s is None else time.monotonic() + self.budget_s
         self.storage.remove_stale_temporaries(self.day)
         plan = plan_day(run_ids, previous, stored_sizes(self.storage, self.day))
+        if not plan.adopt and not plan.fetch and len(plan.keep) == len(previous):
+            # Every row kept as it was: the saved ledger already says all of it, and a log
+            # line per unchanged day (an event in Dagster's storage) tells nobody anything.
+            return Ledger(plan.keep, None, self.checkpoint_s).frame()
         self.log.info(
             f"{self.day}: {len(run_ids)} runs: {len(plan.keep)} already stored, "
             f"{len(plan.adopt)} to adopt, {len(plan.fetch)} to fetch"
