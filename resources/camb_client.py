@@ -16,8 +16,7 @@ Two HTTP connection pools live as long as the client: one for the API (httpx), w
 the key, and one for downloads (aiohttp: its C parser costs about a quarter of httpx's CPU per
 megabyte, and a day's bytes all pass through it), which never does (httpx would forward
 `x-api-key` across a redirect to the storage host), follows no redirect by itself, and
-connects only where `resources.netguard` allows. Bodies are hashed and written in batches
-of `_WRITE_BATCH` bytes in a worker thread, off the event loop that runs the HTTP work.
+connects only where `resources.netguard` allows.
 """
 
 import asyncio
@@ -30,7 +29,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, ClassVar, Self
+from typing import Any, ClassVar, Self
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -66,7 +65,6 @@ _FAILED_STATES = frozenset(
 )
 _CHUNK = 64 * 1024
 _READ_BUFFER = 1 << 20  # aiohttp's read buffer per download (its default is 64 KiB)
-_WRITE_BATCH = 1 << 20  # bytes hashed and written per trip to a worker thread
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _TOO_SHORT = ("too_short", "value_error.list.min_items")  # FastAPI on pydantic 2, on pydantic 1
 
@@ -631,58 +629,22 @@ class _Day:
         encoding = response.headers.get("content-encoding", "identity").strip().lower()
         if encoding in ("", "identity") and expected is not None and expected > cap:
             raise _DownloadRefused(f"announced {expected} bytes, more than the cap of {cap}")
+        digest = hashlib.sha256()
         size = received = 0
+        # Hashed and written on the event loop, as aiohttp hands the chunks over: a worker
+        # thread per 1 MiB batch cost more CPU (the join, the hop) and gained no wall time
+        # (bench/README.md, phase 2).
         with dest.open("wb") as out:
-            sink = _HashingSink(out)
             async for raw, chunk in _decoded(response.content.iter_any(), encoding):
                 received += raw
                 size += len(chunk)
                 if size > cap:
                     raise _DownloadRefused(f"more than the cap of {cap} bytes")
-                await sink.add(chunk)
-            await sink.flush()
+                digest.update(chunk)
+                out.write(chunk)
         if expected is not None and received != expected:
             raise httpx.RemoteProtocolError(f"body of {received} bytes, {expected} announced")
-        return size, sink.hexdigest()
-
-
-class _HashingSink:
-    """A body's bytes, hashed and written in batches of `_WRITE_BATCH` in a worker thread, so
-    the event loop goes on with the other downloads meanwhile (sha256 and write release the
-    GIL). A cancelled download still waits for the batch in hand: the file stays open until
-    no thread writes to it."""
-
-    def __init__(self, out: BinaryIO) -> None:
-        self._out = out
-        self._digest = hashlib.sha256()
-        self._batch: list[bytes] = []
-        self._batched = 0
-
-    async def add(self, chunk: bytes) -> None:
-        self._batch.append(chunk)
-        self._batched += len(chunk)
-        if self._batched >= _WRITE_BATCH:
-            await self.flush()
-
-    async def flush(self) -> None:
-        if not self._batch:
-            return
-        data = b"".join(self._batch)
-        self._batch.clear()
-        self._batched = 0
-        work = asyncio.get_running_loop().run_in_executor(None, self._take, data)
-        try:
-            await asyncio.shield(work)
-        except asyncio.CancelledError:
-            await asyncio.wait([work])
-            raise
-
-    def _take(self, data: bytes) -> None:
-        self._digest.update(data)
-        self._out.write(data)
-
-    def hexdigest(self) -> str:
-        return self._digest.hexdigest()
+        return size, digest.hexdigest()
 
 
 def _as_httpx_error(exc: Exception) -> httpx.TransportError:
