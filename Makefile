@@ -3,12 +3,13 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+SITE    = $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 # Test processes: most tests wait on sockets, servers and subprocesses, so two workers on two
 # cores take the suite from ~11 to ~7 minutes. A file stays on one worker (its fixtures with it).
 TEST_WORKERS ?= 2
 PYTEST  = $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
-.PHONY: install test test-fast test-slow lint format demo bench chaos clean
+.PHONY: install test test-fast test-slow lint format demo bench bench-client chaos clean
 
 install: $(STAMP)
 
@@ -16,7 +17,13 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --python $(BIN)/python --quiet -e '.[dev]'
+	# Bytecode now, once: where PYTHONDONTWRITEBYTECODE is set (containers, CI) every CLI start
+	# would otherwise compile dagster, pandas and the rest from source (~2x the start-up).
+	# uv compiles what it installs; compileall catches a venv that predates this (and our own
+	# packages), and skips whatever is compiled already.
+	$(BIN)/uv pip install --python $(BIN)/python --quiet --compile-bytecode -e '.[dev]'
+	$(BIN)/python -m compileall -q -j 0 $(SITE) pipelines assets resources sandbox bench \
+	|| echo "compileall: files above stay uncompiled (compiled at import instead)"
 	touch $(STAMP)
 
 lint: install
@@ -40,7 +47,11 @@ test-slow: install
 demo: install
 	$(BIN)/python -m pipelines.demo
 
+# The end-to-end figures of issue 9 (~20 min on 2 cores); see bench/README.md.
 bench: install
+	$(BIN)/python -m bench.end_to_end
+
+bench-client: install
 	$(BIN)/python -m bench.client_throughput
 
 # kill -9 chaos at full size (tests/test_chaos.py; `make test` runs a small subset):

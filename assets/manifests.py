@@ -39,8 +39,11 @@ def run_manifest(context: AssetExecutionContext, storage: StorageResource) -> Ma
             context.log.warning(f"{day}: no manifest under {manifests.uri(day)}")
         write_manifest(state, day, rows)
         rejected = (rows["status"] == "rejected").sum()
-        context.log.info(f"{day}: {len(rows)} manifest rows, {rejected} rejected")
+        if rejected or single_day:  # a range's plain days: its metadata counts them
+            context.log.info(f"{day}: {len(rows)} manifest rows, {rejected} rejected")
         return rows
+
+    single_day = len(context.partition_keys) == 1
 
     days = run_days(context.partition_keys, read)
     if days.failed:

@@ -72,7 +72,8 @@ def publish_day(day: str, catalog_store: Storage, audio: Storage, sweep: SweepPo
     if manifest is None or files is None:
         raise DayProblem("materialize run_manifest and sound_files first")
     catalog = mark_given_up(assemble(manifest, files), day, datetime.now(UTC), sweep)
-    catalog_store.write_bytes(parquet_bytes(catalog), catalog_relpath(day))
+    # A rerun that changed nothing finds the same bytes there and writes nothing.
+    catalog_store.write_bytes(parquet_bytes(catalog), catalog_relpath(day), if_changed=True)
     return DayCatalog(catalog, check_day(day, manifest, catalog, audio))
 
 

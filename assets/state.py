@@ -18,18 +18,22 @@ def state_relpath(asset: str, day: str) -> str:
 
 
 def write_manifest(storage: Storage, day: str, rows: pd.DataFrame) -> str:
+    """The validated manifest rows; an unchanged day's file is left as it is."""
     table = pa.Table.from_pandas(rows, schema=MANIFEST_SCHEMA, preserve_index=False)
-    return storage.write_bytes(table_bytes(table), state_relpath("run_manifest", day))
+    relpath = state_relpath("run_manifest", day)
+    return storage.write_bytes(table_bytes(table), relpath, if_changed=True)
 
 
 def write_files(storage: Storage, day: str, rows: pd.DataFrame) -> str:
     """The files ledger: catalog-shaped rows (without manifest columns) for accepted runs."""
-    return storage.write_bytes(parquet_bytes(rows), state_relpath("sound_files", day))
+    relpath = state_relpath("sound_files", day)
+    return storage.write_bytes(parquet_bytes(rows), relpath, if_changed=True)
 
 
 def read_state(storage: Storage, asset: str, day: str) -> pd.DataFrame | None:
-    relpath = state_relpath(asset, day)
-    if not storage.exists(relpath):
+    """The day's record of `asset`, or None when there is none (one open, no `exists`)."""
+    try:
+        with storage.open(state_relpath(asset, day)) as file:
+            return frame_from_arrow(pq.read_table(file))
+    except FileNotFoundError:
         return None
-    with storage.open(relpath) as file:
-        return frame_from_arrow(pq.read_table(file))

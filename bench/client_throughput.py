@@ -13,52 +13,40 @@ ratio is the peer's runs/s over soundharvest's at its default concurrency.
 
 import argparse
 import asyncio
-import datetime
 import hashlib
-import os
-import platform
-import secrets
-import select
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from itertools import count, islice
 from pathlib import Path
 
 import httpx
 from camb.client import CambAI
 
+from bench.common import (
+    Api,
+    BenchError,
+    format_rows,
+    machine,
+    positive_int,
+    ready_run_ids,
+    run,
+    sandbox_process,
+    seconds,
+    sha256_file,
+)
 from resources.camb_client import BULK_LIMIT, CambClient, ClientSettings, Fetched
-from sandbox import delivered_format, render_audio, run_state
+from sandbox import delivered_format, render_audio
 
 DEFAULT_RUNS = 600
 DEFAULT_LATENCY_S = 0.05
 SPOT_CHECKS = 8  # runs whose bytes are also checked against the sandbox's own rendering
 TIMEOUT_S = 60.0
-STARTUP_TIMEOUT_S = 30.0
 _CHUNK = 64 * 1024
 
 # run id -> (file the peer wrote, sha256 the peer computed while writing it)
 Files = dict[int, tuple[Path, str]]
-
-
-class BenchError(Exception):
-    """The benchmark cannot produce honest numbers (a peer failed or delivered wrong bytes)."""
-
-
-@dataclass(frozen=True)
-class Api:
-    base_url: str  # http://HOST:PORT/apis
-    api_key: str
-
-    @property
-    def origin(self) -> str:
-        return self.base_url.removesuffix("/apis")
 
 
 @dataclass(frozen=True)
@@ -152,31 +140,7 @@ PEERS: dict[str, Peer] = {  # the first is the baseline of the ratios
 }
 
 
-# -- the sandbox in its own process -------------------------------------------------------
-
-
-@contextmanager
-def sandbox_process(latency_s: float) -> Iterator[Api]:
-    """`python -m sandbox` on a free loopback port, stopped (by its own pid) on exit."""
-    api_key = secrets.token_hex(16)
-    command = [sys.executable, "-m", "sandbox", "--host", "127.0.0.1", "--port", "0"]
-    command += ["--api-key", api_key, "--latency", str(latency_s)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        # It prints one line, once it listens; a sandbox that hangs must not hang us.
-        started, _, _ = select.select([process.stdout], [], [], STARTUP_TIMEOUT_S)
-        line = process.stdout.readline().strip() if started else ""
-        if not line.startswith("SANDBOX_URL="):
-            raise BenchError(f"the sandbox did not start within {STARTUP_TIMEOUT_S:g} s")
-        yield Api(line.removeprefix("SANDBOX_URL="), api_key)
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+# -- measuring and checking ---------------------------------------------------------------
 
 
 def _sandbox_api_calls(control: httpx.Client) -> int:
@@ -186,22 +150,6 @@ def _sandbox_api_calls(control: httpx.Client) -> int:
     return calls
 
 
-# -- measuring and checking ---------------------------------------------------------------
-
-
-def ready_run_ids(n: int) -> list[int]:
-    """The first `n` run ids the sandbox serves as ready (a mix of WAV, FLAC and MP3)."""
-    return list(islice((i for i in count(1) if run_state(i) == "ready"), n))
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def verify(peer: str, run_ids: Sequence[int], files: Files) -> dict[int, str]:
     """run id -> sha256 of the file on disk, after checking the peer's own claims."""
     if missing := sorted(set(run_ids) - files.keys()):
@@ -209,7 +157,7 @@ def verify(peer: str, run_ids: Sequence[int], files: Files) -> dict[int, str]:
     hashes = {}
     for run_id in run_ids:
         path, claimed = files[run_id]
-        hashes[run_id] = _sha256_file(path)
+        hashes[run_id] = sha256_file(path)
         if hashes[run_id] != claimed:
             raise BenchError(f"{peer}: run {run_id}'s file does not have the sha256 it reported")
     return hashes
@@ -246,7 +194,8 @@ def measure(
     """
     measured: list[tuple[str, float, int, int]] = []
     reference: tuple[str, dict[int, str]] | None = None  # the first peer and its hashes
-    with sandbox_process(latency_s) as api, httpx.Client(base_url=api.origin) as control:
+    sandbox = sandbox_process("--latency", str(latency_s))
+    with sandbox as api, httpx.Client(base_url=api.origin) as control:
         _warm_up(api, run_ids)
         _sandbox_api_calls(control)
         for peer, fetch in peers.items():
@@ -274,23 +223,10 @@ def measure(
 # -- reporting ----------------------------------------------------------------------------
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_context(runs: int, latency_s: float) -> str:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return (
-        f"date {datetime.date.today().isoformat()}; {cores} cores ({_cpu_model()}); "
-        f"Python {platform.python_version()} on {platform.system()} {platform.release()}\n"
-        f"{runs} ready runs (WAV/FLAC/MP3 mix); sandbox in a subprocess on loopback, "
-        f"API latency {latency_s * 1000:g} ms per call, downloads without latency"
+        f"{machine()}\n{runs} ready runs (WAV/FLAC/MP3 mix); sandbox in a subprocess on "
+        f"loopback, API latency {latency_s * 1000:g} ms per call, downloads without latency"
     )
 
 
@@ -308,41 +244,10 @@ def format_table(rows: Sequence[Row]) -> str:
         )
         for row in rows
     ]
-    widths = [max(len(cells[i]) for cells in [header, *lines]) for i in range(len(header))]
-
-    def render(cells: Sequence[str]) -> str:
-        # The peer name is left-aligned, the numbers right-aligned.
-        padded = (
-            c.rjust(w) if i else c.ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
-        return "  ".join(padded)
-
     total_mb = rows[0].size_bytes / 1e6 if rows else 0.0
-    rule = "  ".join("-" * w for w in widths)
     baseline = rows[0].peer if rows else BASELINE
     footer = f"{total_mb:.1f} MB per peer (1 MB = 10^6 bytes); ratio = runs/s over {baseline}"
-    return "\n".join([render(header), rule, *map(render, lines), footer])
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _latency(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 <= value <= 5:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 5 seconds, not {value}")
-    return value
+    return "\n".join([*format_rows(header, lines), footer])
 
 
 def main(argv: Sequence[str] | None = None) -> list[Row]:
@@ -351,9 +256,9 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
         description="Compare soundharvest's harvest throughput with the vendor SDK and "
         "naive httpx, against the sandbox API in a subprocess.",
     )
-    parser.add_argument("--runs", type=_positive_int, default=DEFAULT_RUNS, help="ready runs")
+    parser.add_argument("--runs", type=positive_int, default=DEFAULT_RUNS, help="ready runs")
     parser.add_argument(
-        "--latency", type=_latency, default=DEFAULT_LATENCY_S, help="seconds per API answer"
+        "--latency", type=seconds, default=DEFAULT_LATENCY_S, help="seconds per API answer"
     )
     args = parser.parse_args(argv)
     print(machine_context(args.runs, args.latency), flush=True)
@@ -363,8 +268,4 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except BenchError as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run(main)

@@ -12,9 +12,11 @@ refused), `CambConfigError` (every call refused the same way), `CambOutageError`
 calls failing); `resources.api_health` states the rule that tells them apart. Retries are
 bounded per call (`RetryPolicy`), per run (`url_refreshes`) and per day (`deadline`).
 
-Two HTTP connection pools live as long as the client: one for the API, which carries the
-key, and one for downloads, which never does (httpx would forward `x-api-key` across a
-redirect to the storage host) and which connects only where `resources.netguard` allows.
+Two HTTP connection pools live as long as the client: one for the API (httpx), which carries
+the key, and one for downloads (aiohttp: its C parser costs about a quarter of httpx's CPU per
+megabyte, and a day's bytes all pass through it), which never does (httpx would forward
+`x-api-key` across a redirect to the storage host), follows no redirect by itself, and
+connects only where `resources.netguard` allows.
 """
 
 import asyncio
@@ -30,12 +32,14 @@ from types import TracebackType
 from typing import Any, ClassVar, Self
 from urllib.parse import urljoin, urlsplit
 
+import aiohttp
 import httpx
+import yarl
 
 from resources.api_health import CallHealth, HealthRule
 from resources.audio_file import AudioFileError, AudioInfo, inspect_audio
 from resources.limits import RequestGate, request_gate
-from resources.netguard import DownloadPolicy, GuardedTransport, UnsafeDownload
+from resources.netguard import DownloadPolicy, GuardedResolver, UnsafeDownload
 from resources.redact import SecretUrl, install_http_log_redaction, redact_text, redact_url
 from resources.retry import (
     RetryableStatus,
@@ -44,6 +48,7 @@ from resources.retry import (
     describe_failure,
     error_detail,
     raise_for_retryable,
+    retryable_status,
 )
 
 log = logging.getLogger(__name__)
@@ -59,6 +64,8 @@ _FAILED_STATES = frozenset(
     {"ERROR", "FAILED", "FAILURE", "TIMEOUT", "CANCELLED", "CANCELED", "REVOKED", "REJECTED"}
 )
 _CHUNK = 64 * 1024
+_READ_BUFFER = 1 << 20  # aiohttp's read buffer per download (its default is 64 KiB)
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _TOO_SHORT = ("too_short", "value_error.list.min_items")  # FastAPI on pydantic 2, on pydantic 1
 
 
@@ -245,16 +252,11 @@ class CambClient:
             limits=limits,
             follow_redirects=False,
         )
-        # No key, no automatic redirects, no proxies, identity bodies: the download pool
-        # talks to storage hosts only, and only to those the policy allows.
+        # No key, no automatic redirects, no proxies, no cookies, identity bodies: the
+        # download pool talks to storage hosts only, and only to those the policy allows.
+        # It is opened on the harvest's event loop (aiohttp binds a session to one loop).
         self.download_policy = DownloadPolicy(settings.download_allow_hosts)
-        self.downloads = httpx.AsyncClient(
-            headers={"user-agent": USER_AGENT, "accept-encoding": "identity"},
-            timeout=timeout,
-            transport=GuardedTransport(self.download_policy, limits=limits),
-            follow_redirects=False,
-            trust_env=False,
-        )
+        self._downloads: aiohttp.ClientSession | None = None
         # The docs say the bulk endpoint takes one to five ids; if the API says otherwise
         # (a 422 for a lone id), lone ids go to the single-result endpoint from then on.
         self.lone_ids_to_single = False
@@ -270,7 +272,33 @@ class CambClient:
         tb: TracebackType | None,
     ) -> None:
         await self.api.aclose()
-        await self.downloads.aclose()
+        if self._downloads is not None:
+            await self._downloads.close()
+
+    @property
+    def downloads(self) -> aiohttp.ClientSession:
+        """The download pool, opened on first use."""
+        if self._downloads is None:
+            settings = self.settings
+            connector = aiohttp.TCPConnector(
+                limit=0,  # the request gate bounds the requests in flight, downloads included
+                resolver=GuardedResolver(self.download_policy),
+                ssl=httpx.create_ssl_context(trust_env=False),  # the same CAs as the API pool
+            )
+            self._downloads = aiohttp.ClientSession(
+                connector=connector,
+                headers={"user-agent": USER_AGENT, "accept-encoding": "identity"},
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    connect=settings.connect_timeout_s,
+                    sock_read=settings.read_timeout_s,
+                ),
+                auto_decompress=False,  # `_decoded` inflates, within the byte cap
+                trust_env=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                read_bufsize=_READ_BUFFER,
+            )
+        return self._downloads
 
     async def harvest(
         self, run_ids: Iterable[int], workdir: Path, *, deadline: float | None = None
@@ -564,33 +592,50 @@ class _Day:
         raise AssertionError("unreachable: tenacity reraises the last error")
 
     async def _stream_to_file(self, url: SecretUrl, dest: Path) -> tuple[int, str]:
-        """GET the URL into `dest`, hashing on the way; follows redirects the policy allows."""
+        """GET the URL into `dest`, hashing on the way; follows redirects the policy allows.
+
+        aiohttp's errors become httpx's (`_as_httpx_error`), so retries and reasons treat a
+        download's trouble as they treat an API call's.
+        """
         target = url.value
         for _ in range(MAX_REDIRECTS + 1):
             self.client.download_policy.check_url(target)
-            async with self.client.downloads.stream("GET", target) as response:
-                if response.is_redirect and "location" in response.headers:
-                    target = urljoin(target, response.headers["location"])
-                    continue
-                if response.status_code in (401, 403, 404, 410):
-                    raise _UrlExpired(f"storage answered HTTP {response.status_code}")
-                raise_for_retryable(response, "download")
-                if response.status_code != 200:
-                    raise _DownloadRefused(f"storage answered HTTP {response.status_code}")
-                return await self._write_body(response, dest)
+            try:
+                # encoded=True: the presigned query is sent as signed, never re-quoted.
+                async with self.client.downloads.get(
+                    yarl.URL(target, encoded=True), allow_redirects=False
+                ) as response:
+                    status, headers = response.status, response.headers
+                    log.debug("download GET %s: HTTP %d", redact_url(target), status)
+                    if status in _REDIRECTS and "location" in headers:
+                        target = urljoin(target, headers["location"])
+                        continue
+                    if status in (401, 403, 404, 410):
+                        raise _UrlExpired(f"storage answered HTTP {status}")
+                    retryable_status(status, headers.get("retry-after"), "download")
+                    if status != 200:
+                        raise _DownloadRefused(f"storage answered HTTP {status}")
+                    return await self._write_body(response, dest)
+            except aiohttp.InvalidURL:  # e.g. a legacy numeric IPv4 host (2130706433)
+                raise _DownloadRefused(f"download URL {redact_url(target)} is invalid") from None
+            except (aiohttp.ClientError, aiohttp.ServerTimeoutError) as exc:
+                raise _as_httpx_error(exc) from None  # aiohttp's text may hold the URL
         raise _DownloadRefused(f"more than {MAX_REDIRECTS} redirects")
 
-    async def _write_body(self, response: httpx.Response, dest: Path) -> tuple[int, str]:
+    async def _write_body(self, response: aiohttp.ClientResponse, dest: Path) -> tuple[int, str]:
         cap = self.settings.max_download_bytes
         announced = response.headers.get("content-length", "")
         expected = int(announced) if announced.isdigit() else None  # bytes on the wire
-        identity = response.headers.get("content-encoding", "identity") == "identity"
-        if identity and expected is not None and expected > cap:
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        if encoding in ("", "identity") and expected is not None and expected > cap:
             raise _DownloadRefused(f"announced {expected} bytes, more than the cap of {cap}")
         digest = hashlib.sha256()
         size = received = 0
+        # Hashed and written on the event loop, as aiohttp hands the chunks over: a worker
+        # thread per 1 MiB batch cost more CPU (the join, the hop) and gained no wall time
+        # (bench/README.md, phase 2).
         with dest.open("wb") as out:
-            async for raw, chunk in _decoded(response):
+            async for raw, chunk in _decoded(response.content.iter_any(), encoding):
                 received += raw
                 size += len(chunk)
                 if size > cap:
@@ -602,22 +647,36 @@ class _Day:
         return size, digest.hexdigest()
 
 
-async def _decoded(response: httpx.Response) -> AsyncIterator[tuple[int, bytes]]:
+def _as_httpx_error(exc: Exception) -> httpx.TransportError:
+    """The httpx error that names an aiohttp download failure, without its text (a URL)."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return httpx.ConnectTimeout("connecting to the storage host timed out")
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        return httpx.ReadTimeout("the storage host stopped sending")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return httpx.ConnectError("cannot connect to the storage host")
+    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientResponseError):
+        return httpx.RemoteProtocolError(f"a malformed answer ({type(exc).__name__})")
+    return httpx.ReadError(f"the connection failed ({type(exc).__name__})")
+
+
+async def _decoded(
+    raw_chunks: AsyncIterator[bytes], encoding: str
+) -> AsyncIterator[tuple[int, bytes]]:
     """(raw bytes read, decoded bytes) of a body, decoding at most `_CHUNK` bytes at a time.
 
-    httpx would inflate a whole network chunk at once (a gzip bomb's 64 KiB can be 64 MiB);
-    here the byte cap is checked between slices, so a bomb costs no more memory than audio.
+    A gzip bomb's 64 KiB can inflate to 64 MiB; here the byte cap is checked between
+    slices, so a bomb costs no more memory than audio.
     """
-    encoding = response.headers.get("content-encoding", "identity").strip().lower()
     if encoding in ("", "identity"):
-        async for raw in response.aiter_raw():
+        async for raw in raw_chunks:
             yield len(raw), raw
         return
     if encoding not in ("gzip", "x-gzip", "deflate"):
         raise _DownloadRefused(f"storage sent an unsupported Content-Encoding: {encoding[:40]}")
     inflate = zlib.decompressobj(wbits=zlib.MAX_WBITS | 32)  # gzip or zlib header
     try:
-        async for raw in response.aiter_raw():
+        async for raw in raw_chunks:
             data, read = raw, len(raw)
             while True:
                 chunk = inflate.decompress(data, _CHUNK)

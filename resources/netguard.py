@@ -8,26 +8,27 @@ named in `CAMB_DOWNLOAD_ALLOW_HOSTS` (compared by name, e.g. the sandbox's `127.
 private MinIO) is exempt from both rules.
 
 The address rule is enforced where the connection is made, not on the URL: the download
-pool's network backend resolves the name once, vets every address, and connects to a vetted
-address only. A name that resolves to a public address when checked and to 127.0.0.1 when
-connected (DNS rebinding) therefore gets nowhere; TLS still verifies the certificate against
-the name. The download client ignores proxy variables (`trust_env=False`): a proxy would
-connect on our behalf, past this guard.
+pool's resolver (`GuardedResolver`, aiohttp's extension point for how names become the
+addresses its connector connects to) resolves the name once and vets every address, and
+the connector connects to those vetted addresses only. A name that resolves to a public
+address when checked and to 127.0.0.1 when connected (DNS rebinding) therefore gets
+nowhere; TLS still verifies the certificate against the name. aiohttp never asks the
+resolver about an IP literal: `DownloadPolicy.check_url` vets those before each request
+and each redirect hop. The download session ignores proxy variables (`trust_env=False`): a
+proxy would connect on our behalf, past this guard.
 """
 
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import anyio
-import httpcore
-import httpx
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from resources.redact import redact_url
 
-Resolver = Callable[[str, int], Awaitable[list[str]]]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
@@ -78,6 +79,13 @@ class DownloadPolicy:
             return  # a name: its addresses are vetted when connecting
         self.check_address(host, literal)
 
+    def vet(self, host: str, addresses: Sequence[str]) -> None:
+        """Refuse `host` unless it resolved to addresses that are all allowed."""
+        if not addresses:
+            raise UnsafeDownload(f"download host {host} resolves to no address")
+        for address in addresses:
+            self.check_address(host, ipaddress.ip_address(address.split("%")[0]))
+
     def check_address(self, host: str, address: IPAddress) -> None:
         kind = unsafe_kind(address)
         if kind is not None:
@@ -88,86 +96,22 @@ class DownloadPolicy:
             )
 
 
-async def _getaddrinfo(host: str, port: int) -> list[str]:
-    infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))  # unique, in order
+class GuardedResolver(AbstractResolver):
+    """aiohttp's resolver for the download pool: a host the policy does not exempt gets its
+    addresses only if every one of them is allowed (one bad address refuses the name: no
+    mixed answers); the connector then connects to exactly these addresses."""
 
-
-class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """An httpcore network backend that connects only to addresses the policy allows."""
-
-    def __init__(
-        self,
-        policy: DownloadPolicy,
-        *,
-        resolve: Resolver = _getaddrinfo,
-        inner: httpcore.AsyncNetworkBackend | None = None,
-    ) -> None:
+    def __init__(self, policy: DownloadPolicy, inner: AbstractResolver | None = None) -> None:
         self._policy = policy
-        self._resolve = resolve
-        self._inner = inner or httpcore.AnyIOBackend()
+        self._inner = inner or aiohttp.ThreadedResolver()
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        def connect(address: str) -> Awaitable[httpcore.AsyncNetworkStream]:
-            return self._inner.connect_tcp(
-                address, port, timeout=timeout, local_address=local_address,
-                socket_options=socket_options,
-            )  # fmt: skip
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self._inner.resolve(host, port, family)
+        if not self._policy.allows(host):
+            self._policy.vet(host, [result["host"] for result in found])
+        return found
 
-        if self._policy.allows(host):
-            return await connect(host)
-        try:
-            with anyio.fail_after(timeout):
-                addresses = await self._resolve(host, port)
-        except TimeoutError:
-            raise httpcore.ConnectTimeout(f"resolving {host} timed out") from None
-        except OSError as exc:
-            raise httpcore.ConnectError(f"cannot resolve {host}: {exc.strerror or exc}") from None
-        if not addresses:
-            raise httpcore.ConnectError(f"{host} resolves to no address")
-        for address in addresses:  # one bad address refuses the name: no mixed answers
-            self._policy.check_address(host, ipaddress.ip_address(address.split("%")[0]))
-        last: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
-        for address in addresses:
-            try:
-                return await connect(address)  # the vetted address, never the name again
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                last = exc
-        assert last is not None
-        raise last
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise UnsafeDownload("downloads never use unix sockets")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
-class GuardedTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport over a pool whose connections go through `GuardedBackend`."""
-
-    def __init__(
-        self, policy: DownloadPolicy, *, limits: httpx.Limits, resolve: Resolver = _getaddrinfo
-    ) -> None:
-        super().__init__(limits=limits, trust_env=False)
-        # httpx takes no network backend, but its pool does (httpcore's extension point for
-        # how connections are made); the pool built above was never opened.
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=GuardedBackend(policy, resolve=resolve),
-        )
+    async def close(self) -> None:
+        await self._inner.close()

@@ -65,6 +65,8 @@ class RedactingFilter(logging.Filter):
 HTTP_LOGGERS = (
     "httpx", "httpcore", "httpcore.connection", "httpcore.http11", "httpcore.http2",
     "httpcore.proxy", "httpcore.socks",
+    "aiohttp", "aiohttp.client", "aiohttp.internal", "aiohttp.access", "aiohttp.server",
+    "aiohttp.web", "aiohttp.websocket",
 )  # fmt: skip
 
 

@@ -85,10 +85,14 @@ def raise_for_retryable(response: httpx.Response, what: str, *, read: bool = Fal
 
     `read`: the body is in hand (not a stream), so its detail goes into the reason.
     """
-    if response.status_code in RETRYABLE_STATUSES:
-        retry_after = parse_retry_after(response.headers.get("retry-after"))
-        detail = error_detail(response) if read else ""
-        raise RetryableStatus(response.status_code, retry_after, what, detail=detail)
+    detail = error_detail(response) if read and response.status_code in RETRYABLE_STATUSES else ""
+    retryable_status(response.status_code, response.headers.get("retry-after"), what, detail)
+
+
+def retryable_status(status: int, retry_after: str | None, what: str, detail: str = "") -> None:
+    """Raise a RetryableStatus for a 429/5xx status (with its Retry-After header's value)."""
+    if status in RETRYABLE_STATUSES:
+        raise RetryableStatus(status, parse_retry_after(retry_after), what, detail=detail)
 
 
 def _is_retryable(exc: BaseException) -> bool:

@@ -10,6 +10,9 @@ raised, leaving a truncated file or object under the final name.
 - Object stores: hash the finished local file first, upload it with ``fs.put_file`` (a
   single PUT, or a multipart upload that becomes visible only on completion), then check the
   stored size with ``fs.info``.
+- A file whose sha256 its writer computed as it wrote it (``publish_file(hashed=True)``: the
+  download, the transcoder) is not hashed again: one hash pass per stored byte, and a local
+  move reads nothing back; its size is still checked.
 
 An S3 endpoint that accepts connections and never answers ends in a ``StorageError``, not a
 hang: S3 clients get connect and read timeouts and a bounded retry count by default
@@ -168,7 +171,14 @@ class Storage:
     # -- writes ---------------------------------------------------------------------------
 
     def publish_file(
-        self, local_src: str, relpath: str, *, size: int, sha256: str, move: bool = False
+        self,
+        local_src: str,
+        relpath: str,
+        *,
+        size: int,
+        sha256: str,
+        move: bool = False,
+        hashed: bool = False,
     ) -> str:
         """Place the finished local file ``local_src`` at ``relpath``; return its URI.
 
@@ -177,17 +187,23 @@ class Storage:
         ``local_src`` is untouched. With ``move=True`` the source is consumed on success: a
         local target on the same filesystem takes it by rename (no second copy), otherwise
         it is copied (or uploaded) and then deleted.
+
+        ``hashed=True`` says that ``sha256`` was computed over these very bytes as they were
+        written to ``local_src``, a private file nothing else writes (a download, a
+        transcoded WAV): the digest is then trusted and only the size is checked (``fstat``),
+        so a move reads nothing back and a copy or upload is not hashed a second time.
         """
         target, uri = self.path(relpath), self.uri(relpath)
+        expected = None if hashed else sha256  # the digest still to check, if any
         try:
             if not self.is_local():
-                self._upload(local_src, target, uri, size, sha256)
-            elif move and self._move_local(local_src, target, uri, size, sha256):
+                self._upload(local_src, target, uri, size, expected)
+            elif move and self._move_local(local_src, target, uri, size, expected):
                 return uri  # renamed: the source is already gone
             else:
                 with open(local_src, "rb") as src:
                     chunks = iter(lambda: src.read(_CHUNK), b"")
-                    self._write_local(chunks, target, uri, size, sha256)
+                    self._write_local(chunks, target, uri, size, expected)
             if move:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(local_src)
@@ -197,10 +213,16 @@ class Storage:
             self._raise(f"cannot publish {uri}", exc)
         return uri
 
-    def write_bytes(self, data: bytes, relpath: str) -> str:
-        """Atomically replace ``relpath`` with a small in-memory payload; return its URI."""
+    def write_bytes(self, data: bytes, relpath: str, *, if_changed: bool = False) -> str:
+        """Atomically replace ``relpath`` with a small in-memory payload; return its URI.
+
+        ``if_changed=True`` leaves the file alone when it already holds exactly ``data``: a
+        rerun that changed nothing reads a small file instead of writing and syncing it.
+        """
         target, uri = self.path(relpath), self.uri(relpath)
         try:
+            if if_changed and self._holds(target, data):
+                return uri
             if self.is_local():
                 parent, name = os.path.split(target)
                 cutoff = time.time() - STALE_AFTER_S
@@ -268,8 +290,10 @@ class Storage:
         """A binary reader; writes go through ``publish_file`` / ``write_bytes`` only."""
         if mode != "rb":
             raise ValueError(f"Storage.open is read-only (mode 'rb'), got {mode!r}")
+        target = self.path(relpath)
         with self._reading(relpath):
-            return self._open_read(self.path(relpath))
+            self.fs.invalidate_cache(target)  # a listing cached earlier must not answer
+            return self._open_read(target)
 
     def listdir(self, relpath: str = "") -> list[str]:
         """Sorted names in a directory, without dot-files; [] if it does not exist."""
@@ -336,16 +360,19 @@ class Storage:
             raise
         _fsync_dir(parent)
 
-    def _move_local(self, src: str, target: str, uri: str, size: int, sha256: str) -> bool:
-        """Verify ``src`` and rename it onto ``target``; False if they are on different
-        filesystems (the caller then copies)."""
+    def _move_local(self, src: str, target: str, uri: str, size: int, sha256: str | None) -> bool:
+        """Verify ``src`` (its size, and its sha256 unless None) and rename it onto
+        ``target``; False if they are on different filesystems (the caller then copies)."""
         parent = os.path.dirname(target)
         os.makedirs(parent, exist_ok=True)
         if os.stat(src).st_dev != os.stat(parent).st_dev:
             return False
         with open(src, "rb") as f:
-            digest, nbytes = _hash_stream(f, _CHUNK)
-            _check(uri, size, sha256, nbytes, digest)
+            if sha256 is None:
+                _check(uri, size, None, os.fstat(f.fileno()).st_size, None)
+            else:
+                digest, nbytes = _hash_stream(f, _CHUNK)
+                _check(uri, size, sha256, nbytes, digest)
             # Private temp files (mkstemp) are 0600: give the published file the usual mode.
             os.fchmod(f.fileno(), _default_file_mode())
             os.fsync(f.fileno())  # data on disk before the name points at it
@@ -358,12 +385,27 @@ class Storage:
         _fsync_dir(parent)
         return True
 
-    def _upload(self, src: str, target: str, uri: str, size: int, sha256: str) -> None:
-        with open(src, "rb") as f:
-            digest, nbytes = _hash_stream(f, _CHUNK)
-        _check(uri, size, sha256, nbytes, digest)
+    def _upload(self, src: str, target: str, uri: str, size: int, sha256: str | None) -> None:
+        """Upload ``src`` after checking its size (and its sha256 unless None)."""
+        if sha256 is None:
+            _check(uri, size, None, os.stat(src).st_size, None)
+        else:
+            with open(src, "rb") as f:
+                digest, nbytes = _hash_stream(f, _CHUNK)
+            _check(uri, size, sha256, nbytes, digest)
         self.fs.put_file(src, target, **self._put_kwargs)
         self._check_remote_size(target, uri, size)
+
+    def _holds(self, target: str, data: bytes) -> bool:
+        """True if ``target`` is a file whose bytes are ``data`` (its size is looked at first)."""
+        try:
+            if self.is_local():
+                with open(target, "rb") as f:
+                    return os.fstat(f.fileno()).st_size == len(data) and f.read() == data
+            self.fs.invalidate_cache(target)
+            return self.fs.size(target) == len(data) and self.fs.cat_file(target) == data
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return False
 
     def _check_remote_size(self, target: str, uri: str, size: int) -> None:
         self.fs.invalidate_cache(target)

@@ -2,11 +2,19 @@
 
 from sandbox.audio import render_audio
 from sandbox.decoy import Decoy, full_backlog
-from sandbox.rules import AudioParams, audio_params, bulk_shape, delivered_format, run_state
+from sandbox.rules import (
+    AudioParams,
+    AudioSizes,
+    audio_params,
+    bulk_shape,
+    delivered_format,
+    run_state,
+)
 from sandbox.server import Faults, SandboxServer
 
 __all__ = [
     "AudioParams",
+    "AudioSizes",
     "Decoy",
     "Faults",
     "SandboxServer",

@@ -1,6 +1,6 @@
 """Run the sandbox API until SIGINT/SIGTERM.
 
-    python -m sandbox --host 127.0.0.1 --port 0 [--api-key KEY] [fault flags...]
+    python -m sandbox --host 127.0.0.1 --port 0 [--api-key KEY] [--audio-mb 0.5-1.5] [faults...]
 
 Prints exactly one line, `SANDBOX_URL=http://HOST:PORT/apis`, on stdout once it listens.
 Per-run faults repeat: `--result-error 1059:500 --result-error 1060:404 --expired-run 1061`.
@@ -14,7 +14,16 @@ import signal
 import sys
 import threading
 
+from sandbox.audio import serve_sizes
+from sandbox.rules import AudioSizes
 from sandbox.server import Faults, SandboxServer
+
+
+def _audio_sizes(text: str) -> AudioSizes:
+    try:
+        return AudioSizes.parse_mb(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,10 +34,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
     parser.add_argument("--api-key", help="required key; without it any non-empty key passes")
     parser.add_argument("--access-log", action="store_true", help="log every request")
+    parser.add_argument(
+        "--audio-mb",
+        type=_audio_sizes,
+        help="size of each run's decoded audio, MB: '50', or a range spread over the runs "
+        "like '0.5-1.5' (default: the rules' short clips)",
+    )
     faults = parser.add_argument_group("faults")
     defaults = Faults()
     for flag, name, kind in (
         ("--latency", "latency_s", float),
+        ("--download-latency", "download_latency_s", float),
         ("--throttle-rate", "throttle_rate", float),
         ("--retry-after", "retry_after", str),
         ("--server-error-rate", "server_error_rate", float),
@@ -66,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     args = vars(parser.parse_args(argv))
     host, port, api_key = args.pop("host"), args.pop("port"), args.pop("api_key")
     access_log = args.pop("access_log")
+    serve_sizes(args.pop("audio_mb"))
     for name in ("result_errors", "bulk_errors"):
         args[name] = dict(args[name])
     try:

@@ -2,13 +2,20 @@
 
 import functools
 import io
-import math
+import struct
 from dataclasses import dataclass
 
 import numpy as np
 import soundfile as sf
 
-from sandbox.rules import AudioFormat, audio_params, delivered_format
+from sandbox.rules import (
+    PARAMS_PERIOD,
+    AudioFormat,
+    AudioParams,
+    AudioSizes,
+    audio_params,
+    delivered_format,
+)
 
 
 @dataclass(frozen=True)
@@ -22,10 +29,6 @@ FORMATS: dict[AudioFormat, FormatInfo] = {
     "FLAC": FormatInfo("flac", "audio/flac"),
     "MP3": FormatInfo("mp3", "audio/mpeg"),
 }
-
-# audio_params and delivered_format only look at run_id modulo these numbers, so two runs
-# this far apart get the same parameters.
-PARAMS_PERIOD = math.lcm(5, 10, 7, 3, 9, 2)
 
 # Bounded: a WAV can reach ~1.3 MB (48 kHz, stereo, float, 3.5 s), so this caps the cache
 # near 100 MB in the worst case while keeping repeated fetches of a run free.
@@ -41,12 +44,15 @@ def _noise() -> np.ndarray:
     return rng.standard_normal(_NOISE_SPAN + _MAX_SAMPLES, dtype=np.float32)
 
 
-def _signal(run_id: int) -> np.ndarray:
-    """(frames, channels) float32 samples: a tone whose pitch follows the run id, plus noise."""
-    params = audio_params(run_id)
-    t = np.arange(params.frames, dtype=np.float32) / np.float32(params.sample_rate)
+def _signal(run_id: int, params: AudioParams, frames: int | None = None) -> np.ndarray:
+    """(frames, channels) float32 samples: a tone whose pitch follows the run id, plus noise.
+
+    `frames` defaults to the whole run; fewer give its opening (sized runs repeat it).
+    """
+    frames = params.frames if frames is None else frames
+    t = np.arange(frames, dtype=np.float32) / np.float32(params.sample_rate)
     base_hz = 220.0 * 2.0 ** ((run_id % 24) / 12)  # a two-octave scale
-    data = np.empty((params.frames, params.channels), dtype=np.float32)
+    data = np.empty((frames, params.channels), dtype=np.float32)
     for ch in range(params.channels):
         data[:, ch] = np.sin(np.float32(2 * np.pi * base_hz * (1 + 0.5 * ch)) * t)
     data *= np.float32(0.4)
@@ -55,38 +61,104 @@ def _signal(run_id: int) -> np.ndarray:
     start = (run_id * 7919) % _NOISE_SPAN
     data += np.float32(0.02) * _noise()[start : start + data.size].reshape(data.shape)
     # Short fades so lossy codecs and listeners get no click at the edges.
-    fade = min(params.frames // 2, params.sample_rate // 100)
+    fade = min(frames // 2, params.sample_rate // 100)
     ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)[:, None]
     data[:fade] *= ramp
     data[len(data) - fade :] *= ramp[::-1]
     return data
 
 
-def _encode(run_id: int) -> bytes:
-    params = audio_params(run_id)
+def _encode(run_id: int, sizes: AudioSizes | None = None) -> bytes:
+    params = audio_params(run_id, sizes)
     fmt = delivered_format(run_id)
+    if sizes is None:
+        data = _signal(run_id, params)
+    else:
+        # Sized runs can last minutes: their first second repeats, which costs a copy
+        # instead of a sine per sample.
+        second = _signal(run_id, params, min(params.frames, params.sample_rate))
+        if fmt == "WAV":
+            return _pcm_wav(second, params)
+        data = np.resize(second, (params.frames, params.channels))
     buf = io.BytesIO()
-    sf.write(buf, _signal(run_id), params.sample_rate, format=fmt, subtype=params.subtype)
+    sf.write(buf, data, params.sample_rate, format=fmt, subtype=params.subtype)
     return _clear_peak_timestamp(buf.getvalue()) if fmt == "WAV" else buf.getvalue()
 
 
 @functools.lru_cache(maxsize=PARAMS_PERIOD // 9 + 1)  # every MP3 template: ~1 MB in all
-def _mp3_template(key: int) -> bytes:
-    return _encode(key)
+def _mp3_template(key: int, sizes: AudioSizes | None = None) -> bytes:
+    return _encode(key, sizes)
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
-def render_audio(run_id: int) -> bytes:
+def _render_default(run_id: int) -> bytes:
+    return _render(run_id, None)
+
+
+def _render(run_id: int, sizes: AudioSizes | None) -> bytes:
+    if delivered_format(run_id) != "MP3":
+        return _encode(run_id, sizes)
+    # An MP3 encode takes ~30 ms, ten times a WAV: MP3 runs share the samples of their run
+    # id modulo PARAMS_PERIOD (same parameters), and a tag makes each run's bytes its own.
+    return _id3_tag(run_id) + _mp3_template(run_id % PARAMS_PERIOD, sizes)
+
+
+def render_audio(run_id: int, sizes: AudioSizes | None = None) -> bytes:
     """The bytes the sandbox delivers for `run_id`.
 
     Same run id, same bytes, in the container of `delivered_format(run_id)` with the
-    parameters of `audio_params(run_id)`; different runs give different bytes.
+    parameters of `audio_params(run_id, sizes)`; different runs give different bytes.
+    Sized audio is not cached: a sized WAV renders at ~2 ms per MB, and benchmarks fetch
+    thousands of runs or files of many MB, which no cache of a sane size would hold.
     """
-    if delivered_format(run_id) != "MP3":
-        return _encode(run_id)
-    # An MP3 encode takes ~30 ms, ten times a WAV: MP3 runs share the samples of their run
-    # id modulo PARAMS_PERIOD (same parameters), and a tag makes each run's bytes its own.
-    return _id3_tag(run_id) + _mp3_template(run_id % PARAMS_PERIOD)
+    return _render_default(run_id) if sizes is None else _render(run_id, sizes)
+
+
+_served_sizes: AudioSizes | None = None
+
+
+def serve_sizes(sizes: AudioSizes | None) -> None:
+    """The sizes this process's sandbox serves (`--audio-mb`); None for the default rules."""
+    global _served_sizes
+    _served_sizes = sizes
+
+
+def served_audio(run_id: int) -> bytes:
+    """What the sandbox of this process delivers for `run_id` (see `serve_sizes`)."""
+    return render_audio(run_id, _served_sizes)
+
+
+_PCM_TYPES = {"PCM_16": (1, "<i2"), "PCM_24": (1, "<i4"), "FLOAT": (3, "<f4")}
+
+
+def _pcm_wav(opening: np.ndarray, params: AudioParams) -> bytes:
+    """A plain RIFF WAV of `params.frames` frames that repeat `opening`, built with numpy:
+    many times faster than libsndfile writing into a BytesIO, which matters when a
+    benchmark's sandbox serves gigabytes."""
+    tag, dtype = _PCM_TYPES[params.subtype]
+    if tag == 3:
+        samples = opening.astype(dtype)
+    else:
+        scale = float(2 ** (15 if params.subtype == "PCM_16" else 23) - 1)
+        samples = np.clip(opening * scale, -scale, scale).astype(dtype)
+    block = samples.tobytes()
+    if params.subtype == "PCM_24":  # the low three bytes of each little-endian int32
+        block = np.frombuffer(block, np.uint8).reshape(-1, 4)[:, :3].tobytes()
+    channels, frame_bytes = params.channels, len(block) // len(opening)
+    size = params.frames * frame_bytes
+    fmt = struct.pack(
+        "<HHIIHH", tag, channels, params.sample_rate, params.sample_rate * frame_bytes,
+        frame_bytes, 8 * frame_bytes // channels,
+    )  # fmt: skip
+    chunks = b"fmt " + struct.pack("<I", len(fmt)) + fmt
+    if tag == 3:  # formats other than integer PCM carry a fact chunk with the frame count
+        chunks += b"fact" + struct.pack("<II", 4, params.frames)
+    header = b"RIFF" + struct.pack("<I", 4 + len(chunks) + 8 + size) + b"WAVE" + chunks
+    data = bytearray(header + b"data" + struct.pack("<I", size))
+    whole, rest = divmod(size, len(block))
+    data += block * whole
+    data += block[:rest]
+    return bytes(data)
 
 
 def _id3_tag(run_id: int) -> bytes:

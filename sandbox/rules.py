@@ -4,6 +4,8 @@ Pure functions of the run id, so any test can predict what the sandbox will answ
 run without asking it.
 """
 
+import math
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -14,6 +16,13 @@ BulkShape = Literal["output_url", "missing", "null", "status"]
 _SAMPLE_RATES = (16000, 22050, 24000, 44100, 48000)
 _WAV_SUBTYPES = ("PCM_16", "PCM_24", "FLOAT")
 _FLAC_SUBTYPES = ("PCM_16", "PCM_24")
+# Bytes per sample of the PCM a run decodes to (an MP3 decodes to 16-bit PCM).
+_SAMPLE_WIDTHS = {"PCM_16": 2, "PCM_24": 3, "FLOAT": 4, "MPEG_LAYER_III": 2}
+
+# audio_params and delivered_format only look at run_id modulo these numbers, so two runs
+# this far apart get the same parameters (and, with AudioSizes, the same size).
+PARAMS_PERIOD = math.lcm(5, 10, 7, 3, 9, 2)
+_SIZE_STEP = 263  # coprime with PARAMS_PERIOD: consecutive runs spread over the size range
 
 
 @dataclass(frozen=True)
@@ -28,6 +37,42 @@ class AudioParams:
     @property
     def frames(self) -> int:
         return round(self.sample_rate * self.duration_s)
+
+
+@dataclass(frozen=True)
+class AudioSizes:
+    """Audio sizes on request (`python -m sandbox --audio-mb 0.5-1.5`), for benchmarks.
+
+    Each run's duration is chosen so that its decoded PCM (the WAV soundharvest stores)
+    takes between `min_bytes` and `max_bytes`, spread evenly by run id; its state, container,
+    sample rate, channels and subtype follow the rules as always.
+    """
+
+    min_bytes: int
+    max_bytes: int
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_bytes <= self.max_bytes:
+            raise ValueError(
+                f"audio sizes need 0 < min <= max bytes, got {self.min_bytes}..{self.max_bytes}"
+            )
+
+    @classmethod
+    def parse_mb(cls, text: str) -> "AudioSizes":
+        """`"0.5-1.5"` (a range) or `"50"` (one size), in MB of 10^6 bytes."""
+        match = re.fullmatch(r"\s*([0-9.]+)\s*(?:-\s*([0-9.]+)\s*)?", text)
+        try:
+            low = float(match[1]) if match else math.nan
+            high = float(match[2]) if match and match[2] else low
+        except ValueError:
+            low = high = math.nan
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise ValueError(f"audio size must be MB like '50' or '0.5-1.5', not {text!r}")
+        return cls(round(low * 1e6), round(high * 1e6))
+
+    def target_bytes(self, run_id: int) -> int:
+        step = (run_id * _SIZE_STEP) % PARAMS_PERIOD
+        return self.min_bytes + (self.max_bytes - self.min_bytes) * step // (PARAMS_PERIOD - 1)
 
 
 def run_state(run_id: int) -> RunState:
@@ -50,7 +95,8 @@ def delivered_format(run_id: int) -> AudioFormat:
     return "WAV"
 
 
-def audio_params(run_id: int) -> AudioParams:
+def audio_params(run_id: int, sizes: AudioSizes | None = None) -> AudioParams:
+    """What `run_id` decodes to: with `sizes`, a duration that gives the run its size."""
     fmt = delivered_format(run_id)
     if fmt == "WAV":
         subtype = _WAV_SUBTYPES[run_id % 3]
@@ -58,12 +104,12 @@ def audio_params(run_id: int) -> AudioParams:
         subtype = _FLAC_SUBTYPES[run_id % 2]
     else:
         subtype = "MPEG_LAYER_III"
-    return AudioParams(
-        sample_rate=_SAMPLE_RATES[run_id % 5],
-        channels=1 + (run_id // 5) % 2,
-        duration_s=0.5 + (run_id % 7) * 0.5,
-        subtype=subtype,
-    )
+    sample_rate, channels = _SAMPLE_RATES[run_id % 5], 1 + (run_id // 5) % 2
+    duration_s = 0.5 + (run_id % 7) * 0.5
+    if sizes is not None:
+        frame_bytes = channels * _SAMPLE_WIDTHS[subtype]
+        duration_s = max(1, sizes.target_bytes(run_id) // frame_bytes) / sample_rate
+    return AudioParams(sample_rate, channels, duration_s, subtype)
 
 
 def bulk_shape(run_id: int) -> BulkShape:

@@ -60,7 +60,7 @@ from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 
-from sandbox.audio import FORMATS, render_audio
+from sandbox.audio import FORMATS, served_audio
 from sandbox.rules import bulk_shape, delivered_format, run_state
 
 Target = Literal["api", "download"]
@@ -87,6 +87,7 @@ class Faults:
     """What goes wrong, and how often. Shares are drawn from `random.Random(seed)`."""
 
     latency_s: float = 0.0  # delay before every API answer (not downloads)
+    download_latency_s: float = 0.0  # delay before every download's first byte
     throttle_rate: float = 0.0  # share of API requests answered 429
     retry_after: str = "1"  # Retry-After on 429: seconds, or "date:N" for an HTTP date N s ahead
     server_error_rate: float = 0.0  # share of API requests answered 500/502/503
@@ -123,8 +124,9 @@ class Faults:
             raise ValueError("Faults: drop_rate + throttle_rate + server_error_rate exceeds 1")
         if self.drop_rate + self.truncate_rate + self.expire_rate > 1.0:
             raise ValueError("Faults: drop_rate + truncate_rate + expire_rate exceeds 1")
-        if self.latency_s < 0:
-            raise ValueError(f"Faults.latency_s must be >= 0, got {self.latency_s!r}")
+        for name in ("latency_s", "download_latency_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"Faults.{name} must be >= 0, got {getattr(self, name)!r}")
         if self.url_ttl_s <= 0:
             raise ValueError(f"Faults.url_ttl_s must be > 0, got {self.url_ttl_s!r}")
         if not isinstance(self.retry_after, str) or not _RETRY_AFTER.fullmatch(self.retry_after):
@@ -446,7 +448,7 @@ def _origin(request: web.Request) -> str:
 async def _audio(run_id: int) -> bytes:
     # Rendering takes a millisecond or more (the first MP3 of a kind ~30 ms): keep it off
     # the event loop, which serves every other connection meanwhile.
-    return await asyncio.get_running_loop().run_in_executor(None, render_audio, run_id)
+    return await asyncio.get_running_loop().run_in_executor(None, served_audio, run_id)
 
 
 # -- request parsing ------------------------------------------------------------------------
@@ -675,6 +677,8 @@ async def download(request: web.Request) -> web.StreamResponse:
         state.count(download_redirects=1, downloads_with_api_key=has_key)
         raise web.HTTPTemporaryRedirect(redirect.rstrip("/") + request.path_qs)
     state.count(downloads=1, downloads_with_api_key=has_key)
+    if state.faults.download_latency_s:
+        await asyncio.sleep(state.faults.download_latency_s)
     run_id = int(request.match_info["name"].split(".", 1)[0])
     kind = state.next_fault("download")
     if kind is None and run_id in state.faults.expired_runs:

@@ -1,5 +1,7 @@
 """resources.audio_file on real files written by libsndfile, then cut, patched and garbled."""
 
+import dataclasses
+import hashlib
 import struct
 import tracemalloc
 from pathlib import Path
@@ -331,7 +333,7 @@ def test_container_is_read_from_bytes_not_name(tmp_path):
 def test_flac_to_wav_is_sample_exact(tmp_path, subtype, dtype):
     samples = _noise(10007, 2, dtype, seed=7)  # not a multiple of the block size
     src = _write(tmp_path / "in.flac", samples, 44100, subtype=subtype)
-    info = transcode_to_wav(src, tmp_path / "out.wav", block_frames=1000)
+    info = transcode_to_wav(src, tmp_path / "out.wav", block_frames=1000).audio
     assert info == AudioInfo("WAV", 44100, 2, 10007, 10007 / 44100, subtype)
     np.testing.assert_array_equal(_decoded(tmp_path / "out.wav", dtype), samples)
 
@@ -341,7 +343,7 @@ def test_mp3_to_wav_is_pcm16_with_same_rate_and_channels(tmp_path, rate, channel
     frames = rate // 2
     tone = _tone(frames, channels, rate)
     src = _write(tmp_path / "in.mp3", tone, rate, format="MP3")
-    info = transcode_to_wav(src, tmp_path / "out.wav")
+    info = transcode_to_wav(src, tmp_path / "out.wav").audio
     assert (info.container, info.subtype) == ("WAV", "PCM_16")
     assert (info.sample_rate, info.channels) == (rate, channels)
     assert abs(info.frames - frames) <= MP3_SLACK
@@ -363,7 +365,7 @@ def test_hot_mp3_saturates_instead_of_wrapping(tmp_path):
 def test_ogg_to_wav(tmp_path):
     tone = _tone(16000, 2, 32000)
     src = _write(tmp_path / "in.ogg", tone, 32000, format="OGG")
-    info = transcode_to_wav(src, tmp_path / "out.wav", block_frames=4096)
+    info = transcode_to_wav(src, tmp_path / "out.wav", block_frames=4096).audio
     assert (info.subtype, info.sample_rate, info.channels, info.frames) == (
         "PCM_16",
         32000,
@@ -376,7 +378,7 @@ def test_ogg_to_wav(tmp_path):
 def test_float_wav_to_pcm24(tmp_path):
     samples = _noise(3000, 2, "float32") * np.float32(0.9)
     src = _write(tmp_path / "in.wav", samples, 24000, subtype="FLOAT")
-    assert transcode_to_wav(src, tmp_path / "out.wav").subtype == "PCM_24"
+    assert transcode_to_wav(src, tmp_path / "out.wav").audio.subtype == "PCM_24"
     np.testing.assert_allclose(_decoded(tmp_path / "out.wav", "float64"), samples, atol=2**-22)
 
 
@@ -391,6 +393,47 @@ def test_transcode_streams_in_blocks(tmp_path):
         tracemalloc.stop()
     assert peak < samples.nbytes / 8  # numpy reports its buffers to tracemalloc
     np.testing.assert_array_equal(_decoded(tmp_path / "out.wav", "int16"), samples)
+
+
+@pytest.mark.parametrize(
+    ("name", "channels", "kwargs"),
+    [
+        ("mono.flac", 1, {"subtype": "PCM_16"}),
+        ("odd.flac", 1, {"subtype": "PCM_24"}),  # 3-byte frames, odd data size: a pad byte
+        ("three.flac", 3, {"subtype": "PCM_16"}),
+        ("tone.mp3", 2, {"format": "MP3"}),
+        ("tone.ogg", 2, {"format": "OGG"}),
+        ("float.wav", 1, {"subtype": "FLOAT"}),
+    ],
+)
+def test_transcode_hashes_the_wav_it_writes(tmp_path, monkeypatch, name, channels, kwargs):
+    src = _write(tmp_path / name, _tone(10007, channels, 44100), 44100, **kwargs)
+    read_back = []
+    file_digest = hashlib.file_digest
+    monkeypatch.setattr(
+        hashlib, "file_digest", lambda *a, **k: read_back.append(1) or file_digest(*a, **k)
+    )
+    out = transcode_to_wav(src, tmp_path / "out.wav", block_frames=1000)
+    data = (tmp_path / "out.wav").read_bytes()
+    assert (out.size_bytes, out.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+    assert read_back == []  # hashed as written: the header came out as foreseen
+    assert out.audio == inspect_audio(tmp_path / "out.wav")
+
+
+def test_transcode_hash_survives_an_unforeseen_header(tmp_path, monkeypatch):
+    """If the frames decoded are not the frames announced, the file is hashed again."""
+    src = _write(tmp_path / "in.flac", _noise(5000, 2), 44100, subtype="PCM_16")
+    real_inspect = inspect_audio
+
+    def announced_wrong(path):
+        info = real_inspect(path)
+        return info if path != src else dataclasses.replace(info, frames=4000)
+
+    monkeypatch.setattr("resources.audio_file.inspect_audio", announced_wrong)
+    out = transcode_to_wav(src, tmp_path / "out.wav", block_frames=1000)
+    data = (tmp_path / "out.wav").read_bytes()
+    assert (out.size_bytes, out.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+    assert out.audio.frames == 5000
 
 
 def _leftovers(directory: Path, *keep: Path) -> list[str]:

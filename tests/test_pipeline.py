@@ -87,6 +87,33 @@ def test_a_rerun_fetches_nothing_that_is_stored(sandbox, tmp_path):
     pd.testing.assert_series_equal(first.sha256, second.sha256)
 
 
+def test_a_rerun_of_an_unchanged_day_rewrites_no_record(sandbox, tmp_path):
+    """Manifest state, files ledger and catalog keep their inodes: nothing was rewritten."""
+    run_ids = [i for i in range(1240, 1290) if run_state(i) == "ready"][:10]
+    write_manifest(tmp_path / "manifests", DAY, run_ids)
+    storage = local_storage(tmp_path)
+    assert run(sandbox, storage).success
+    catalog = storage.catalog()
+    records = [
+        Path(catalog.path(relpath))
+        for relpath in (
+            state_relpath("run_manifest", DAY),
+            state_relpath("sound_files", DAY),
+            f"sound_catalog/date={DAY}/part-0.parquet",
+        )
+    ]
+    stamps = [(p.stat().st_ino, p.stat().st_mtime_ns) for p in records]
+    sandbox.reset()
+
+    assert run(sandbox, storage).success
+
+    assert [(p.stat().st_ino, p.stat().st_mtime_ns) for p in records] == stamps
+    assert sandbox.stats()["downloads"] == 0
+    write_manifest(tmp_path / "manifests", DAY, [*run_ids, 1239])  # one more run: rewritten
+    assert run(sandbox, storage).success
+    assert all(p.stat().st_ino != stamp[0] for p, stamp in zip(records, stamps, strict=True))
+
+
 def test_files_without_a_record_are_adopted_and_missing_files_fetched(sandbox, tmp_path):
     run_ids = list(range(1300, 1320))
     write_manifest(tmp_path / "manifests", DAY, run_ids)

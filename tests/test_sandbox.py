@@ -24,6 +24,7 @@ import pytest
 import soundfile as sf
 
 from sandbox import (
+    AudioSizes,
     Decoy,
     Faults,
     SandboxServer,
@@ -119,6 +120,45 @@ def test_audio_params_follow_the_documented_rules() -> None:
     assert {audio_params(i).subtype for i in (4, 13)} == {"PCM_16", "PCM_24"}
     with pytest.raises(ValueError, match="99"):
         bulk_shape(99)
+
+
+@pytest.mark.parametrize("fmt", ["WAV", "FLAC", "MP3"])
+def test_sized_audio_keeps_the_rules_and_takes_its_size_from_the_range(fmt: str) -> None:
+    sizes = AudioSizes.parse_mb("0.2-0.4")
+    run_ids = [ready(fmt, start) for start in (1, 100, 200)]
+    pcm_sizes = []
+    for run_id in run_ids:
+        params, default = audio_params(run_id, sizes), audio_params(run_id)
+        assert dataclasses.replace(params, duration_s=default.duration_s) == default
+        width = {"PCM_16": 2, "PCM_24": 3, "FLOAT": 4, "MPEG_LAYER_III": 2}[params.subtype]
+        pcm_sizes.append(params.frames * params.channels * width)
+        data = render_audio(run_id, sizes)
+        assert data == render_audio(run_id, sizes) != render_audio(run_id)
+        info, frames = decode(data)
+        assert (info.format, info.samplerate, info.channels, info.subtype) == (
+            fmt, params.sample_rate, params.channels, params.subtype
+        )  # fmt: skip
+        if fmt != "MP3":  # an MP3's frame count is the decoder's estimate (see audio_file)
+            assert frames == params.frames
+        if fmt == "WAV":  # the WAV is its PCM and a header
+            assert 0 < len(data) - pcm_sizes[-1] <= 64
+    assert all(199_990 <= size <= 400_000 for size in pcm_sizes), pcm_sizes
+    assert len(set(pcm_sizes)) == len(pcm_sizes)  # spread over the range
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("50", (50_000_000, 50_000_000)), ("0.5-1.5", (500_000, 1_500_000)), (" 1 - 2 ", None)],
+)
+def test_audio_sizes_parse_mb(text: str, expected: tuple[int, int] | None) -> None:
+    sizes = AudioSizes.parse_mb(text)
+    assert (sizes.min_bytes, sizes.max_bytes) == (expected or (1_000_000, 2_000_000))
+
+
+@pytest.mark.parametrize("text", ["", "big", "2-1", "0", "1-", "nan"])
+def test_audio_sizes_refuse_what_is_not_a_size(text: str) -> None:
+    with pytest.raises(ValueError, match="audio size"):
+        AudioSizes.parse_mb(text)
 
 
 def test_the_rules_repeat_with_the_period_the_renderer_relies_on() -> None:
@@ -673,17 +713,18 @@ def test_random_download_faults(sb: SandboxServer, api: httpx.Client, http: http
     assert sb.stats()["faults_injected"] == {"expire": 5, "drop": 3}
 
 
-def test_latency_delays_api_answers_but_not_downloads(
-    sb: SandboxServer, api: httpx.Client, http: httpx.Client
+@pytest.mark.parametrize("delayed", ["api", "download"])
+def test_latency_delays_its_own_target_only(
+    sb: SandboxServer, api: httpx.Client, http: httpx.Client, delayed: str
 ) -> None:
     url = file_url(api, ready())
-    sb.set_faults(latency_s=0.3)
-    started = time.perf_counter()
-    assert bulk(api, [1]).status_code == 200
-    assert time.perf_counter() - started >= 0.3
-    started = time.perf_counter()
-    assert http.get(url).status_code == 200
-    assert time.perf_counter() - started < 0.3
+    sb.set_faults(**{"latency_s" if delayed == "api" else "download_latency_s": 0.3})
+    calls = {"api": lambda: bulk(api, [1]), "download": lambda: http.get(url)}
+    for target, call in calls.items():
+        started = time.perf_counter()
+        assert call().status_code == 200
+        took = time.perf_counter() - started
+        assert took >= 0.3 if target == delayed else took < 0.3, (target, took)
 
 
 def test_max_in_flight_counts_concurrent_api_requests(sb: SandboxServer, api: httpx.Client):
@@ -713,13 +754,42 @@ def test_max_in_flight_counts_concurrent_api_requests(sb: SandboxServer, api: ht
     }
 
 
+def test_max_in_flight_counts_api_requests_and_downloads_together(
+    sb: SandboxServer, api: httpx.Client, http: httpx.Client
+) -> None:
+    urls = [file_url(api, ready(start=i)) for i in (1, 30, 60)]
+    sb.set_faults(latency_s=0.4, download_latency_s=0.4)
+    sb.reset_stats()
+    calls = [lambda i=i: bulk(api, [i]).status_code for i in (1, 2)]
+    calls += [lambda url=url: http.get(url).status_code for url in urls]
+    with ThreadPoolExecutor(len(calls)) as pool:
+        codes = list(pool.map(lambda call: call(), calls))
+    assert codes == [200] * 5
+    stats = sb.stats()
+    assert (stats["max_in_flight"], stats["max_in_flight_api"], stats["downloads"]) == (5, 2, 3)
+
+
 # -- the CLI --------------------------------------------------------------------------------
 
 
 @pytest.mark.slow
 def test_cli_prints_its_url_serves_with_http_control_and_stops_on_sigterm() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sandbox", "--port", "0", "--api-key", "k", "--seed", "3"],
+        [
+            sys.executable,
+            "-m",
+            "sandbox",
+            "--port",
+            "0",
+            "--api-key",
+            "k",
+            "--seed",
+            "3",
+            "--audio-mb",
+            "0.1-0.2",
+            "--download-latency",
+            "0.01",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -731,7 +801,10 @@ def test_cli_prints_its_url_serves_with_http_control_and_stops_on_sigterm() -> N
         base = match[1]
         root = base.removesuffix("/apis")
         with httpx.Client(headers={"x-api-key": "k"}, timeout=5) as c:
-            assert c.post(f"{base}/text-to-sound-results", json={"run_ids": [1]}).status_code == 200
+            bulk_answer = c.post(f"{base}/text-to-sound-results", json={"run_ids": [1]})
+            assert bulk_answer.status_code == 200
+            delivered = c.get(bulk_answer.json()["1"]["output_url"]).content
+            assert delivered == render_audio(1, AudioSizes.parse_mb("0.1-0.2"))
             assert c.post(
                 f"{root}/_sandbox/script", json={"target": "api", "kinds": ["503"]}
             ).json()
@@ -740,6 +813,7 @@ def test_cli_prints_its_url_serves_with_http_control_and_stops_on_sigterm() -> N
             assert bad.status_code == 400
             faults = c.post(f"{root}/_sandbox/faults", json={"throttle_rate": 1.0}).json()
             assert (faults["throttle_rate"], faults["seed"]) == (1.0, 3)
+            assert faults["download_latency_s"] == 0.01
             assert c.get(f"{base}/text-to-sound-result/1").status_code == 429
             assert c.post(f"{root}/_sandbox/faults", json={"drop_rate": 7}).status_code == 400
             stats = c.get(f"{root}/_sandbox/stats").json()

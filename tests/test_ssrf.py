@@ -4,18 +4,22 @@ A decoy server that counts accepted connections stands where an attacker would p
 presigned URL or a redirect: on 127.0.0.2, and on another port of 127.0.0.1 reached by the
 name `localhost`. The sandbox hands it out, over http and https, directly and through a
 redirect; the decoy must see zero connections. No test traffic leaves loopback: the unit
-tests of the backend refuse public-looking answers before any connection is made.
+tests of the resolver give public-looking answers to a connector whose sockets refuse to
+connect.
 """
 
 import asyncio
+import errno
 import ipaddress
+import socket
 
-import httpcore
+import aiohttp
 import pytest
+from aiohttp.abc import AbstractResolver
 from client_helpers import harvest, ready_ids, settings_for
 
 from resources.camb_client import Failed, Fetched
-from resources.netguard import DownloadPolicy, GuardedBackend, UnsafeDownload, unsafe_kind
+from resources.netguard import DownloadPolicy, GuardedResolver, UnsafeDownload, unsafe_kind
 from sandbox import Decoy
 
 SANDBOX_HOST = frozenset({"127.0.0.1"})  # the sandbox itself stays allowed, by name
@@ -109,45 +113,69 @@ def test_allowed_hosts_and_public_https_pass_the_url_check():
     assert unsafe_kind(ipaddress.ip_address("2001:4860:4860::8888")) is None
 
 
-class _Recorder(httpcore.AsyncNetworkBackend):
-    """Records where the guarded backend would connect; connects nowhere."""
+class _Answers(AbstractResolver):
+    """A DNS that gives fixed answers (public-looking ones never reach the network)."""
 
-    def __init__(self) -> None:
-        self.connected: list[str] = []
+    def __init__(self, answers: list[str]) -> None:
+        self.answers = answers
+        self.asked: list[str] = []
 
-    async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
-        self.connected.append(host)
-        raise httpcore.ConnectError("recorder: no real connection in this test")
+    async def resolve(self, host, port=0, family=socket.AF_INET):
+        self.asked.append(host)
+        return [
+            {"hostname": host, "host": address, "port": port, "proto": 0,
+             "family": socket.AF_INET6 if ":" in address else socket.AF_INET,
+             "flags": socket.AI_NUMERICHOST | socket.AI_NUMERICSERV}
+            for address in self.answers
+        ]  # fmt: skip
+
+    async def close(self) -> None:
+        pass
 
 
-def _backend(answers: list[str], allow: frozenset[str] = frozenset()):
-    async def resolve(host: str, port: int) -> list[str]:
-        return answers
+def _get(url: str, answers: list[str], allow: frozenset[str] = frozenset()):
+    """GET `url` through the download pool's resolver over `answers`: (error, the addresses a
+    socket was opened for, the names resolved). No socket connects: each is refused."""
+    connected: list[str] = []
 
-    recorder = _Recorder()
-    return GuardedBackend(DownloadPolicy(allow), resolve=resolve, inner=recorder), recorder
+    def recorder(addr_info):
+        connected.append(addr_info[4][0])
+        raise OSError(errno.ECONNREFUSED, "recorder: no real connection in this test")
+
+    async def get():
+        dns = _Answers(answers)
+        resolver = GuardedResolver(DownloadPolicy(allow), inner=dns)
+        connector = aiohttp.TCPConnector(resolver=resolver, socket_factory=recorder)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            try:
+                await session.get(url, allow_redirects=False)
+            except Exception as exc:
+                return exc, connected, dns.asked
+        raise AssertionError("a connection was made")
+
+    return asyncio.run(get())
 
 
 @pytest.mark.parametrize(
     "answers", [["127.0.0.2"], ["93.184.215.14", "127.0.0.1"], ["::ffff:10.1.2.3"], ["fe80::1%lo"]]
 )
 def test_a_name_with_any_unsafe_address_is_refused_without_connecting(answers):
-    backend, recorder = _backend(answers)
-    with pytest.raises(UnsafeDownload):
-        asyncio.run(backend.connect_tcp("storage.rebind.test", 443, timeout=1))
-    assert recorder.connected == []
+    error, connected, _ = _get("https://storage.rebind.test/a.wav", answers)
+    assert isinstance(error, UnsafeDownload)
+    assert connected == []
 
 
-def test_the_backend_connects_to_the_vetted_address_never_to_the_name():
+def test_the_pool_connects_to_the_vetted_addresses_never_to_the_name():
     """What defeats DNS rebinding: no second lookup between the check and the connection."""
-    backend, recorder = _backend(["93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c"])
-    with pytest.raises(httpcore.ConnectError):
-        asyncio.run(backend.connect_tcp("storage.rebind.test", 443, timeout=1))
-    assert recorder.connected == ["93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c"]
+    vetted = ["93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c"]
+    error, connected, asked = _get("https://storage.rebind.test/a.wav", vetted)
+    assert isinstance(error, aiohttp.ClientConnectorError)
+    assert sorted(connected) == sorted(vetted) and asked == ["storage.rebind.test"]
 
 
-def test_an_allowed_host_is_connected_by_name_without_vetting():
-    backend, recorder = _backend(["127.0.0.1"], allow=frozenset({"minio.lan"}))
-    with pytest.raises(httpcore.ConnectError):
-        asyncio.run(backend.connect_tcp("minio.lan", 9000, timeout=1))
-    assert recorder.connected == ["minio.lan"]
+def test_an_allowed_host_is_connected_without_vetting():
+    error, connected, _ = _get(
+        "http://minio.lan:9000/a.wav", ["127.0.0.1"], frozenset({"minio.lan"})
+    )
+    assert isinstance(error, aiohttp.ClientConnectorError)
+    assert connected == ["127.0.0.1"]

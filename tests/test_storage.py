@@ -167,6 +167,26 @@ def test_publish_move_on_same_filesystem_renames(tmp_path: Path) -> None:
     assert Path(uri).read_bytes() == data
 
 
+def test_publish_hashed_move_reads_nothing_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hashed=True: the writer's sha256 is trusted, only the size is checked."""
+    storage = Storage(str(tmp_path / "store"))
+    src, size, digest = _source(tmp_path, _payload(300_000), name=".run.0.tmp")
+    monkeypatch.setattr(
+        "resources.storage._hash_stream", lambda *a: pytest.fail("the file was hashed again")
+    )
+
+    with pytest.raises(VerificationError, match="expected"):
+        storage.publish_file(src, "d/5.wav", size=size + 1, sha256=digest, move=True, hashed=True)
+    assert os.path.getsize(src) == size and storage.listdir("d") == []
+
+    uri = storage.publish_file(src, "d/5.wav", size=size, sha256=digest, move=True, hashed=True)
+
+    assert not os.path.exists(src)
+    assert hashlib.sha256(Path(uri).read_bytes()).hexdigest() == digest
+
+
 def test_publish_move_across_filesystems_copies(tmp_path: Path) -> None:
     if not os.path.isdir("/dev/shm") or os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
         pytest.skip("needs a second filesystem at /dev/shm")
@@ -538,6 +558,21 @@ def test_write_bytes_replaces_whole_content(backend: Backend) -> None:
     assert first == second == backend.storage.uri("cat/date=2024-05-01/part-0.pq")
     assert backend.storage.read_bytes("cat/date=2024-05-01/part-0.pq") == b"v2"
     assert backend.names() == ["cat/date=2024-05-01/part-0.pq"]
+
+
+def test_write_bytes_if_changed_leaves_equal_bytes_alone(backend: Backend) -> None:
+    relpath = "cat/date=2024-05-01/part-0.pq"
+    backend.storage.write_bytes(b"the same bytes", relpath)
+    backend.storage.write_bytes(b"the same bytes", relpath, if_changed=True)
+    if backend.storage.is_local():
+        inode = os.stat(backend.storage.path(relpath)).st_ino
+        backend.storage.write_bytes(b"the same bytes", relpath, if_changed=True)
+        assert os.stat(backend.storage.path(relpath)).st_ino == inode  # not replaced
+    for data in (b"the same bytez", b"longer than the same bytes"):  # equal size, other size
+        backend.storage.write_bytes(data, relpath, if_changed=True)
+        assert backend.storage.read_bytes(relpath) == data
+    backend.storage.write_bytes(b"new", "cat/other.pq", if_changed=True)  # nothing there yet
+    assert backend.names() == ["cat/date=2024-05-01/part-0.pq", "cat/other.pq"]
 
 
 def test_a_write_removes_what_a_killed_write_of_the_same_file_left(tmp_path: Path) -> None:

@@ -38,8 +38,6 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyloudnorm
-import scipy.signal
 import soundfile as sf
 
 from assets.core.catalog import table_bytes, with_nullable_ints
@@ -153,6 +151,12 @@ class Meter:
         self.frames = self.clipped = 0
         self.peak = self.sum_squares = 0.0
         self.clip_level = 10 ** (params.clip_threshold_dbfs / 20)
+        # Imported on use: scipy (through pyloudnorm too) takes about a second of CPU to
+        # import, which every load of the definitions and every harvest paid without them.
+        import pyloudnorm
+        import scipy.signal
+
+        self._sosfilt = scipy.signal.sosfilt
         # pyloudnorm's K-weighting stages (high shelf, then high pass) as second-order
         # sections. `_filters` is not public API: the tests hold the result to the library's
         # own whole-array integrated_loudness, so a change there fails loudly.
@@ -186,7 +190,7 @@ class Meter:
         for power_sum in self.silence.feed(squares.mean(axis=1, keepdims=True, out=power))[:, 0]:
             self._window(power_sum / self.silence.size < self.silence_power, self.silence.size)
         for start in range(0, frames, FILTER_FRAMES):  # small pieces: small filter outputs
-            weighted, self.zi = scipy.signal.sosfilt(
+            weighted, self.zi = self._sosfilt(
                 self.sos, block[start : start + FILTER_FRAMES], axis=0, zi=self.zi
             )
             weighted *= self.gain

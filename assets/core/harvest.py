@@ -217,6 +217,10 @@ class DayHarvest:
         deadline = None if self.budget_s is None else time.monotonic() + self.budget_s
         self.storage.remove_stale_temporaries(self.day)
         plan = plan_day(run_ids, previous, stored_sizes(self.storage, self.day))
+        if not plan.adopt and not plan.fetch and len(plan.keep) == len(previous):
+            # Every row kept as it was: the saved ledger already says all of it, and a log
+            # line per unchanged day (an event in Dagster's storage) tells nobody anything.
+            return Ledger(plan.keep, None, self.checkpoint_s).frame()
         self.log.info(
             f"{self.day}: {len(run_ids)} runs: {len(plan.keep)} already stored, "
             f"{len(plan.adopt)} to adopt, {len(plan.fetch)} to fetch"
@@ -345,9 +349,10 @@ class DayHarvest:
         try:
             if audio.container != WAV_CONTAINER:
                 wav = path.with_suffix(".wav")
-                audio_out = transcode_to_wav(path, wav)
+                transcoded = transcode_to_wav(path, wav)
                 path.unlink()
-                path, size, sha256 = wav, wav.stat().st_size, sha256_file(wav)
+                path, size, sha256 = wav, transcoded.size_bytes, transcoded.sha256
+                audio_out = transcoded.audio
             else:
                 audio_out = audio
         except AudioFileError as exc:
@@ -359,7 +364,11 @@ class DayHarvest:
             except Exception as exc:  # an extra: never a reason to lose the run's file
                 self.log.warning(f"{self.day}: run {outcome.run_id}: on_fresh_file: {exc}")
         relpath = audio_relpath(self.day, outcome.run_id)
-        uri = self.storage.publish_file(str(path), relpath, size=size, sha256=sha256, move=True)
+        # The sha256 was taken as the bytes were written (download or transcoder) to this
+        # private file: publishing checks the size and does not read the file again.
+        uri = self.storage.publish_file(
+            str(path), relpath, size=size, sha256=sha256, move=True, hashed=True
+        )
         path.unlink(missing_ok=True)
         return self._ok_row(outcome.run_id, previous, uri, size, sha256, audio_out, audio.container)
 
