@@ -15,9 +15,7 @@ from dagster import (
 
 from assets.catalog import sound_catalog
 from assets.core.card import PLOTS
-from assets.core.dataset import DatasetConfigError, DatasetSpec
-from assets.core.exports import SnapshotError
-from assets.core.snapshot import build_snapshot, split_frame, total_bytes
+from assets.core.dataset_spec import DatasetConfigError, DatasetSpec
 from assets.features import sound_features
 from resources.storage import Storage
 from resources.storage_resource import StorageResource
@@ -47,6 +45,11 @@ def ml_dataset(context: AssetExecutionContext, config: DatasetConfig, storage: S
     Unchanged input gives the same version and writes nothing. A selection left empty
     writes nothing, leaves LATEST alone, and says why (an observation, no materialization).
     """
+    # The snapshot's machinery (polars and the exporters) loads here, on use, not with the
+    # definitions that every CLI start, code server and daemon loads.
+    from assets.core.exports import SnapshotError
+    from assets.core.snapshot import build_snapshot, split_frame, total_bytes
+
     try:
         spec = DatasetSpec(**config.model_dump()).check()
     except DatasetConfigError as exc:

@@ -33,7 +33,8 @@ import numpy as np
 import pandas as pd
 
 from assets.core.catalog import parquet_bytes, table_bytes
-from assets.core.dataset import DatasetSpec, read_rows, select
+from assets.core.dataset import read_rows, select
+from assets.core.dataset_spec import DatasetSpec
 from assets.core.exports import SnapshotFiles, write_hf, write_webdataset
 from assets.core.features import FeatureParams, Item, features_relpath, features_table, measure_all
 from assets.core.snapshot import build_snapshot

@@ -13,7 +13,7 @@ import webdataset as wds
 import yaml
 
 from assets.core import exports, snapshot
-from assets.core.dataset import SPLITS, DatasetSpec
+from assets.core.dataset_spec import SPLITS, DatasetSpec
 from assets.core.exports import SnapshotError
 from assets.core.snapshot import LATEST, MANIFEST, build_snapshot, read_latest
 from resources.storage import Storage

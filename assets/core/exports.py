@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import soundfile as sf
 import soxr
 
-from assets.core.dataset import DatasetSpec
+from assets.core.dataset_spec import DatasetSpec
 from assets.core.features import METRICS
 from assets.core.stored import open_stored
 from resources.storage import Storage, sha256_file

@@ -27,15 +27,8 @@ from typing import Any
 import pandas as pd
 
 from assets.core.card import PLOTS, card, plots, split_summary, summary_frame
-from assets.core.dataset import (
-    SPLITS,
-    DatasetSpec,
-    Selection,
-    by_split,
-    read_rows,
-    select,
-    snapshot_version,
-)
+from assets.core.dataset import Selection, by_split, read_rows, select, snapshot_version
+from assets.core.dataset_spec import SPLITS, DatasetSpec
 from assets.core.exports import SnapshotError, SnapshotFiles, write_hf, write_nemo, write_webdataset
 from resources.storage import Storage
 
