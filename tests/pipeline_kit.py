@@ -35,8 +35,13 @@ def write_manifest(root: Path, day: str, run_ids: list, extra_lines: str = "") -
 
 
 def resources(sandbox, storage: StorageResource, **camb: object) -> dict:
-    settings = {"base_url": sandbox.base_url, "download_allow_hosts": "127.0.0.1", **camb}
-    return {"camb": CambResource(api_key=SANDBOX_KEY, **settings), "storage": storage}
+    settings = {
+        "api_key": SANDBOX_KEY,
+        "base_url": sandbox.base_url,
+        "download_allow_hosts": "127.0.0.1",
+        **camb,
+    }
+    return {"camb": CambResource(**settings), "storage": storage}
 
 
 def local_storage(tmp_path: Path, audio_root: str | None = None) -> StorageResource:
@@ -54,9 +59,21 @@ def run(sandbox, storage: StorageResource, day: str = DAY, *, camb: dict | None 
     )
 
 
-def run_range(sandbox, storage: StorageResource, first: str, last: str, **kwargs):
+def run_range(
+    sandbox,
+    storage: StorageResource,
+    first: str,
+    last: str,
+    *,
+    assets: list = ASSETS,
+    camb: dict | None = None,
+    **kwargs,
+):
+    """Materialize the days first..last in one run, as a single-run backfill does."""
     tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
-    return materialize(ASSETS, resources=resources(sandbox, storage), tags=tags, **kwargs)
+    return materialize(
+        assets, resources=resources(sandbox, storage, **(camb or {})), tags=tags, **kwargs
+    )
 
 
 def catalog_path(storage: StorageResource, day: str = DAY) -> str:

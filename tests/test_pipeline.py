@@ -10,7 +10,6 @@ from dagster import AssetCheckSeverity, AssetKey, DagsterInstance, materialize
 
 from assets.publish import check_day
 from assets.state import state_relpath
-from resources.camb_resource import CambResource
 from resources.storage import Storage
 from resources.storage_resource import StorageResource
 from sandbox import run_state
@@ -290,13 +289,12 @@ def test_a_day_without_its_manifest_fails_alone(sandbox, tmp_path):
         )
         assert manifest_only.success
 
-    result = materialize(
-        [sound_files, sound_catalog],
-        resources=resources(sandbox, storage),
-        tags={
-            "dagster/asset_partition_range_start": RANGE[0],
-            "dagster/asset_partition_range_end": RANGE[-1],
-        },
+    result = run_range(
+        sandbox,
+        storage,
+        RANGE[0],
+        RANGE[-1],
+        assets=[sound_files, sound_catalog],
         raise_on_error=False,
         instance=instance,
     )
@@ -315,21 +313,9 @@ def test_a_rejected_key_stops_a_range_with_one_message(sandbox, tmp_path, monkey
     monkeypatch.setenv("SOUNDHARVEST_STEP_RETRY_DELAY_S", "0")
     three_days(tmp_path, 2200)
     storage = local_storage(tmp_path)
-    wrong = resources(sandbox, storage) | {
-        "camb": CambResource(
-            api_key="not-the-key-7d1e", base_url=sandbox.base_url, download_allow_hosts="127.0.0.1"
-        )
-    }
+    wrong_key = {"api_key": "not-the-key-7d1e"}
 
-    result = materialize(
-        ASSETS,
-        resources=wrong,
-        tags={
-            "dagster/asset_partition_range_start": RANGE[0],
-            "dagster/asset_partition_range_end": RANGE[-1],
-        },
-        raise_on_error=False,
-    )
+    result = run_range(sandbox, storage, RANGE[0], RANGE[-1], camb=wrong_key, raise_on_error=False)
 
     assert not result.success
     assert not step_events(result, "STEP_UP_FOR_RETRY")  # never retried: it cannot pass

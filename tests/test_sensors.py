@@ -31,7 +31,14 @@ from pipelines.sensors import ManifestListingError, manifest_sensor, pending_swe
 from resources.storage import Storage
 from resources.storage_resource import StorageResource
 
-from pipeline_kit import ASSETS, local_storage, read_catalog, resources, write_manifest
+from pipeline_kit import (
+    ASSETS,
+    local_storage,
+    read_catalog,
+    resources,
+    run_range,
+    write_manifest,
+)
 
 D1, D2, D3 = "2026-10-01", "2026-10-02", "2026-10-03"
 
@@ -315,13 +322,12 @@ def test_a_failed_range_publishes_its_completed_days_with_the_give_up_text(
     for day in (days[0], days[2]):  # the middle day's run_manifest is missing
         materialize([run_manifest], partition_key=day, resources=resources(sandbox, storage))
 
-    result = materialize(
-        [sound_files, sound_catalog],
-        resources=resources(sandbox, storage),
-        tags={
-            "dagster/asset_partition_range_start": days[0],
-            "dagster/asset_partition_range_end": days[-1],
-        },
+    result = run_range(
+        sandbox,
+        storage,
+        days[0],
+        days[-1],
+        assets=[sound_files, sound_catalog],
         raise_on_error=False,
     )
 
