@@ -1,7 +1,6 @@
 """`ml_dataset`: a versioned, leak-free training snapshot of the whole catalog."""
 
 import base64
-import os
 
 from dagster import (
     AssetExecutionContext,
@@ -17,15 +16,7 @@ from assets.catalog import sound_catalog
 from assets.core.card import PLOTS
 from assets.core.dataset_spec import DatasetConfigError, DatasetSpec
 from assets.features import sound_features
-from resources.storage import Storage
 from resources.storage_resource import StorageResource
-
-ENV_DATASET_ROOT = "SOUNDHARVEST_DATASET_ROOT"
-
-
-def dataset_storage() -> Storage:
-    """`$SOUNDHARVEST_DATASET_ROOT` (any fsspec URL), default `data/datasets`."""
-    return Storage(os.environ.get(ENV_DATASET_ROOT, "").strip() or "data/datasets")
 
 
 class DatasetConfig(Config, DatasetSpec):
@@ -54,7 +45,7 @@ def ml_dataset(context: AssetExecutionContext, config: DatasetConfig, storage: S
         spec = DatasetSpec(**config.model_dump()).check()
     except DatasetConfigError as exc:
         raise Failure(description=f"ml_dataset config: {exc}") from None
-    out = dataset_storage()
+    out = storage.datasets()
     try:
         snapshot = build_snapshot(storage.catalog(), out, spec, log=context.log)
     except SnapshotError as exc:

@@ -1,4 +1,4 @@
-"""The Dagster resource naming the three storage roots.
+"""The Dagster resource naming the storage roots.
 
 Each root is any fsspec URL (a local folder, `s3://bucket/prefix`, `gs://...`):
 
@@ -7,6 +7,7 @@ Each root is any fsspec URL (a local folder, `s3://bucket/prefix`, `gs://...`):
 | `SOUNDHARVEST_MANIFEST_ROOT`  | `data/manifests` |
 | `SOUNDHARVEST_AUDIO_ROOT`     | `data/audio`     |
 | `SOUNDHARVEST_CATALOG_ROOT`   | `data/catalog`   |
+| `SOUNDHARVEST_DATASET_ROOT`   | `data/datasets` (where `ml_dataset` writes snapshots) |
 | `SOUNDHARVEST_STORAGE_OPTIONS`| JSON keyed by protocol, e.g. `{"s3": {"endpoint_url": "..."}}` |
 
 Relative local roots are taken from the working directory and stored as absolute URIs.
@@ -26,6 +27,7 @@ class StorageResource(ConfigurableResource):
     manifest_root: str | None = Field(default=None, description="$SOUNDHARVEST_MANIFEST_ROOT")
     audio_root: str | None = Field(default=None, description="$SOUNDHARVEST_AUDIO_ROOT")
     catalog_root: str | None = Field(default=None, description="$SOUNDHARVEST_CATALOG_ROOT")
+    dataset_root: str | None = Field(default=None, description="$SOUNDHARVEST_DATASET_ROOT")
 
     def _open(self, configured: str | None, variable: str, default: str) -> Storage:
         # Storage applies $SOUNDHARVEST_STORAGE_OPTIONS for the URL's protocol itself.
@@ -39,3 +41,6 @@ class StorageResource(ConfigurableResource):
 
     def catalog(self) -> Storage:
         return self._open(self.catalog_root, "SOUNDHARVEST_CATALOG_ROOT", "data/catalog")
+
+    def datasets(self) -> Storage:
+        return self._open(self.dataset_root, "SOUNDHARVEST_DATASET_ROOT", "data/datasets")

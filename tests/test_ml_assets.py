@@ -20,7 +20,7 @@ from assets.core.features import (
     features_relpath,
 )
 from assets.core.snapshot import LATEST
-from assets.dataset import ENV_DATASET_ROOT, ml_dataset
+from assets.dataset import ml_dataset
 from assets.features import sound_features
 from assets.manifests import run_manifest
 from assets.state import state_relpath
@@ -39,7 +39,7 @@ ONE_PROCESS = {"ops": {"sound_features": {"config": {"workers": 1}}}}
 @pytest.fixture
 def dataset_root(tmp_path, monkeypatch) -> Path:
     root = tmp_path / "datasets"
-    monkeypatch.setenv(ENV_DATASET_ROOT, str(root))
+    monkeypatch.setenv("SOUNDHARVEST_DATASET_ROOT", str(root))
     return root
 
 
@@ -217,7 +217,7 @@ def test_on_object_storage_the_harvest_measures_each_fresh_file(
     assert remeasured["lufs"].tolist() == pytest.approx(features["lufs"].tolist())
 
     # The snapshot reads the catalog from the bucket and writes back to it, clips included.
-    monkeypatch.setenv(ENV_DATASET_ROOT, f"{s3_bucket.url}/datasets")
+    monkeypatch.setenv("SOUNDHARVEST_DATASET_ROOT", f"{s3_bucket.url}/datasets")
     config = dataset_config(formats=["hf", "nemo", "webdataset"], drop_silent=False)
     built = metadata_of(
         materialize([ml_dataset], resources=resources, run_config=config), "ml_dataset"
