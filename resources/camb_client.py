@@ -271,9 +271,11 @@ class CambClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.api.aclose()
-        if self._downloads is not None:
-            await self._downloads.close()
+        try:
+            await self.api.aclose()
+        finally:  # the download pool's sockets are closed even if the API pool's close fails
+            if self._downloads is not None:
+                await self._downloads.close()
 
     @property
     def downloads(self) -> aiohttp.ClientSession:

@@ -91,6 +91,7 @@ class RecordingProxy:
         )
 
     def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._session.close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
 
 
