@@ -46,7 +46,7 @@ def sound(seed: int, seconds: float | None = None, kind: str | None = None) -> n
         signal = np.sin(phase) * (0.2 + envelope) + 0.05 * noise
     elif kind == "tremolo":
         signal = np.sin(2 * np.pi * rng.uniform(200, 2000) * t)
-        signal *= (0.6 + 0.4 * np.sin(2 * np.pi * rng.uniform(2, 9) * t + rng.uniform(0, 6)))
+        signal *= 0.6 + 0.4 * np.sin(2 * np.pi * rng.uniform(2, 9) * t + rng.uniform(0, 6))
         signal *= 0.2 + envelope
         signal += 0.02 * noise
     else:  # steady white noise: only its fine time course tells two of them apart
@@ -111,8 +111,9 @@ def prompt_pairs(seed: int = 0) -> tuple[list[tuple[str, str]], list[tuple[str, 
         words = base.split()
         edit = rng.choice(["take", "order", "punct", "adjective", "case", "mixed"])
         if edit in ("take", "mixed"):
-            words += rng.choice([["take", str(rng.randint(1, 9))], [f"#{rng.randint(1, 20)}"],
-                                 [f"(v{rng.randint(2, 5)})"], [f"{rng.randint(1, 9)}"]])  # fmt: skip
+            takes = [["take", str(rng.randint(1, 9))], [f"#{rng.randint(1, 20)}"]]
+            takes += [[f"(v{rng.randint(2, 5)})"], [f"{rng.randint(1, 9)}"]]
+            words += rng.choice(takes)
         if edit in ("order", "mixed"):
             cut = rng.randint(1, len(words) - 1)
             words = words[cut:] + words[:cut]
@@ -133,7 +134,12 @@ def prompt_pairs(seed: int = 0) -> tuple[list[tuple[str, str]], list[tuple[str, 
         s1, s2 = rng.sample(SOUNDS, 2)
         p1, p2 = rng.sample(PLACES, 2)
         negatives.append(
-            rng.choice([(f"{s1} {p1}", f"{s2} {p1}"), (f"{s1} {p1}", f"{s1} {p2}"),
-                        (f"{s1} {p1}", f"{s2} {p2}")])  # fmt: skip
+            rng.choice(
+                [
+                    (f"{s1} {p1}", f"{s2} {p1}"),
+                    (f"{s1} {p1}", f"{s1} {p2}"),
+                    (f"{s1} {p1}", f"{s2} {p2}"),
+                ]
+            )
         )
     return positives, negatives

@@ -105,19 +105,37 @@ def decode(data: bytes) -> np.ndarray:
 
 
 def correlation(a: bytes, b: bytes) -> float:
-    """The best correlation of the two clips' band time courses over lags within
-    ``MAX_LAG_FRAMES`` (overlaps shorter than ``MIN_OVERLAP_FRAMES`` frames do not count)."""
-    x, y = decode(a), decode(b)
-    best = 0.0
-    for lag in range(-MAX_LAG_FRAMES, MAX_LAG_FRAMES + 1):
-        xs, ys = (x[lag:], y) if lag >= 0 else (x, y[-lag:])
-        n = min(len(xs), len(ys))
-        if n < MIN_OVERLAP_FRAMES:
-            continue
-        u, v = _centred(xs[:n]), _centred(ys[:n])
-        norm = math.sqrt(float(np.sum(u * u)) * float(np.sum(v * v)))
-        if norm > 0:
-            best = max(best, float(np.sum(u * v)) / norm)
+    """The best correlation of two clips' fingerprints (``correlations`` of one pair)."""
+    return float(correlations([a, b], np.array([[0, 1]]))[0])
+
+
+def correlations(prints: list[bytes], pairs: np.ndarray, batch: int = 4096) -> np.ndarray:
+    """For each pair (i, j) of ``prints``, the best correlation of the two clips' levels
+    over lags within ``MAX_LAG_FRAMES`` (overlaps shorter than ``MIN_OVERLAP_FRAMES`` frames
+    do not count), each clip's levels centred once (``_centred``); pairs at a time."""
+    lengths = np.array([len(p) // BANDS for p in prints])
+    levels = np.zeros((len(prints), FRAMES + MAX_LAG_FRAMES, BANDS), dtype=np.float32)
+    for at, printed in enumerate(prints):
+        levels[at, : lengths[at]] = _centred(decode(printed))
+    energy = np.zeros((len(prints), levels.shape[1] + 1), dtype=np.float64)
+    energy[:, 1:] = np.cumsum(np.square(levels, dtype=np.float64).sum(axis=2), axis=1)
+    best = np.zeros(len(pairs))
+    for start in range(0, len(pairs), batch):
+        a, b = pairs[start : start + batch, 0], pairs[start : start + batch, 1]
+        for lag in range(-MAX_LAG_FRAMES, MAX_LAG_FRAMES + 1):
+            x, y, shift_x, shift_y = (a, b, lag, 0) if lag >= 0 else (b, a, -lag, 0)
+            overlap = np.minimum(lengths[x] - shift_x, lengths[y] - shift_y)
+            span = levels.shape[1] - shift_x
+            dot = np.einsum("pfb,pfb->p", levels[x, shift_x:], levels[y, :span])
+            norm_x = energy[x, shift_x + np.maximum(overlap, 0)] - energy[x, shift_x]
+            norm_y = energy[y, np.maximum(overlap, 0)]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                value = np.where(
+                    (overlap >= MIN_OVERLAP_FRAMES) & (norm_x > 0) & (norm_y > 0),
+                    dot / np.sqrt(norm_x * norm_y),
+                    0.0,
+                )
+            best[start : start + batch] = np.maximum(best[start : start + batch], value)
     return best
 
 
@@ -182,7 +200,7 @@ def audio_links(
     )
     if not len(candidates):
         return np.empty((0, 2), dtype=np.int64)
-    involved = np.unique(candidates)
-    read = dict(zip(involved.tolist(), fingerprints(index[involved]), strict=True))
-    keep = [correlation(read[a], read[b]) >= threshold for a, b in candidates.tolist()]
-    return index[candidates[np.array(keep, dtype=bool)]].reshape(-1, 2)
+    involved, local = np.unique(candidates, return_inverse=True)
+    prints = fingerprints(index[involved])
+    keep = correlations(prints, local.reshape(-1, 2)) >= threshold
+    return index[candidates[keep]].reshape(-1, 2)
