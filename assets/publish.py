@@ -129,5 +129,6 @@ def check_day(
 def _row_keys(frame: pd.DataFrame) -> list[tuple[str, str]]:
     """(manifest file, task id, else run id) of every row, sorted: equal lists mean one row
     per row (a task id is carried unchanged, while its run id is learnt on the way)."""
-    ids = frame["task_id"].astype("string").fillna(row_keys(frame)).fillna("")
+    task_ids = frame.get("task_id", pd.Series(pd.NA, index=frame.index)).astype("string")
+    ids = task_ids.fillna(row_keys(frame)).fillna("")
     return sorted(zip(frame["manifest"], ids, strict=True))
