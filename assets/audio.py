@@ -1,6 +1,7 @@
 """`sound_files`: each accepted run's audio as a verified WAV file on storage."""
 
 import time
+from datetime import UTC, datetime
 
 import pandas as pd
 from dagster import (
@@ -16,9 +17,9 @@ from assets.core.features import HARVEST_STATE, HarvestFeatures
 from assets.core.harvest import DayHarvest, index_rows
 from assets.core.settings import SettingsError
 from assets.manifests import run_manifest
-from assets.metadata import outcome_metadata
+from assets.metadata import day_metadata, location, report_days, summary_line
 from assets.partitions import daily_partitions
-from assets.publish import publish_day, sweep_policy
+from assets.publish import catalog_relpath, publish_day, sweep_policy
 from assets.ranges import DayProblem, fail, mark_done, run_days, settings
 from assets.state import read_state, state_relpath, write_files
 from resources.camb_resource import CambResource
@@ -51,7 +52,7 @@ def sound_files(
         measure_fresh = HarvestFeatures.wanted(audio)
     except SettingsError as exc:
         raise Failure(description=str(exc), allow_retries=False) from None
-    started = time.monotonic()
+    started, since = time.monotonic(), datetime.now(UTC)
 
     def harvest(day: str) -> pd.DataFrame:
         manifest = read_state(state, "run_manifest", day)
@@ -68,7 +69,7 @@ def sound_files(
                     context.log.warning(f"{day}: features measured at harvest not saved: {exc}")
             write_files(state, day, rows)
 
-        return DayHarvest(
+        ledger = DayHarvest(
             day,
             audio,
             camb.harvest,
@@ -78,11 +79,16 @@ def sound_files(
             checkpoint_s=config.checkpoint_s,
             on_fresh_file=features.add if features else None,
         ).run(run_ids, index_rows(read_state(state, "sound_files", day)))
+        rejected = manifest.loc[manifest["status"] == "rejected", ["run_id", "status", "error"]]
+        context.log.info(summary_line(day, ledger, len(rejected), since))
+        # The day's figures count its rejected rows too, as its catalog will.
+        return pd.concat([ledger, rejected], ignore_index=True) if len(rejected) else ledger
 
     days = run_days(context.partition_keys, harvest)
+    links = {day: location(audio, day) for day in days.done}
     if not days.failed:
-        rows = pd.concat(days.done.values(), ignore_index=True)
-        return MaterializeResult(metadata=outcome_metadata(rows, time.monotonic() - started))
+        metadata = report_days(context, days.done, links, time.monotonic() - started)
+        return MaterializeResult(metadata=metadata)
     # sound_catalog will not run after this step fails: publish the completed days' catalog
     # partitions here, the way sound_catalog does, and report both assets' partitions.
     catalogs = {}
@@ -91,11 +97,11 @@ def sound_files(
             catalogs[day] = publish_day(day, state, audio, sweep).rows
         except (DayProblem, StorageError) as exc:
             days.failed[day] = f"files stored, but the catalog could not be written: {exc}"
-    mark_done(context, days.done, lambda day: outcome_metadata(days.done[day]))
+    mark_done(context, days.done, lambda day: day_metadata(days.done[day], links[day]))
     mark_done(
         context,
         catalogs,
-        lambda day: outcome_metadata(catalogs[day]),
+        lambda day: day_metadata(catalogs[day], location(state, catalog_relpath(day))),
         asset_key=SOUND_CATALOG,
     )
     fail(context, days, config)

@@ -169,6 +169,9 @@ class _Stats:
     max_in_flight_api: int = 0
     max_in_flight: int = 0  # API calls and downloads together
     faults_injected: Counter[str] = field(default_factory=Counter)
+    # Per run id (keys are strings in JSON): how often it was looked up and downloaded.
+    lookups_by_run: Counter[int] = field(default_factory=Counter)
+    downloads_by_run: Counter[int] = field(default_factory=Counter)
 
 
 class _Invalid(Exception):
@@ -251,6 +254,10 @@ class _State:
             for name, n in increments.items():
                 setattr(self._stats, name, getattr(self._stats, name) + n)
 
+    def count_run(self, kind: str, run_ids: Iterable[int]) -> None:
+        with self._lock:
+            getattr(self._stats, kind).update(run_ids)
+
     def count_fault(self, kind: str) -> None:
         with self._lock:
             self._stats.faults_injected[kind] += 1
@@ -279,7 +286,8 @@ class _State:
     def stats(self) -> dict[str, Any]:
         with self._lock:
             stats = dataclasses.asdict(self._stats)
-            stats["faults_injected"] = dict(self._stats.faults_injected)
+            for name in ("faults_injected", "lookups_by_run", "downloads_by_run"):
+                stats[name] = dict(getattr(self._stats, name))
             return stats
 
     def reset_stats(self, *, scripts: bool = False) -> None:
@@ -577,6 +585,7 @@ async def bulk_results(request: web.Request) -> web.Response:
         errors.append((loc, msg, "too_long"))
     if errors:
         raise _Invalid(*errors)
+    state.count_run("lookups_by_run", run_ids)
     for run_id in run_ids:
         if run_id in faults.bulk_errors:
             return _stuck(faults.bulk_errors[run_id])
@@ -603,6 +612,7 @@ async def single_result(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     state.count(single_requests=1)
     run_id = _path_run_id(request)
+    state.count_run("lookups_by_run", [run_id])
     output_type = request.query.get("output_type", "raw_bytes")
     if output_type not in ("raw_bytes", "file_url"):
         msg = "Input should be 'raw_bytes' or 'file_url'"
@@ -680,6 +690,7 @@ async def download(request: web.Request) -> web.StreamResponse:
     if state.faults.download_latency_s:
         await asyncio.sleep(state.faults.download_latency_s)
     run_id = int(request.match_info["name"].split(".", 1)[0])
+    state.count_run("downloads_by_run", [run_id])
     kind = state.next_fault("download")
     if kind is None and run_id in state.faults.expired_runs:
         kind = "expire"
