@@ -5,7 +5,6 @@ Shared by `soundharvest status` and the table that ends `soundharvest harvest`.
 """
 
 import datetime as dt
-import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
@@ -15,12 +14,11 @@ import pyarrow.dataset as ds
 from rich.table import Table
 
 from assets.core.catalog import STATUSES
+from assets.core.reasons import reason_group
 from resources.storage import Storage
 
 _COLUMNS = ["run_id", "status", "error", "size_bytes", "first_seen_at", "fetched_at"]
 _DATE = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
-# "failed for run 1013" and "failed for run 2113" are one reason.
-_RUN_NUMBER = re.compile(r"\b(runs?|run_id|id) \d+", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -102,10 +100,11 @@ def report(
 
 
 def top_reasons(rows: pd.DataFrame, top: int) -> list[Reason]:
-    bad = rows[rows["status"].isin(["failed", "rejected"])]
+    """The most frequent reasons rows are not ok, grouped as the step metadata groups them."""
+    bad = rows[rows["status"] != "ok"]
     if bad.empty:
         return []
-    reasons = bad["error"].fillna("(no reason given)").str.replace(_RUN_NUMBER, r"\1 N", regex=True)
+    reasons = bad["error"].fillna("(no reason given)").astype(str).map(reason_group)
     counted = pd.DataFrame({"status": bad["status"], "reason": reasons}).value_counts()
     return [Reason(status, reason, int(n)) for (status, reason), n in counted.head(top).items()]
 
