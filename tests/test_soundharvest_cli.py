@@ -74,9 +74,8 @@ def last_line(result: Result) -> str:
 
 
 def table_row(output: str, day: str) -> list[str]:
-    """The cells of `day`'s row in the first table of `output`."""
-    line = next(line for line in output.splitlines() if line.startswith(f"│ {day}"))
-    return [cell.strip() for cell in line.strip("│").split("│")]
+    """The cells of `day`'s row in the table of days of `output`."""
+    return next(cells for line in output.splitlines() if (cells := line.split())[:1] == [day])
 
 
 def catalog(root: Path, day: str) -> pd.DataFrame:

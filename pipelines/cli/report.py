@@ -11,7 +11,9 @@ from dataclasses import asdict, dataclass, field
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
+from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from assets.core.catalog import STATUSES
 from assets.core.reasons import reason_group
@@ -109,9 +111,10 @@ def top_reasons(rows: pd.DataFrame, top: int) -> list[Reason]:
     return [Reason(status, reason, int(n)) for (status, reason), n in counted.head(top).items()]
 
 
-def tables(report: Report, *, new: bool) -> list[Table]:
-    """The report as rich tables: one row per day (with new files when `new`), the reasons."""
-    days = Table(title=f"catalog: {report.catalog}", title_justify="left")
+def tables(report: Report, *, new: bool) -> list[Text | Table]:
+    """The report for the console: where the catalog is, a row per day (with new files when
+    `new`), the most frequent reasons."""
+    days = Table(box=box.SIMPLE_HEAD)
     for name in ("day", *STATUSES, *(("new files", "new MB") if new else ())):
         days.add_column(name, justify="left" if name == "day" else "right")
     for day in report.days:
@@ -119,9 +122,9 @@ def tables(report: Report, *, new: bool) -> list[Table]:
         if new:
             cells += [str(day.new_files), f"{day.new_bytes / 1e6:.1f}"]
         days.add_row(*cells)
-    out = [days]
+    out: list[Text | Table] = [Text(f"catalog: {report.catalog}"), days]
     if report.reasons:
-        reasons = Table(title="most frequent reasons", title_justify="left")
+        reasons = Table(box=box.SIMPLE_HEAD, title="most frequent reasons", title_justify="left")
         reasons.add_column("runs", justify="right")
         reasons.add_column("status")
         reasons.add_column("reason", overflow="fold")
