@@ -216,4 +216,7 @@ def test_dg_checks_and_lists_the_definitions_from_the_project_root(tmp_path):
         "sound_features",
         "ml_dataset",
     }
-    assert {"manifest_sensor", "pending_sweep"} <= {sensor["name"] for sensor in listed["sensors"]}
+    sensors = {sensor["name"] for sensor in listed["sensors"]}
+    assert sensors == {
+        "manifest_sensor", "pending_sweep", "ml_feed_automation", "freshness_checks_sensor"
+    }  # fmt: skip
