@@ -155,7 +155,7 @@ def download_host(client: ClientSettings, run_ids: list[int]) -> Check:
     name = "download policy"
     key = os.environ.get(KEY_VARIABLE, "").strip()
     if not run_ids:
-        return Check(name, None, "not checked: no accepted run in the day's manifest (--day D)")
+        return Check(name, None, "not checked: no accepted run id in the day's manifest (--day D)")
     if not key:
         return Check(name, None, f"not checked: {KEY_VARIABLE} is not set")
     url = None
@@ -264,7 +264,8 @@ def manifests(day: str) -> tuple[Check, list[int]]:
     files = rows["manifest"].nunique()
     rejected = len(rows) - len(accepted)
     detail = f"{len(rows)} rows in {files} file(s), {rejected} rejected"
-    return Check(name, True, detail), [int(i) for i in accepted["run_id"]]
+    # Rows naming only a task id have no run id yet: their run is known once resolved.
+    return Check(name, True, detail), [int(i) for i in accepted["run_id"].dropna()]
 
 
 def dagster_instance() -> list[Check]:
