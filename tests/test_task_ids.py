@@ -13,6 +13,7 @@
 """
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -21,8 +22,9 @@ import pytest
 from client_helpers import settings_for
 
 from assets.core.catalog import validate_invariants
-from resources.camb_client import CambAuthError, CambClient, CambConfigError
-from resources.task_resolver import NO_SUCH_TASK, TaskAnswer, TaskResolver
+from assets.core.manifest import load_day
+from resources.camb_client import Answer, CambAuthError, CambClient, CambConfigError
+from resources.task_resolver import NO_SUCH_TASK, TaskAnswer, TaskResolver, interpret_status
 from sandbox import run_state
 from sandbox.rules import task_fate, task_id_for
 
@@ -60,6 +62,89 @@ def resolve(settings, task_ids, run_ids=(), workdir: Path | None = None, **optio
 def ready_tasks(start: int, count: int) -> list[str]:
     ids = [i for i in range(start, start + 3 * count) if run_state(i) == "ready"][:count]
     return [task_id_for(i) for i in ids]
+
+
+# -- the mapping, row by row ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (200, {"status": "SUCCESS", "run_id": 42}, ("resolved", 42, None, True)),
+        (200, {"status": "SUCCESS", "run_id": "42"}, ("resolved", 42, None, True)),
+        (200, {"status": "SUCCESS", "run_id": None}, ("failed", None, "without a run id", False)),
+        (200, {"status": "SUCCESS", "run_id": True}, ("failed", None, "without a run id", False)),
+        (200, {"status": "PENDING", "run_id": None}, ("pending", None, "PENDING", False)),
+        (200, {"status": "RUNNING"}, ("pending", None, "task status RUNNING", False)),
+        (200, {}, ("pending", None, "no status", False)),
+        (
+            200,
+            {"status": "ERROR", "exception_reason": "INTERNAL_ERROR", "message": "boom"},
+            ("failed", None, "task status ERROR: INTERNAL_ERROR: boom", True),
+        ),
+        (200, {"status": "TIMEOUT"}, ("failed", None, "task status TIMEOUT", True)),
+        (
+            200,
+            {"status": "payment_required", "exception_reason": "PAYMENT_REQUIRED"},
+            ("failed", None, "PAYMENT_REQUIRED: PAYMENT_REQUIRED", True),
+        ),
+        (
+            200,
+            {"status": "ERROR", "message": "see https://h/x?X-Amz-Signature=s3cr3t"},
+            ("failed", None, "https://h/x", True),
+        ),
+        (404, None, ("failed", None, NO_SUCH_TASK, True)),
+        (422, None, ("failed", None, "HTTP 422", False)),
+        (None, None, ("failed", None, "no answer", False)),
+    ],
+)
+def test_each_status_answer_maps_to_its_outcome(status, body, expected):
+    problem = None if body is not None else ("no answer" if status is None else f"HTTP {status}")
+    answer = interpret_status("t-1", Answer(status, body, problem))
+    assert (answer.status, answer.run_id, answer.final) == (expected[0], expected[1], expected[3])
+    if expected[2]:
+        assert expected[2] in answer.reason
+    assert "s3cr3t" not in (answer.reason or "")
+
+
+def test_absurd_task_ids_are_rejected_with_a_reason(tmp_path):
+    import fsspec
+
+    rows = ["", "   ", "x" * 201, "bell\x07", "zero\u200bwidth", "..", "ok-1", "ok-1", "ok 2"]
+    lines = "".join(json.dumps({"task_id": r}) + "\n" for r in rows)
+    (tmp_path / "2026-11-01.jsonl").write_text(lines)
+    frame = load_day(fsspec.filesystem("file"), str(tmp_path), "2026-11-01")
+    assert frame["status"].tolist() == ["rejected"] * 6 + ["accepted", "rejected", "accepted"]
+    assert frame["error"].tolist()[:6] == [
+        "task_id is empty",
+        "task_id is empty",
+        "task_id of 201 characters (at most 200)",
+        "task_id holds a control or invisible character ('\\x07')",
+        "task_id holds a control or invisible character ('\\u200b')",
+        "task_id '..' is not an id",
+    ]
+    assert frame["error"][7].startswith("duplicate of task_id 'ok-1' at")
+    assert frame["run_id"].isna().all()
+
+
+def test_the_catalog_contract_allows_no_run_id_only_to_unresolved_tasks():
+    rows = pd.DataFrame(
+        {
+            "run_id": pd.array([None, None, None, 5], "Int64"),
+            "status": ["pending", "failed", "ok", "failed"],
+            "error": ["task status PENDING", "no such task", None, "x"],
+            "uri": [None, None, "/a.wav", None],
+            "size_bytes": pd.array([None, None, 1, None], "Int64"),
+            "sha256": [None, None, "0" * 64, None],
+            "task_id": ["t-1", "t-2", "t-3", None],
+        }
+    )
+    assert validate_invariants(rows) == ["not rejected but no run_id: task_id t-3 (1 row)"]
+    rows.loc[2, "task_id"] = "t-1"
+    rows.loc[2, ["status", "error"]] = ["pending", "again"]
+    assert validate_invariants(rows) == [
+        "run id (task id if none) on more than one row that is not rejected: task_id t-1 (2 rows)"
+    ]
 
 
 # -- the pipeline -----------------------------------------------------------------------------
