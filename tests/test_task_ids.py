@@ -10,10 +10,15 @@
   `test_resolved_runs_join_bulk_batches_while_tasks_are_still_asked`
 - a task id is one path segment: `test_a_task_id_never_reaches_another_endpoint`
 - the vendor SDK's status call: `test_the_vendor_sdk_reads_task_statuses`
+- kill -9 in the middle of a task-id day, then a run that completes without asking again
+  what was checkpointed: `test_after_kill_9_nothing_checkpointed_is_asked_again`
 """
 
 import asyncio
 import json
+import multiprocessing
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -23,6 +28,8 @@ from client_helpers import settings_for
 
 from assets.core.catalog import validate_invariants
 from assets.core.manifest import load_day
+from assets.core.task_map import TASK_STATE
+from assets.state import state_relpath
 from resources.camb_client import Answer, CambAuthError, CambClient, CambConfigError
 from resources.task_resolver import NO_SUCH_TASK, TaskAnswer, TaskResolver, interpret_status
 from sandbox import run_state
@@ -293,3 +300,46 @@ def test_the_vendor_sdk_reads_task_statuses(sandbox):
     assert tta.get_text_to_audio_status(task_id_for(1234, "pending")).status == "PENDING"
     unpaid = tta.get_text_to_audio_status(task_id_for(1234, "payment"))
     assert (unpaid.status, unpaid.exception_reason) == ("PAYMENT_REQUIRED", "PAYMENT_REQUIRED")
+
+
+# -- kill -9 ----------------------------------------------------------------------------------
+
+
+def _materialize_in_child(sandbox, storage, checkpoint_s: str) -> None:
+    os.environ["SOUNDHARVEST_CHECKPOINT_S"] = checkpoint_s
+    os._exit(0 if run(sandbox, storage, camb={"max_concurrency": 2}).success else 1)
+
+
+def test_after_kill_9_nothing_checkpointed_is_asked_again(sandbox, tmp_path, scratch, monkeypatch):
+    tasks = ready_tasks(7000, 40)
+    storage = local_storage(tmp_path)
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "manifests" / f"{DAY}.csv").write_text("task_id\n" + "\n".join(tasks) + "\n")
+    answers = tmp_path / "catalog" / state_relpath(TASK_STATE, DAY)
+    sandbox.set_faults(latency_s=0.05)  # a few seconds of work at two calls at a time
+    # A forked child (dagster already imported: no start-up to wait for), killed with
+    # SIGKILL once its first checkpoint (every outcome: SOUNDHARVEST_CHECKPOINT_S=0) is saved.
+    child = multiprocessing.get_context("fork").Process(
+        target=_materialize_in_child, args=(sandbox, storage, "0")
+    )
+    child.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not answers.exists() and child.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert child.is_alive(), "the run ended before the kill"
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.join()
+    saved = pd.read_parquet(answers)
+    checkpointed = set(saved.loc[saved["final"], "task_id"])
+    assert 0 < len(checkpointed) < len(tasks)
+
+    sandbox.reset()
+    monkeypatch.setenv("SOUNDHARVEST_CHECKPOINT_S", "0")
+    assert run(sandbox, storage, camb={"max_concurrency": 2}).success
+    polls = sandbox.stats()["status_polls"]
+    assert set(polls) == set(tasks) - checkpointed and set(polls.values()) == {1}
+    catalog = read_catalog(storage)
+    assert sorted(catalog["task_id"]) == sorted(tasks) and (catalog["status"] == "ok").all()
+    assert_ok_rows_verify(catalog)
