@@ -1,13 +1,14 @@
 """`run_manifest`: each day's manifest files, validated, bad rows rejected with a reason."""
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 from dagster import AssetExecutionContext, BackfillPolicy, MaterializeResult, MetadataValue, asset
 
 from assets.core.manifest import ManifestError, load_day
+from assets.metadata import failure_reasons, per_partition
 from assets.partitions import daily_partitions
 from assets.ranges import DayProblem, fail, mark_done, run_days, settings
 from assets.state import write_manifest
@@ -47,20 +48,23 @@ def run_manifest(context: AssetExecutionContext, storage: StorageResource) -> Ma
 
     days = run_days(context.partition_keys, read)
     if days.failed:
-        mark_done(context, days.done, lambda day: manifest_metadata([days.done[day]]))
+        mark_done(context, days.done, lambda day: manifest_metadata(days.done[day]))
         fail(context, days, config)
-    return MaterializeResult(metadata=manifest_metadata(days.done.values()))
+    per_day = {day: manifest_metadata(rows) for day, rows in days.done.items()}
+    return MaterializeResult(metadata=per_partition(context, per_day, lambda: totals(days.done)))
 
 
-def manifest_metadata(frames: Iterable[pd.DataFrame]) -> dict[str, Any]:
-    counts: Counter[str] = Counter()
-    files: set[str] = set()
-    for rows in frames:
-        counts.update(rows["status"])
-        files.update(rows["manifest"])
+def manifest_metadata(rows: pd.DataFrame) -> dict[str, Any]:
+    counts = rows["status"].value_counts()
     return {
-        "rows": sum(counts.values()),
-        "accepted": counts["accepted"],
-        "rejected": counts["rejected"],
-        "files": MetadataValue.json(sorted(files)),
+        "rows": MetadataValue.int(len(rows)),
+        "accepted": MetadataValue.int(int(counts.get("accepted", 0))),
+        "rejected": MetadataValue.int(int(counts.get("rejected", 0))),
+        "rejection reasons": failure_reasons(rows),
+        "files": MetadataValue.json(sorted(set(rows["manifest"]))),
     }
+
+
+def totals(days: Mapping[str, pd.DataFrame]) -> dict[str, int]:
+    counts = Counter(status for rows in days.values() for status in rows["status"])
+    return {"rows": counts.total(), "accepted": counts["accepted"], "rejected": counts["rejected"]}
