@@ -2,6 +2,7 @@
 
 import time
 from datetime import UTC, datetime
+from functools import partial
 
 import pandas as pd
 from dagster import (
@@ -16,12 +17,14 @@ from dagster import (
 from assets.core.features import HARVEST_STATE, HarvestFeatures
 from assets.core.harvest import DayHarvest, index_rows
 from assets.core.settings import SettingsError
+from assets.core.task_map import TASK_STATE, TaskMap
 from assets.manifests import run_manifest
 from assets.metadata import day_metadata, location, report_days, summary_line
 from assets.partitions import daily_partitions
 from assets.publish import catalog_relpath, publish_day, sweep_policy
 from assets.ranges import DayProblem, fail, mark_done, run_days, settings
-from assets.state import read_state, state_relpath, write_files
+from assets.state import read_state, state_relpath, write_files, write_tasks
+from resources.camb_client import DAY_BUDGET_SPENT
 from resources.camb_resource import CambResource
 from resources.storage import StorageError
 from resources.storage_resource import StorageResource
@@ -58,10 +61,16 @@ def sound_files(
         manifest = read_state(state, "run_manifest", day)
         if manifest is None:
             raise DayProblem("its run_manifest is missing: materialize it first")
-        run_ids = [int(i) for i in manifest.loc[manifest["status"] == "accepted", "run_id"]]
+        # Rows may name their run by task id: runs of tasks resolved earlier are harvested
+        # like run ids, the other tasks are asked about beside the harvest (task_map.py).
+        tasks = TaskMap(read_state(state, TASK_STATE, day))
+        plan = tasks.plan(manifest[manifest["status"] == "accepted"])
+        fetch = partial(camb.harvest, task_ids=plan.poll, on_task=tasks.record)
         features = HarvestFeatures() if measure_fresh else None
 
         def save(rows: pd.DataFrame) -> None:
+            if plan.poll:  # before the ledger: its rows' runs never lack their task's answer
+                write_tasks(state, day, tasks.frame())
             if features:  # with every checkpoint: a crash keeps what was measured
                 try:
                     features.save(state, state_relpath(HARVEST_STATE, day))
@@ -72,13 +81,17 @@ def sound_files(
         ledger = DayHarvest(
             day,
             audio,
-            camb.harvest,
+            fetch if plan.poll else camb.harvest,
             log=context.log,
             save=save,
             budget_s=config.day_budget_s,
             checkpoint_s=config.checkpoint_s,
             on_fresh_file=features.add if features else None,
-        ).run(run_ids, index_rows(read_state(state, "sound_files", day)))
+            resolving=len(plan.poll),
+        ).run(plan.run_ids, index_rows(read_state(state, "sound_files", day)))
+        if plan.poll:  # tasks the day budget left unasked stay pending, saying so
+            tasks.unanswered(plan.poll, DAY_BUDGET_SPENT)
+            write_tasks(state, day, tasks.frame())
         rejected = manifest.loc[manifest["status"] == "rejected", ["run_id", "status", "error"]]
         context.log.info(summary_line(day, ledger, len(rejected), since))
         # The day's figures count its rejected rows too, as its catalog will.

@@ -6,7 +6,6 @@ partition (`context.add_asset_metadata(..., partition_key=day)`, which overrides
 keys) and the step's result carries the range's totals under their own `range` key.
 """
 
-import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -15,6 +14,7 @@ import pandas as pd
 from dagster import AssetExecutionContext, MetadataValue, TableColumn, TableRecord, TableSchema
 
 from assets.core.catalog import STATUSES
+from assets.core.reasons import reason_group
 from resources.storage import Storage
 
 PREVIEW_COLUMNS = [
@@ -29,9 +29,6 @@ PREVIEW_COLUMNS = [
 TOP_REASONS = 5
 MIB = 1 << 20
 
-# Numbers (run ids, attempts, days, lines) and quoted values vary between runs failing for
-# one reason; HTTP status codes say which reason it is, so they stay.
-_VARYING = re.compile(r"(?<!HTTP )(?<!status )\b\d+(?:\.\d+)?\b|'[^']*'")
 _REASONS_SCHEMA = TableSchema(
     columns=[
         TableColumn("reason", "string", description="error, numbers and quoted values as N / '…'"),
@@ -39,12 +36,6 @@ _REASONS_SCHEMA = TableSchema(
         TableColumn("example", "string", description="one of them, as the catalog says it"),
     ]
 )
-
-
-def reason_group(error: str) -> str:
-    """The form shared by one reason's variants: "run 2001 after 8 attempts" -> "run N after N
-    attempts"."""
-    return _VARYING.sub(lambda m: "'…'" if m.group().startswith("'") else "N", error)
 
 
 def failure_reasons(rows: pd.DataFrame, top: int = TOP_REASONS) -> MetadataValue:

@@ -6,6 +6,7 @@ sandbox, builds an `ml_dataset` snapshot, and prints where the WAV files, the ca
 the snapshot are. A second run downloads nothing new and writes no new snapshot.
 """
 
+import argparse
 import json
 import os
 import shutil
@@ -164,7 +165,22 @@ def stored_files() -> int:
     return sum(1 for _ in (PROJECT / "data" / "audio").glob("*/*.wav"))
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The demo takes no options; `--help` says what it does instead of doing it."""
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"Days {FIRST_DAY}...{LAST_DAY} from data/manifests/; WAVs to data/audio/, the "
+        f"catalog to data/catalog/, snapshots to data/datasets/, the Dagster instance in "
+        f".dagster_home/, Dagster's log to {LOG.relative_to(PROJECT)}. `make demo` installs "
+        "first, then runs this.",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parse_args(argv)
     started, before = time.monotonic(), stored_files()
     with sandbox() as base_url:
         materialize(base_url)

@@ -13,11 +13,10 @@ Each root is any fsspec URL (a local folder, `s3://bucket/prefix`, `gs://...`):
 Relative local roots are taken from the working directory and stored as absolute URIs.
 """
 
-import os
-
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from resources.roots import root_url
 from resources.storage import Storage
 
 
@@ -29,18 +28,15 @@ class StorageResource(ConfigurableResource):
     catalog_root: str | None = Field(default=None, description="$SOUNDHARVEST_CATALOG_ROOT")
     dataset_root: str | None = Field(default=None, description="$SOUNDHARVEST_DATASET_ROOT")
 
-    def _open(self, configured: str | None, variable: str, default: str) -> Storage:
-        # Storage applies $SOUNDHARVEST_STORAGE_OPTIONS for the URL's protocol itself.
-        return Storage(configured or os.environ.get(variable, "").strip() or default)
-
+    # Storage applies $SOUNDHARVEST_STORAGE_OPTIONS for the URL's protocol itself.
     def manifests(self) -> Storage:
-        return self._open(self.manifest_root, "SOUNDHARVEST_MANIFEST_ROOT", "data/manifests")
+        return Storage(root_url("manifests", self.manifest_root))
 
     def audio(self) -> Storage:
-        return self._open(self.audio_root, "SOUNDHARVEST_AUDIO_ROOT", "data/audio")
+        return Storage(root_url("audio", self.audio_root))
 
     def catalog(self) -> Storage:
-        return self._open(self.catalog_root, "SOUNDHARVEST_CATALOG_ROOT", "data/catalog")
+        return Storage(root_url("catalog", self.catalog_root))
 
     def datasets(self) -> Storage:
-        return self._open(self.dataset_root, "SOUNDHARVEST_DATASET_ROOT", "data/datasets")
+        return Storage(root_url("datasets", self.dataset_root))

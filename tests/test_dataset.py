@@ -34,6 +34,7 @@ def rows(day: str, run_ids, **overrides) -> pd.DataFrame:
             "subtype": "PCM_16",
             "prompt": [f"{PROMPTS[i % len(PROMPTS)]} {i % 40}" for i in run_ids],
             "audio_type": "sound",
+            "task_id": pd.array([f"task-{i}" for i in run_ids], dtype="string"),
             "peak_dbfs": -6.0,
             "rms_dbfs": -20.0,
             "lufs": -20.0,

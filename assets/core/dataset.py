@@ -36,12 +36,12 @@ LAYOUT_VERSION = 1
 
 CATALOG_COLUMNS = (
     "run_id", "uri", "size_bytes", "sha256", "sample_rate", "channels", "frames", "duration_s",
-    "subtype", "prompt", "audio_type",
+    "subtype", "prompt", "audio_type", "task_id",
 )  # fmt: skip
 # The columns of a selected row, in this order (they feed the version).
 ROW_COLUMNS = (
     "run_id", "date", "split", "sha256", "size_bytes", "uri", "text", "audio_type",
-    "duration_s", "frames", "sample_rate", "channels", "subtype", *METRICS,
+    "duration_s", "frames", "sample_rate", "channels", "subtype", "task_id", *METRICS,
 )  # fmt: skip
 ROW_SCHEMA = pa.schema(
     [
@@ -58,6 +58,7 @@ ROW_SCHEMA = pa.schema(
         ("sample_rate", pa.int32()),
         ("channels", pa.int32()),
         ("subtype", pa.string_view()),
+        ("task_id", pa.string_view()),  # the task the run came from, when the manifest said
         *((name, pa.bool_() if name == "is_silent" else pa.float64()) for name in METRICS),
     ]
 )
@@ -75,7 +76,9 @@ def read_rows(catalog: Storage) -> pl.LazyFrame:
     rows = _scan(catalog, "sound_catalog")
     if rows is None:
         return pl.from_arrow(_empty(["date", *CATALOG_COLUMNS, *METRICS])).lazy()  # type: ignore[union-attr]
-    rows = rows.filter(pl.col("status") == "ok").select("date", *CATALOG_COLUMNS)
+    # ok rows always have a run id: a task that never resolved is never selected.
+    ok = (pl.col("status") == "ok") & pl.col("run_id").is_not_null()
+    rows = rows.filter(ok).select("date", *CATALOG_COLUMNS)
     features = _scan(catalog, "sound_features")
     if features is None:
         return rows.with_columns(
