@@ -30,7 +30,7 @@ import multiprocessing
 import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -325,13 +325,19 @@ def measure_all(
 
 
 @functools.cache
-def worker_pool(workers: int) -> ProcessPoolExecutor:
+def worker_pool(workers: int) -> Executor:
     """One pool per size for the life of the process, so workers start once.
 
     Not fork: the caller (Dagster) runs threads, and forking a threaded process is unsafe.
     A fork server starts clean and imports this module once; each worker is forked from it,
     then (like any non-fork start) imports the caller's main module: seconds, paid once.
+
+    A daemonic process may not start processes at all, and a Celery prefork worker runs its
+    steps in one: there the workers are threads (libsndfile and scipy's filter release the
+    GIL for part of each block; docs/ml.md has the figures).
     """
+    if multiprocessing.current_process().daemon:
+        return ThreadPoolExecutor(workers, thread_name_prefix="features")
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
     return ProcessPoolExecutor(workers, mp_context=context)
