@@ -48,7 +48,7 @@ FLOOR_DB = 50.0
 STEP_DB = 0.5
 MAX_LAG_FRAMES = 5
 MIN_OVERLAP_FRAMES = 12
-DEFAULT_THRESHOLD = 0.75
+DEFAULT_THRESHOLD = 0.7  # between the farthest copy and the closest distinct pair (docs/ml.md)
 PROFILE_TOLERANCE_DB = 3.0  # RMS over the bands, overall level out; copies stay within ~1
 
 
