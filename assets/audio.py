@@ -7,7 +7,6 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     BackfillPolicy,
-    Failure,
     MaterializeResult,
     asset,
 )
@@ -19,7 +18,15 @@ from assets.manifests import run_manifest
 from assets.metadata import outcome_metadata
 from assets.partitions import daily_partitions
 from assets.publish import publish_day, sweep_policy
-from assets.ranges import DayProblem, fail, mark_done, run_days, settings
+from assets.ranges import (
+    DayProblem,
+    fail,
+    mark_done,
+    operator_failure,
+    preflight,
+    run_days,
+    settings,
+)
 from assets.state import read_state, state_relpath, write_files
 from resources.camb_resource import CambResource
 from resources.storage import StorageError
@@ -46,11 +53,13 @@ def sound_files(
     `SOUNDHARVEST_DAY_BUDGET_S` fetching; its files ledger is saved as it goes.
     """
     config, sweep = settings(), sweep_policy()
+    # Before any API call: roots that cannot be written and a missing key fail in seconds.
+    preflight(context, config, lambda: storage.probe_writable("audio", "catalog"), camb.check)
     audio, state = storage.audio(), storage.catalog()
     try:  # ML features of fresh files, where reading them back later would cost (PLAN #3)
         measure_fresh = HarvestFeatures.wanted(audio)
     except SettingsError as exc:
-        raise Failure(description=str(exc), allow_retries=False) from None
+        raise operator_failure(str(exc)) from None
     started = time.monotonic()
 
     def harvest(day: str) -> pd.DataFrame:
@@ -68,7 +77,8 @@ def sound_files(
                     context.log.warning(f"{day}: features measured at harvest not saved: {exc}")
             write_files(state, day, rows)
 
-        return DayHarvest(
+        previous = read_state(state, "sound_files", day)
+        rows = DayHarvest(
             day,
             audio,
             camb.harvest,
@@ -77,7 +87,10 @@ def sound_files(
             budget_s=config.day_budget_s,
             checkpoint_s=config.checkpoint_s,
             on_fresh_file=features.add if features else None,
-        ).run(run_ids, index_rows(read_state(state, "sound_files", day)))
+        ).run(run_ids, index_rows(previous))
+        if previous is None:  # a day with nothing to fetch (no manifest, all rejected) too
+            write_files(state, day, rows)
+        return rows
 
     days = run_days(context.partition_keys, harvest)
     if not days.failed:
