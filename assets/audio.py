@@ -1,6 +1,8 @@
 """`sound_files`: each accepted run's audio as a verified WAV file on storage."""
 
 import time
+from datetime import UTC, datetime
+from functools import partial
 
 import pandas as pd
 from dagster import (
@@ -14,10 +16,11 @@ from dagster import (
 from assets.core.features import HARVEST_STATE, HarvestFeatures
 from assets.core.harvest import DayHarvest, index_rows
 from assets.core.settings import SettingsError
+from assets.core.task_map import TASK_STATE, TaskMap
 from assets.manifests import run_manifest
-from assets.metadata import outcome_metadata
+from assets.metadata import day_metadata, location, report_days, summary_line
 from assets.partitions import daily_partitions
-from assets.publish import publish_day, sweep_policy
+from assets.publish import catalog_relpath, publish_day, sweep_policy
 from assets.ranges import (
     DayProblem,
     fail,
@@ -27,7 +30,8 @@ from assets.ranges import (
     run_days,
     settings,
 )
-from assets.state import read_state, state_relpath, write_files
+from assets.state import read_state, state_relpath, write_files, write_tasks
+from resources.camb_client import DAY_BUDGET_SPENT
 from resources.camb_resource import CambResource
 from resources.storage import StorageError
 from resources.storage_resource import StorageResource
@@ -60,16 +64,22 @@ def sound_files(
         raise operator_failure(str(exc)) from None
     # Before any API call: roots that cannot be written and a missing key fail in seconds.
     preflight(context, config, lambda: storage.probe_writable("audio", "catalog"), camb.check)
-    started = time.monotonic()
+    started, since = time.monotonic(), datetime.now(UTC)
 
     def harvest(day: str) -> pd.DataFrame:
         manifest = read_state(state, "run_manifest", day)
         if manifest is None:
             raise DayProblem("its run_manifest is missing: materialize it first")
-        run_ids = [int(i) for i in manifest.loc[manifest["status"] == "accepted", "run_id"]]
+        # Rows may name their run by task id: runs of tasks resolved earlier are harvested
+        # like run ids, the other tasks are asked about beside the harvest (task_map.py).
+        tasks = TaskMap(read_state(state, TASK_STATE, day))
+        plan = tasks.plan(manifest[manifest["status"] == "accepted"])
+        fetch = partial(camb.harvest, task_ids=plan.poll, on_task=tasks.record)
         features = HarvestFeatures() if measure_fresh else None
 
         def save(rows: pd.DataFrame) -> None:
+            if plan.poll:  # before the ledger: its rows' runs never lack their task's answer
+                write_tasks(state, day, tasks.frame())
             if features:  # with every checkpoint: a crash keeps what was measured
                 try:
                     features.save(state, state_relpath(HARVEST_STATE, day))
@@ -78,24 +88,32 @@ def sound_files(
             write_files(state, day, rows)
 
         previous = read_state(state, "sound_files", day)
-        rows = DayHarvest(
+        ledger = DayHarvest(
             day,
             audio,
-            camb.harvest,
+            fetch if plan.poll else camb.harvest,
             log=context.log,
             save=save,
             budget_s=config.day_budget_s,
             checkpoint_s=config.checkpoint_s,
             on_fresh_file=features.add if features else None,
-        ).run(run_ids, index_rows(previous))
+            resolving=len(plan.poll),
+        ).run(plan.run_ids, index_rows(previous))
         if previous is None:  # a day with nothing to fetch (no manifest, all rejected) too
-            write_files(state, day, rows)
-        return rows
+            write_files(state, day, ledger)
+        if plan.poll:  # tasks the day budget left unasked stay pending, saying so
+            tasks.unanswered(plan.poll, DAY_BUDGET_SPENT)
+            write_tasks(state, day, tasks.frame())
+        rejected = manifest.loc[manifest["status"] == "rejected", ["run_id", "status", "error"]]
+        context.log.info(summary_line(day, ledger, len(rejected), since))
+        # The day's figures count its rejected rows too, as its catalog will.
+        return pd.concat([ledger, rejected], ignore_index=True) if len(rejected) else ledger
 
     days = run_days(context.partition_keys, harvest)
+    links = {day: location(audio, day) for day in days.done}
     if not days.failed:
-        rows = pd.concat(days.done.values(), ignore_index=True)
-        return MaterializeResult(metadata=outcome_metadata(rows, time.monotonic() - started))
+        metadata = report_days(context, days.done, links, time.monotonic() - started)
+        return MaterializeResult(metadata=metadata)
     # sound_catalog will not run after this step fails: publish the completed days' catalog
     # partitions here, the way sound_catalog does, and report both assets' partitions.
     catalogs = {}
@@ -104,11 +122,11 @@ def sound_files(
             catalogs[day] = publish_day(day, state, audio, sweep).rows
         except (DayProblem, StorageError) as exc:
             days.failed[day] = f"files stored, but the catalog could not be written: {exc}"
-    mark_done(context, days.done, lambda day: outcome_metadata(days.done[day]))
+    mark_done(context, days.done, lambda day: day_metadata(days.done[day], links[day]))
     mark_done(
         context,
         catalogs,
-        lambda day: outcome_metadata(catalogs[day]),
+        lambda day: day_metadata(catalogs[day], location(state, catalog_relpath(day))),
         asset_key=SOUND_CATALOG,
     )
     fail(context, days, config)

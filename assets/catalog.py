@@ -1,12 +1,11 @@
 """`sound_catalog`: one Parquet file per day describing every manifest row, and its checks."""
 
-import pandas as pd
 from dagster import AssetExecutionContext, BackfillPolicy, MaterializeResult, asset
 
 from assets.audio import sound_files
-from assets.metadata import outcome_metadata
+from assets.metadata import day_metadata, location, report_days
 from assets.partitions import daily_partitions
-from assets.publish import CHECK_SPECS, check_results, publish_day, sweep_policy
+from assets.publish import CHECK_SPECS, catalog_relpath, check_results, publish_day, sweep_policy
 from assets.ranges import fail, mark_done, preflight, run_days, settings
 from resources.storage_resource import StorageResource
 
@@ -31,10 +30,11 @@ def sound_catalog(context: AssetExecutionContext, storage: StorageResource) -> M
     days = run_days(
         context.partition_keys, lambda day: publish_day(day, catalog_store, audio, sweep)
     )
+    links = {day: location(catalog_store, catalog_relpath(day)) for day in days.done}
     if days.failed:
-        mark_done(context, days.done, lambda day: outcome_metadata(days.done[day].rows))
+        mark_done(context, days.done, lambda day: day_metadata(days.done[day].rows, links[day]))
         fail(context, days, config)
-    rows = pd.concat([published.rows for published in days.done.values()], ignore_index=True)
+    rows = {day: published.rows for day, published in days.done.items()}
     return MaterializeResult(
-        metadata=outcome_metadata(rows), check_results=check_results(days.done)
+        metadata=report_days(context, rows, links), check_results=check_results(days.done)
     )

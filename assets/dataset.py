@@ -62,10 +62,13 @@ def ml_dataset(context: AssetExecutionContext, config: DatasetConfig, storage: S
         metadata={
             "version": snapshot.version,
             "path": MetadataValue.path(snapshot.uri or ""),
+            "card": (MetadataValue.path if out.is_local() else MetadataValue.url)(
+                f"{(snapshot.uri or '').rstrip('/')}/README.md"
+            ),
             "written": snapshot.written,
             **{f"{split}_clips": int(n) for split, n in splits["clips"].items()},
-            "hours": round(float(splits["hours"].sum()), 4),
-            "bytes": total_bytes(snapshot.manifest),
+            "hours": MetadataValue.float(round(float(splits["hours"].sum()), 4)),
+            "bytes": MetadataValue.int(int(total_bytes(snapshot.manifest))),
             "splits": MetadataValue.md(splits.to_markdown(floatfmt=".4f")),
             "dropped": MetadataValue.json(snapshot.selection.dropped),
             "durations": MetadataValue.md(f"![clip durations](data:image/png;base64,{png})"),

@@ -1,7 +1,7 @@
 """`run_manifest`: each day's manifest files, validated, bad rows rejected with a reason."""
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
@@ -17,6 +17,7 @@ from dagster import (
 )
 
 from assets.core.manifest import MANIFEST_SUFFIXES, ManifestError, load_day
+from assets.metadata import failure_reasons, per_partition
 from assets.partitions import daily_partitions
 from assets.ranges import DayProblem, day_ranges, fail, mark_done, preflight, run_days, settings
 from assets.state import write_manifest
@@ -76,10 +77,11 @@ def run_manifest(context: AssetExecutionContext, storage: StorageResource) -> Ma
             f"{day_ranges(missing)} (looked in {where_looked(manifests.uri('D'))})"
         )
     if days.failed:
-        mark_done(context, days.done, lambda day: manifest_metadata([days.done[day]]))
+        mark_done(context, days.done, lambda day: manifest_metadata(days.done[day]))
         fail(context, days, config)
+    per_day = {day: manifest_metadata(rows) for day, rows in days.done.items()}
     return MaterializeResult(
-        metadata=manifest_metadata(days.done.values()),
+        metadata=per_partition(context, per_day, lambda: totals(days.done)),
         check_results=[
             AssetCheckResult(
                 check_name="manifest_present",
@@ -99,15 +101,17 @@ def where_looked(day_uri: str) -> str:
     return f"{day_uri}/ and {day_uri}{{{','.join(MANIFEST_SUFFIXES)}}}"
 
 
-def manifest_metadata(frames: Iterable[pd.DataFrame]) -> dict[str, Any]:
-    counts: Counter[str] = Counter()
-    files: set[str] = set()
-    for rows in frames:
-        counts.update(rows["status"])
-        files.update(rows["manifest"])
+def manifest_metadata(rows: pd.DataFrame) -> dict[str, Any]:
+    counts = rows["status"].value_counts()
     return {
-        "rows": sum(counts.values()),
-        "accepted": counts["accepted"],
-        "rejected": counts["rejected"],
-        "files": MetadataValue.json(sorted(files)),
+        "rows": MetadataValue.int(len(rows)),
+        "accepted": MetadataValue.int(int(counts.get("accepted", 0))),
+        "rejected": MetadataValue.int(int(counts.get("rejected", 0))),
+        "rejection reasons": failure_reasons(rows),
+        "files": MetadataValue.json(sorted(set(rows["manifest"]))),
     }
+
+
+def totals(days: Mapping[str, pd.DataFrame]) -> dict[str, int]:
+    counts = Counter(status for rows in days.values() for status in rows["status"])
+    return {"rows": counts.total(), "accepted": counts["accepted"], "rejected": counts["rejected"]}

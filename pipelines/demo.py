@@ -1,11 +1,12 @@
 """`make demo`: the daily harvest of the bundled manifests against a local sandbox API.
 
 Starts the sandbox on a free loopback port (no API key needed), materializes the demo days
-(and their `sound_features`) through the Dagster CLI exactly as a user would, stops the
+(and their `sound_features`) through `dg launch` exactly as a user would, stops the
 sandbox, builds an `ml_dataset` snapshot, and prints where the WAV files, the catalog and
 the snapshot are. A second run downloads nothing new and writes no new snapshot.
 """
 
+import argparse
 import json
 import os
 import shutil
@@ -80,9 +81,9 @@ def dagster_home() -> Path:
 
 
 def dagster(env: dict[str, str], *arguments: str) -> None:
-    """One `dagster asset materialize` as a user would type it; its output goes to LOG."""
-    command = [sys.executable, "-m", "dagster", "asset", "materialize", *arguments]
-    print(f"  $ {' '.join(command[2:])}")
+    """One `dg launch` as a user would type it from the project root; its output goes to LOG."""
+    command = [str(Path(sys.executable).with_name("dg")), "launch", *arguments]
+    print(f"  $ dg {' '.join(command[1:])}")
     with LOG.open("a") as log:
         done = subprocess.run(command, env=env, cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT)
     if done.returncode != 0:
@@ -108,7 +109,7 @@ def materialize(base_url: str) -> None:
     }
     dagster(
         demo_env() | api,
-        *("-m", "pipelines.definitions", "--select", SELECTION),
+        *("--assets", SELECTION),
         *("--partition-range", f"{FIRST_DAY}...{LAST_DAY}"),
     )
 
@@ -117,7 +118,7 @@ def build_dataset() -> None:
     print("building an ml_dataset snapshot of every day")
     dagster(
         demo_env(),
-        *("-m", "pipelines.definitions", "--select", "ml_dataset"),
+        *("--assets", "ml_dataset"),
         *("--config-json", json.dumps(DATASET_CONFIG)),
     )
 
@@ -164,7 +165,22 @@ def stored_files() -> int:
     return sum(1 for _ in (PROJECT / "data" / "audio").glob("*/*.wav"))
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The demo takes no options; `--help` says what it does instead of doing it."""
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"Days {FIRST_DAY}...{LAST_DAY} from data/manifests/; WAVs to data/audio/, the "
+        f"catalog to data/catalog/, snapshots to data/datasets/, the Dagster instance in "
+        f".dagster_home/, Dagster's log to {LOG.relative_to(PROJECT)}. `make demo` installs "
+        "first, then runs this.",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parse_args(argv)
     started, before = time.monotonic(), stored_files()
     with sandbox() as base_url:
         materialize(base_url)

@@ -6,6 +6,7 @@ downloads is the test's own (`scratch` fixture), so leftovers can be counted.
 """
 
 import hashlib
+import sys
 import tempfile
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from dagster import materialize
 from assets.audio import sound_files
 from assets.catalog import sound_catalog
 from assets.manifests import run_manifest
+from assets.partitions import run_tags
 from resources.camb_resource import CambResource
 from resources.storage_resource import StorageResource
 
@@ -23,6 +25,14 @@ from conftest import SANDBOX_KEY
 
 DAY = "2026-11-01"
 ASSETS = [run_manifest, sound_files, sound_catalog]
+HARVEST = "run_manifest,sound_files,sound_catalog"
+# The venv's `dg`, as the README runs it; it must run from the project root (pyproject's [tool.dg]).
+DG = str(Path(sys.executable).with_name("dg"))
+
+
+def dg_launch(*partition: str, select: str = HARVEST) -> list[str]:
+    """`dg launch --assets <select> --partition D` (or `--partition-range A...B`)."""
+    return [DG, "launch", "--assets", select, *partition]
 
 
 def write_manifest(root: Path, day: str, run_ids: list, extra_lines: str = "") -> Path:
@@ -70,9 +80,11 @@ def run_range(
     **kwargs,
 ):
     """Materialize the days first..last in one run, as a single-run backfill does."""
-    tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
     return materialize(
-        assets, resources=resources(sandbox, storage, **(camb or {})), tags=tags, **kwargs
+        assets,
+        resources=resources(sandbox, storage, **(camb or {})),
+        tags=run_tags(first, last),
+        **kwargs,
     )
 
 

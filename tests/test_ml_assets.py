@@ -86,6 +86,7 @@ def test_features_then_a_snapshot_and_reruns_that_redo_nothing(tmp_path, dataset
     meta = metadata_of(first, "ml_dataset")
     version = meta["version"]
     assert (dataset_root / LATEST).read_text().strip() == version
+    assert Path(meta["card"]) == dataset_root / f"v={version}" / "README.md"
     assert sum(meta[f"{split}_clips"] for split in ("train", "validation", "test")) == 7
     assert meta["written"] is True and meta["bytes"] > 0
     assert meta["durations"].startswith("![clip durations](data:image/png;base64,iVBOR")

@@ -745,13 +745,27 @@ def test_max_in_flight_counts_concurrent_api_requests(sb: SandboxServer, api: ht
         "bulk_requests": 0,
         "bulk_batch_sizes": [],
         "single_requests": 0,
+        "status_requests": 0,
+        "status_polls": {},
         "downloads": 0,
         "downloads_with_api_key": 0,
         "download_redirects": 0,
         "max_in_flight_api": 0,
         "max_in_flight": 0,
         "faults_injected": {},
+        "lookups_by_run": {},
+        "downloads_by_run": {},
     }
+
+
+def test_stats_count_lookups_and_downloads_per_run(sb: SandboxServer, api: httpx.Client, http):
+    run_id = ready(start=1)
+    url = file_url(api, run_id)
+    bulk(api, [run_id, run_id + 1])
+    assert http.get(url).status_code == 200
+    stats = sb.stats()
+    assert stats["lookups_by_run"] == {run_id: 2, run_id + 1: 1}
+    assert stats["downloads_by_run"] == {run_id: 1}
 
 
 def test_max_in_flight_counts_api_requests_and_downloads_together(
