@@ -14,6 +14,7 @@ from rich.markup import escape
 from pipelines.cli.output import (
     EXIT_FAILED,
     EXIT_OPERATOR,
+    EXIT_STOPPED,
     console,
     err_console,
     stop,
@@ -50,7 +51,8 @@ def parse_days(text: str) -> list[str]:
 @click.command(
     short_help="Harvest a day or a range of days.",
     epilog="Exit status: 0 every day materialized; 1 a run failed (an API outage, a day that "
-    "failed: run it again later); 3 a configuration mistake (the last line names the setting).",
+    "failed: run it again later); 3 a configuration mistake (the last line names the setting); "
+    "130 stopped by Ctrl-C or SIGTERM.",
 )
 @click.argument("days", metavar="D | A...B", callback=lambda _c, _p, v: parse_days(v))
 @click.option("--features", is_flag=True, help="Also measure sound_features for the days.")
@@ -88,7 +90,9 @@ def harvest(days: list[str], features: bool, verbose: bool) -> None:
                 job, instance, days, assets, on_event=progress.event, quiet=not verbose
             )
         except KeyboardInterrupt:
-            stop("interrupted", 130)
+            stop(
+                f"stopped as told; run `soundharvest harvest {_span(days)}` to go on", EXIT_STOPPED
+            )
         except Exception as exc:
             _traceback(verbose)
             stop(f"the run could not be launched: {type(exc).__name__}: {exc}", EXIT_FAILED)
@@ -165,6 +169,8 @@ def _fail(days: list[str], launched) -> None:
     """Everything the failures said, then the last line: the reason and what to do."""
     if not launched.failures:
         stop(f"run {launched.run_id} failed: soundharvest harvest {_span(days)} -v shows why", 1)
+    if any(f.interrupted for f in launched.failures):
+        stop(f"stopped as told; run `soundharvest harvest {_span(days)}` to go on", EXIT_STOPPED)
     operator = next((f for f in launched.failures if f.operator), None)
     first = operator or launched.failures[0]
     lines = [line for f in launched.failures for line in f.message.splitlines() if line.strip()]
