@@ -90,9 +90,7 @@ def harvest(days: list[str], features: bool, verbose: bool) -> None:
                 job, instance, days, assets, on_event=progress.event, quiet=not verbose
             )
         except KeyboardInterrupt:
-            stop(
-                f"stopped as told; run `soundharvest harvest {_span(days)}` to go on", EXIT_STOPPED
-            )
+            _stopped(days)
         except Exception as exc:
             _traceback(verbose)
             stop(f"the run could not be launched: {type(exc).__name__}: {exc}", EXIT_FAILED)
@@ -100,10 +98,14 @@ def harvest(days: list[str], features: bool, verbose: bool) -> None:
     if launched.success:
         console.print(f"[green]harvested {_span(days)}[/] (run {launched.run_id})")
         return
-    for failed in launched.failures:
-        if verbose:
+    if verbose:
+        for failed in launched.failures:
             err_console.print(failed.traceback, markup=False)
     _fail(days, launched)
+
+
+def _stopped(days: list[str]) -> None:
+    stop(f"stopped as told; run `soundharvest harvest {_span(days)}` to go on", EXIT_STOPPED)
 
 
 def _traceback(verbose: bool) -> None:
@@ -170,7 +172,7 @@ def _fail(days: list[str], launched) -> None:
     if not launched.failures:
         stop(f"run {launched.run_id} failed: soundharvest harvest {_span(days)} -v shows why", 1)
     if any(f.interrupted for f in launched.failures):
-        stop(f"stopped as told; run `soundharvest harvest {_span(days)}` to go on", EXIT_STOPPED)
+        _stopped(days)
     operator = next((f for f in launched.failures if f.operator), None)
     first = operator or launched.failures[0]
     lines = [line for f in launched.failures for line in f.message.splitlines() if line.strip()]
