@@ -19,11 +19,19 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from resources.camb_client import BULK_LIMIT, USER_AGENT, ClientSettings, Ready, interpret_result
+from resources.camb_client import (
+    BULK_LIMIT,
+    USER_AGENT,
+    Answer,
+    ClientSettings,
+    Ready,
+    interpret_result,
+)
 from resources.netguard import DownloadPolicy, UnsafeDownload
 from resources.redact import redact_text, redact_url
 from resources.roots import ROOTS, root_url
 from resources.storage import Storage
+from resources.task_resolver import interpret_status, status_path
 
 KEY_VARIABLE, BASE_VARIABLE, HOSTS_VARIABLE = (
     "CAMB_API_KEY",
@@ -158,23 +166,10 @@ def download_host(client: ClientSettings, run_ids: list[int]) -> Check:
         return Check(name, None, "not checked: no accepted run id in the day's manifest (--day D)")
     if not key:
         return Check(name, None, f"not checked: {KEY_VARIABLE} is not set")
-    url = None
-    for start in range(0, min(len(run_ids), 3 * BULK_LIMIT), BULK_LIMIT):
-        try:
-            response = _post_bulk(client, run_ids[start : start + BULK_LIMIT], key)
-        except httpx.HTTPError as exc:
-            return Check(name, None, f"not checked: {type(exc).__name__} asking for a URL")
-        if response.status_code != 200:
-            continue
-        answers = response.json() if "json" in response.headers.get("content-type", "") else {}
-        for run_id, value in (answers if isinstance(answers, dict) else {}).items():
-            if run_id.isdigit() and isinstance(
-                result := interpret_result(int(run_id), value), Ready
-            ):
-                url = result.url.value
-                break
-        if url:
-            break
+    try:
+        url = _result_url(client, run_ids[: 2 * BULK_LIMIT], key)
+    except httpx.HTTPError as exc:
+        return Check(name, None, f"not checked: {type(exc).__name__} asking for a URL")
     if url is None:
         return Check(name, None, "not checked: none of the runs asked about has a URL yet")
     policy = DownloadPolicy(client.download_allow_hosts)
@@ -198,6 +193,23 @@ def download_host(client: ClientSettings, run_ids: list[int]) -> Check:
         return Check(name, False, f"download host {host} does not resolve: {exc}", "check DNS")
     exempt = f" ({HOSTS_VARIABLE})" if policy.allows(host) else ""
     return Check(name, True, f"downloads from {parts.scheme}://{host} are allowed{exempt}")
+
+
+def _result_url(client: ClientSettings, run_ids: list[int], key: str) -> str | None:
+    """A presigned URL of one of `run_ids`: asked in batches, then one by one when the API
+    refuses a batch (a run of another type fails its whole batch with 400)."""
+    batches = [run_ids[i : i + BULK_LIMIT] for i in range(0, len(run_ids), BULK_LIMIT)]
+    for batch in batches:
+        response = _post_bulk(client, batch, key)
+        if response.status_code != 200 and len(batch) > 1:
+            batches += [[run_id] for run_id in batch]
+            continue
+        answers = response.json() if response.status_code == 200 else None
+        for run_id, value in (answers if isinstance(answers, dict) else {}).items():
+            result = interpret_result(int(run_id), value) if run_id.isdigit() else None
+            if isinstance(result, Ready):
+                return result.url.value
+    return None
 
 
 def storage_roots() -> Iterator[Check]:
@@ -264,8 +276,33 @@ def manifests(day: str) -> tuple[Check, list[int]]:
     files = rows["manifest"].nunique()
     rejected = len(rows) - len(accepted)
     detail = f"{len(rows)} rows in {files} file(s), {rejected} rejected"
-    # Rows naming only a task id have no run id yet: their run is known once resolved.
-    return Check(name, True, detail), [int(i) for i in accepted["run_id"].dropna()]
+    run_ids = [int(i) for i in accepted["run_id"].dropna()]
+    if not run_ids and "task_id" in accepted:  # a day of task ids: resolve a few of them
+        run_ids = _resolve_tasks(list(accepted["task_id"].dropna().astype(str)[:BULK_LIMIT]))
+    return Check(name, True, detail), run_ids
+
+
+def _resolve_tasks(task_ids: list[str]) -> list[int]:
+    """The run ids of those of `task_ids` that succeeded (one status call each)."""
+    client = client_settings()
+    key = os.environ.get(KEY_VARIABLE, "").strip()
+    run_ids = []
+    for task_id in task_ids:
+        try:
+            response = httpx.get(
+                client.base_url.rstrip("/") + "/" + status_path(task_id),
+                headers={"user-agent": USER_AGENT, "x-api-key": key},
+                timeout=PROBE_TIMEOUT,
+                trust_env=False,
+            )
+            body = response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            continue
+        if isinstance(body, dict):
+            answer = interpret_status(task_id, Answer(200, body, None))
+            if answer.run_id is not None:
+                run_ids.append(answer.run_id)
+    return run_ids
 
 
 def dagster_instance() -> list[Check]:
