@@ -9,7 +9,6 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     BackfillPolicy,
-    Failure,
     MaterializeResult,
     asset,
 )
@@ -22,7 +21,15 @@ from assets.manifests import run_manifest
 from assets.metadata import day_metadata, location, report_days, summary_line
 from assets.partitions import daily_partitions
 from assets.publish import catalog_relpath, publish_day, sweep_policy
-from assets.ranges import DayProblem, fail, mark_done, run_days, settings
+from assets.ranges import (
+    DayProblem,
+    fail,
+    mark_done,
+    operator_failure,
+    preflight,
+    run_days,
+    settings,
+)
 from assets.state import read_state, state_relpath, write_files, write_tasks
 from resources.camb_client import DAY_BUDGET_SPENT
 from resources.camb_resource import CambResource
@@ -54,7 +61,9 @@ def sound_files(
     try:  # ML features of fresh files, where reading them back later would cost (PLAN #3)
         measure_fresh = HarvestFeatures.wanted(audio)
     except SettingsError as exc:
-        raise Failure(description=str(exc), allow_retries=False) from None
+        raise operator_failure(str(exc)) from None
+    # Before any API call: roots that cannot be written and a missing key fail in seconds.
+    preflight(context, config, lambda: storage.probe_writable("audio", "catalog"), camb.check)
     started, since = time.monotonic(), datetime.now(UTC)
 
     def harvest(day: str) -> pd.DataFrame:
@@ -78,6 +87,7 @@ def sound_files(
                     context.log.warning(f"{day}: features measured at harvest not saved: {exc}")
             write_files(state, day, rows)
 
+        previous = read_state(state, "sound_files", day)
         ledger = DayHarvest(
             day,
             audio,
@@ -88,7 +98,9 @@ def sound_files(
             checkpoint_s=config.checkpoint_s,
             on_fresh_file=features.add if features else None,
             resolving=len(plan.poll),
-        ).run(plan.run_ids, index_rows(read_state(state, "sound_files", day)))
+        ).run(plan.run_ids, index_rows(previous))
+        if previous is None:  # a day with nothing to fetch (no manifest, all rejected) too
+            write_files(state, day, ledger)
         if plan.poll:  # tasks the day budget left unasked stay pending, saying so
             tasks.unanswered(plan.poll, DAY_BUDGET_SPENT)
             write_tasks(state, day, tasks.frame())

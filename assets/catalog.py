@@ -6,7 +6,7 @@ from assets.audio import sound_files
 from assets.metadata import day_metadata, location, report_days
 from assets.partitions import daily_partitions
 from assets.publish import CHECK_SPECS, catalog_relpath, check_results, publish_day, sweep_policy
-from assets.ranges import fail, mark_done, run_days, settings
+from assets.ranges import fail, mark_done, preflight, run_days, settings
 from resources.storage_resource import StorageResource
 
 
@@ -25,6 +25,7 @@ def sound_catalog(context: AssetExecutionContext, storage: StorageResource) -> M
     gives the `date` column.
     """
     config, sweep = settings(), sweep_policy()
+    preflight(context, config, lambda: storage.probe_writable("catalog"))
     audio, catalog_store = storage.audio(), storage.catalog()
     days = run_days(
         context.partition_keys, lambda day: publish_day(day, catalog_store, audio, sweep)

@@ -14,7 +14,6 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
-    Failure,
     MetadataValue,
 )
 
@@ -22,7 +21,7 @@ from assets.core.catalog import assemble, parquet_bytes, row_keys, validate_inva
 from assets.core.harvest import stored_sizes
 from assets.core.sweep import SweepPolicy, mark_given_up
 from assets.core.task_map import TASK_STATE
-from assets.ranges import DayProblem
+from assets.ranges import DayProblem, operator_failure
 from assets.state import read_state
 from resources.storage import Storage
 
@@ -61,7 +60,7 @@ def sweep_policy() -> SweepPolicy:
     try:
         return SweepPolicy.from_env()
     except ValueError as exc:
-        raise Failure(description=str(exc), allow_retries=False) from None
+        raise operator_failure(str(exc)) from None
 
 
 def publish_day(day: str, catalog_store: Storage, audio: Storage, sweep: SweepPolicy) -> DayCatalog:

@@ -16,8 +16,9 @@ Relative local roots are taken from the working directory and stored as absolute
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from resources.roots import root_url
+from resources.roots import ROOTS, root_url
 from resources.storage import Storage
+from resources.storage_probe import probe_writable
 
 
 class StorageResource(ConfigurableResource):
@@ -40,3 +41,12 @@ class StorageResource(ConfigurableResource):
 
     def datasets(self) -> Storage:
         return Storage(root_url("datasets", self.dataset_root))
+
+    def probe_writable(self, *roots: str) -> None:
+        """Write and remove a probe file in each named root ("audio", "catalog", "datasets");
+        `StorageUnwritable` names the first that cannot be written and its variable."""
+        for root in roots:
+            configured = getattr(self, f"{root.removesuffix('s')}_root")
+            # The variable is named even when a field set the root: it is where people look.
+            url = root_url(root, configured)
+            probe_writable(lambda url=url: Storage(url), root, ROOTS[root][0])
