@@ -27,10 +27,12 @@ from resources.camb_client import (
     Ready,
     interpret_result,
 )
+from resources.errors import OperatorError
 from resources.netguard import DownloadPolicy, UnsafeDownload
 from resources.redact import redact_text, redact_url
 from resources.roots import ROOTS, root_url
 from resources.storage import Storage
+from resources.storage_probe import PROBE_PREFIX, probe_writable
 from resources.task_resolver import interpret_status, status_path
 
 KEY_VARIABLE, BASE_VARIABLE, HOSTS_VARIABLE = (
@@ -215,34 +217,36 @@ def _result_url(client: ClientSettings, run_ids: list[int], key: str) -> str | N
 def storage_roots() -> Iterator[Check]:
     """The manifest root can be listed; every other root written, read back and cleaned."""
     for name, (variable, _) in ROOTS.items():
-        url = root_url(name)
         try:
-            storage = Storage(url)
-            if name == "manifests":
-                listed = storage.listdir("") if storage.fs.exists(storage.path("")) else None
-                if listed is None:
-                    yield Check(
-                        f"{name} root",
-                        False,
-                        f"{storage.uri('')} does not exist",
-                        f"point {variable} at the folder or bucket of your manifests",
-                    )
-                else:
-                    yield Check(f"{name} root", True, f"{storage.uri('')} is readable")
-                continue
-            yield _write_probe(storage, name, variable)
+            storage = Storage(root_url(name))
+            if name != "manifests":
+                # The steps' own write probe first, so doctor says what a harvest would say.
+                probe_writable(lambda storage=storage: storage, name, variable)
+                yield _read_back(storage, name, variable)
+            elif storage.fs.exists(storage.path("")):
+                storage.listdir("")
+                yield Check(f"{name} root", True, f"{storage.uri('')} is readable")
+            else:
+                yield Check(
+                    f"{name} root",
+                    False,
+                    f"{storage.uri('')} does not exist",
+                    f"point {variable} at the folder or bucket of your manifests",
+                )
+        except OperatorError as exc:
+            yield Check(f"{name} root", False, exc.problem, exc.fix)
         except Exception as exc:
             yield Check(
                 f"{name} root",
                 False,
-                f"{redact_text(str(exc))}",
-                f"make it writable, or point {variable} at a writable folder or bucket",
+                redact_text(str(exc)),
+                f"check {variable} and its storage (it may be passing trouble: try again)",
             )
 
 
-def _write_probe(storage: Storage, name: str, variable: str) -> Check:
-    probe = f"_soundharvest-doctor-{secrets.token_hex(4)}"  # `_`: catalog readers skip it
-    data = b"soundharvest doctor write probe\n"
+def _read_back(storage: Storage, name: str, variable: str) -> Check:
+    probe = PROBE_PREFIX + secrets.token_hex(6)  # `_`: catalog readers skip it
+    data = b"soundharvest doctor: written, read back and removed at once\n"
     storage.write_bytes(data, probe)
     try:
         if storage.read_bytes(probe) != data:
@@ -253,7 +257,7 @@ def _write_probe(storage: Storage, name: str, variable: str) -> Check:
                 f"check the storage behind {variable}",
             )
     finally:
-        storage.fs.rm(storage.path(probe))
+        storage.remove(probe)
     return Check(f"{name} root", True, f"{storage.uri('')} can be written, read back and cleaned")
 
 
