@@ -161,9 +161,10 @@ def _summary(days: list[str], started: dt.datetime) -> None:
         err_console.print(f"(the catalog could not be read for the summary: {exc})")
         return
     if rows is None or rows.empty:
-        console.print("no catalog rows for these days")
+        console.print("no catalog rows for these days (no manifest: no runs)")
         return
-    for table in tables(report(storage.uri("sound_catalog"), rows, new_since=started), new=True):
+    summary = report(storage.uri("sound_catalog"), rows, new_since=started, days=days)
+    for table in tables(summary, new=True):
         console.print(table)
 
 
@@ -231,8 +232,12 @@ class _Progress:
             if day in self.done and asset in self.assets:
                 self.done[day].add(asset)
                 self._show(day, f"{asset} done", force=True)
-        elif event.event_type == DagsterEventType.STEP_START and not self.live:
+        elif event.event_type == DagsterEventType.STEP_START and self._plain(event.step_key):
             console.print(f"{event.step_key}: started", soft_wrap=True)
+
+    def _plain(self, step: str | None) -> bool:
+        """A plain line for this step's start: not on a terminal, one of ours (not a check's)."""
+        return not self.live and step in self.assets
 
     def _message(self, entry) -> None:
         text = entry.user_message or ""
