@@ -23,8 +23,8 @@ from assets.core import prompt_similarity as prompts
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from similar_clips import RATE, prompt_pairs, sound, variants
 
-PROMPT_THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85)
-AUDIO_THRESHOLDS = (0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
+PROMPT_THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.68, 0.7, 0.75, 0.8, 0.85)
+AUDIO_THRESHOLDS = (0.5, 0.6, 0.7, 0.75, 0.78, 0.8, 0.85, 0.9)
 
 
 def prompt_table() -> list[tuple[float, float, float, int]]:
