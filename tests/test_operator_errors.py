@@ -21,6 +21,8 @@ import pytest
 from client_helpers import harvest, ready_ids, settings_for
 from dagster import AssetCheckSeverity, materialize
 
+from assets.core.sweep import GAVE_UP
+from resources.camb_client import Fetched
 from resources.camb_resource import CambResource
 from resources.errors import ERROR_KIND_KEY, OPERATOR
 from resources.first_contact import FIRST_CONTACT_TRIES, ApiReach, CambUnreachableError
@@ -311,3 +313,40 @@ def test_a_day_whose_rows_are_all_rejected_gets_its_partition(sandbox, tmp_path)
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert checks["manifest_present"] and checks["one_row_per_manifest_row"]
     assert sandbox.stats()["api_requests"] == 0
+
+
+# -- smaller things seen ------------------------------------------------------------------
+
+
+def test_the_same_expired_url_again_is_asked_for_after_a_backoff(sandbox, tmp_path):
+    """Was: 1-5 runs a day `failed` with "the API handed out an expired URL again": every
+    refresh spent within the second in which a whole-second presigner re-signs the same URL."""
+    sandbox.set_faults(whole_second_urls=True)
+    run_ids = ready_ids(35_000, 3)
+    sandbox.script("download", "expire", "expire", "expire")
+
+    outcomes = harvest(settings_for(sandbox), run_ids, tmp_path)
+
+    assert all(isinstance(outcome, Fetched) for outcome in outcomes.values()), outcomes
+    stats = sandbox.stats()
+    assert stats["downloads"] == 6  # each dead URL downloaded once, never again
+    assert len(stats["bulk_batch_sizes"]) > 4  # the first batch, then asked again until fresh
+
+
+def test_a_pending_run_met_for_the_first_time_is_pending_not_given_up(sandbox, tmp_path):
+    """Was: the demo's first run said "soundharvest gave up waiting: still pending 29-31 days
+    after the day ended" for its pending rows (its days are more than 7 days old)."""
+    write_manifest(tmp_path / "manifests", DAY, [1001, 1007])  # ids ending in 7 stay pending
+    storage = local_storage(tmp_path)
+
+    first = read_catalog_after(run(sandbox, storage), storage)
+    again = read_catalog_after(run(sandbox, storage), storage)
+
+    assert first.loc[1007, "status"] == "pending" and first.loc[1007, "attempts"] == 1
+    assert not first.loc[1007, "error"].startswith(GAVE_UP)
+    assert again.loc[1007, "error"].startswith(GAVE_UP)  # tried before, past the horizon
+
+
+def read_catalog_after(result, storage):
+    assert result.success
+    return read_catalog(storage).set_index("run_id")
