@@ -53,17 +53,25 @@ def resolve(settings, task_ids, run_ids=(), workdir: Path | None = None, **optio
     def record(answer: TaskAnswer) -> None:
         assert answer.task_id not in answers, "a task was asked twice"
         answers[answer.task_id] = answer
+        MOMENTS.append(("answer", time.monotonic()))
 
     async def go() -> dict:
         async with CambClient(settings) as client:
             resolver = TaskResolver(task_ids, record, concurrency=settings.max_concurrency)
             harvest = client.harvest(run_ids, workdir, resolve=resolver, **options)
-            return {outcome.run_id: outcome async for outcome in harvest}
+            outcomes = {}
+            async for outcome in harvest:
+                outcomes[outcome.run_id] = outcome
+                MOMENTS.append(("outcome", time.monotonic()))
+            return outcomes
 
     outcomes = asyncio.run(go())
     for outcome in outcomes.values():
         getattr(outcome, "path", Path("/nonexistent")).unlink(missing_ok=True)
     return answers, outcomes
+
+
+MOMENTS: list[tuple[str, float]] = []  # what `resolve` saw happen, and when
 
 
 def ready_tasks(start: int, count: int) -> list[str]:
@@ -236,7 +244,11 @@ def test_resolved_runs_join_bulk_batches_while_tasks_are_still_asked(sandbox, tm
     sandbox.set_faults(latency_s=0.03)
     tasks = ready_tasks(3000, 40)
     settings = settings_for(sandbox, max_concurrency=4)
+    MOMENTS.clear()
     answers, outcomes = resolve(settings, tasks, workdir=tmp_path)
+    # Runs are fetched while other tasks are still being asked about.
+    first_outcome = min(t for what, t in MOMENTS if what == "outcome")
+    assert first_outcome < max(t for what, t in MOMENTS if what == "answer")
     assert {a.status for a in answers.values()} == {"resolved"}
     assert sorted(outcomes) == sorted(task_fate(t)[0] for t in tasks)
     assert {o.status for o in outcomes.values()} == {"ok"}
