@@ -30,7 +30,13 @@ from assets.core.catalog import validate_invariants
 from assets.core.manifest import load_day
 from assets.core.task_map import TASK_STATE
 from assets.state import state_relpath
-from resources.camb_client import Answer, CambAuthError, CambClient, CambConfigError
+from resources.camb_client import (
+    DAY_BUDGET_SPENT,
+    Answer,
+    CambAuthError,
+    CambClient,
+    CambConfigError,
+)
 from resources.task_resolver import NO_SUCH_TASK, TaskAnswer, TaskResolver, interpret_status
 from sandbox import run_state
 from sandbox.rules import task_fate, task_id_for
@@ -234,6 +240,20 @@ def test_a_rerun_of_a_resolved_day_asks_nothing(sandbox, tmp_path, scratch):
     assert (read_catalog(storage)["status"] == "ok").all()
     sandbox.reset()
     assert run(sandbox, storage).success
+    assert sandbox.stats()["api_requests"] == 0
+
+
+def test_tasks_the_day_budget_left_unasked_are_pending_saying_so(
+    sandbox, tmp_path, scratch, monkeypatch
+):
+    storage = local_storage(tmp_path)
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "manifests" / f"{DAY}.csv").write_text("task_id\ntask-1001\ntask-1002\n")
+    monkeypatch.setenv("SOUNDHARVEST_DAY_BUDGET_S", "0.000001")  # spent before any call
+    assert run(sandbox, storage).success
+    catalog = read_catalog(storage)
+    assert catalog["status"].tolist() == ["pending", "pending"]
+    assert catalog["error"].str.contains(DAY_BUDGET_SPENT).all()
     assert sandbox.stats()["api_requests"] == 0
 
 
