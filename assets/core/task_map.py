@@ -104,6 +104,8 @@ class TaskMap:
 def resolve_rows(manifest: pd.DataFrame, tasks: pd.DataFrame | None) -> pd.DataFrame:
     """The manifest's rows with resolved run ids filled in; rows of unresolved tasks get
     their task's status and error, disagreeing and duplicate rows become `rejected`."""
+    if not manifest["task_id"].notna().any():
+        return manifest  # run ids only: duplicates were rejected as the manifest was read
     out = manifest.copy()
     answers = {} if tasks is None else tasks.set_index("task_id").to_dict("index")
     owner: dict[int, str] = {}  # run id -> "file:line" of the first row that has it

@@ -19,11 +19,21 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from resources.camb_client import BULK_LIMIT, USER_AGENT, ClientSettings, Ready, interpret_result
+from resources.camb_client import (
+    BULK_LIMIT,
+    USER_AGENT,
+    Answer,
+    ClientSettings,
+    Ready,
+    interpret_result,
+)
+from resources.errors import OperatorError
 from resources.netguard import DownloadPolicy, UnsafeDownload
 from resources.redact import redact_text, redact_url
 from resources.roots import ROOTS, root_url
 from resources.storage import Storage
+from resources.storage_probe import PROBE_PREFIX, probe_writable
+from resources.task_resolver import interpret_status, status_path
 
 KEY_VARIABLE, BASE_VARIABLE, HOSTS_VARIABLE = (
     "CAMB_API_KEY",
@@ -158,23 +168,10 @@ def download_host(client: ClientSettings, run_ids: list[int]) -> Check:
         return Check(name, None, "not checked: no accepted run id in the day's manifest (--day D)")
     if not key:
         return Check(name, None, f"not checked: {KEY_VARIABLE} is not set")
-    url = None
-    for start in range(0, min(len(run_ids), 3 * BULK_LIMIT), BULK_LIMIT):
-        try:
-            response = _post_bulk(client, run_ids[start : start + BULK_LIMIT], key)
-        except httpx.HTTPError as exc:
-            return Check(name, None, f"not checked: {type(exc).__name__} asking for a URL")
-        if response.status_code != 200:
-            continue
-        answers = response.json() if "json" in response.headers.get("content-type", "") else {}
-        for run_id, value in (answers if isinstance(answers, dict) else {}).items():
-            if run_id.isdigit() and isinstance(
-                result := interpret_result(int(run_id), value), Ready
-            ):
-                url = result.url.value
-                break
-        if url:
-            break
+    try:
+        url = _result_url(client, run_ids[: 2 * BULK_LIMIT], key)
+    except httpx.HTTPError as exc:
+        return Check(name, None, f"not checked: {type(exc).__name__} asking for a URL")
     if url is None:
         return Check(name, None, "not checked: none of the runs asked about has a URL yet")
     policy = DownloadPolicy(client.download_allow_hosts)
@@ -200,37 +197,56 @@ def download_host(client: ClientSettings, run_ids: list[int]) -> Check:
     return Check(name, True, f"downloads from {parts.scheme}://{host} are allowed{exempt}")
 
 
+def _result_url(client: ClientSettings, run_ids: list[int], key: str) -> str | None:
+    """A presigned URL of one of `run_ids`: asked in batches, then one by one when the API
+    refuses a batch (a run of another type fails its whole batch with 400)."""
+    batches = [run_ids[i : i + BULK_LIMIT] for i in range(0, len(run_ids), BULK_LIMIT)]
+    for batch in batches:
+        response = _post_bulk(client, batch, key)
+        if response.status_code != 200 and len(batch) > 1:
+            batches += [[run_id] for run_id in batch]
+            continue
+        answers = response.json() if response.status_code == 200 else None
+        for run_id, value in (answers if isinstance(answers, dict) else {}).items():
+            result = interpret_result(int(run_id), value) if run_id.isdigit() else None
+            if isinstance(result, Ready):
+                return result.url.value
+    return None
+
+
 def storage_roots() -> Iterator[Check]:
     """The manifest root can be listed; every other root written, read back and cleaned."""
     for name, (variable, _) in ROOTS.items():
-        url = root_url(name)
         try:
-            storage = Storage(url)
-            if name == "manifests":
-                listed = storage.listdir("") if storage.fs.exists(storage.path("")) else None
-                if listed is None:
-                    yield Check(
-                        f"{name} root",
-                        False,
-                        f"{storage.uri('')} does not exist",
-                        f"point {variable} at the folder or bucket of your manifests",
-                    )
-                else:
-                    yield Check(f"{name} root", True, f"{storage.uri('')} is readable")
-                continue
-            yield _write_probe(storage, name, variable)
+            storage = Storage(root_url(name))
+            if name != "manifests":
+                # The steps' own write probe first, so doctor says what a harvest would say.
+                probe_writable(lambda storage=storage: storage, name, variable)
+                yield _read_back(storage, name, variable)
+            elif storage.fs.exists(storage.path("")):
+                storage.listdir("")
+                yield Check(f"{name} root", True, f"{storage.uri('')} is readable")
+            else:
+                yield Check(
+                    f"{name} root",
+                    False,
+                    f"{storage.uri('')} does not exist",
+                    f"point {variable} at the folder or bucket of your manifests",
+                )
+        except OperatorError as exc:
+            yield Check(f"{name} root", False, exc.problem, exc.fix)
         except Exception as exc:
             yield Check(
                 f"{name} root",
                 False,
-                f"{redact_text(str(exc))}",
-                f"make it writable, or point {variable} at a writable folder or bucket",
+                redact_text(str(exc)),
+                f"check {variable} and its storage (it may be passing trouble: try again)",
             )
 
 
-def _write_probe(storage: Storage, name: str, variable: str) -> Check:
-    probe = f"_soundharvest-doctor-{secrets.token_hex(4)}"  # `_`: catalog readers skip it
-    data = b"soundharvest doctor write probe\n"
+def _read_back(storage: Storage, name: str, variable: str) -> Check:
+    probe = PROBE_PREFIX + secrets.token_hex(6)  # `_`: catalog readers skip it
+    data = b"soundharvest doctor: written, read back and removed at once\n"
     storage.write_bytes(data, probe)
     try:
         if storage.read_bytes(probe) != data:
@@ -241,7 +257,7 @@ def _write_probe(storage: Storage, name: str, variable: str) -> Check:
                 f"check the storage behind {variable}",
             )
     finally:
-        storage.fs.rm(storage.path(probe))
+        storage.remove(probe)
     return Check(f"{name} root", True, f"{storage.uri('')} can be written, read back and cleaned")
 
 
@@ -264,8 +280,33 @@ def manifests(day: str) -> tuple[Check, list[int]]:
     files = rows["manifest"].nunique()
     rejected = len(rows) - len(accepted)
     detail = f"{len(rows)} rows in {files} file(s), {rejected} rejected"
-    # Rows naming only a task id have no run id yet: their run is known once resolved.
-    return Check(name, True, detail), [int(i) for i in accepted["run_id"].dropna()]
+    run_ids = [int(i) for i in accepted["run_id"].dropna()]
+    if not run_ids and "task_id" in accepted:  # a day of task ids: resolve a few of them
+        run_ids = _resolve_tasks(list(accepted["task_id"].dropna().astype(str)[:BULK_LIMIT]))
+    return Check(name, True, detail), run_ids
+
+
+def _resolve_tasks(task_ids: list[str]) -> list[int]:
+    """The run ids of those of `task_ids` that succeeded (one status call each)."""
+    client = client_settings()
+    key = os.environ.get(KEY_VARIABLE, "").strip()
+    run_ids = []
+    for task_id in task_ids:
+        try:
+            response = httpx.get(
+                client.base_url.rstrip("/") + "/" + status_path(task_id),
+                headers={"user-agent": USER_AGENT, "x-api-key": key},
+                timeout=PROBE_TIMEOUT,
+                trust_env=False,
+            )
+            body = response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            continue
+        if isinstance(body, dict):
+            answer = interpret_status(task_id, Answer(200, body, None))
+            if answer.run_id is not None:
+                run_ids.append(answer.run_id)
+    return run_ids
 
 
 def dagster_instance() -> list[Check]:

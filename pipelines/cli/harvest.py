@@ -14,6 +14,7 @@ from rich.markup import escape
 from pipelines.cli.output import (
     EXIT_FAILED,
     EXIT_OPERATOR,
+    EXIT_STOPPED,
     console,
     err_console,
     stop,
@@ -50,7 +51,8 @@ def parse_days(text: str) -> list[str]:
 @click.command(
     short_help="Harvest a day or a range of days.",
     epilog="Exit status: 0 every day materialized; 1 a run failed (an API outage, a day that "
-    "failed: run it again later); 3 a configuration mistake (the last line names the setting).",
+    "failed: run it again later); 3 a configuration mistake (the last line names the setting); "
+    "130 stopped by Ctrl-C or SIGTERM.",
 )
 @click.argument("days", metavar="D | A...B", callback=lambda _c, _p, v: parse_days(v))
 @click.option("--features", is_flag=True, help="Also measure sound_features for the days.")
@@ -88,7 +90,7 @@ def harvest(days: list[str], features: bool, verbose: bool) -> None:
                 job, instance, days, assets, on_event=progress.event, quiet=not verbose
             )
         except KeyboardInterrupt:
-            stop("interrupted", 130)
+            _stopped(days)
         except Exception as exc:
             _traceback(verbose)
             stop(f"the run could not be launched: {type(exc).__name__}: {exc}", EXIT_FAILED)
@@ -96,10 +98,14 @@ def harvest(days: list[str], features: bool, verbose: bool) -> None:
     if launched.success:
         console.print(f"[green]harvested {_span(days)}[/] (run {launched.run_id})")
         return
-    for failed in launched.failures:
-        if verbose:
+    if verbose:
+        for failed in launched.failures:
             err_console.print(failed.traceback, markup=False)
     _fail(days, launched)
+
+
+def _stopped(days: list[str]) -> None:
+    stop(f"stopped as told; run `soundharvest harvest {_span(days)}` to go on", EXIT_STOPPED)
 
 
 def _traceback(verbose: bool) -> None:
@@ -155,9 +161,10 @@ def _summary(days: list[str], started: dt.datetime) -> None:
         err_console.print(f"(the catalog could not be read for the summary: {exc})")
         return
     if rows is None or rows.empty:
-        console.print("no catalog rows for these days")
+        console.print("no catalog rows for these days (no manifest: no runs)")
         return
-    for table in tables(report(storage.uri("sound_catalog"), rows, new_since=started), new=True):
+    summary = report(storage.uri("sound_catalog"), rows, new_since=started, days=days)
+    for table in tables(summary, new=True):
         console.print(table)
 
 
@@ -165,6 +172,8 @@ def _fail(days: list[str], launched) -> None:
     """Everything the failures said, then the last line: the reason and what to do."""
     if not launched.failures:
         stop(f"run {launched.run_id} failed: soundharvest harvest {_span(days)} -v shows why", 1)
+    if any(f.interrupted for f in launched.failures):
+        _stopped(days)
     operator = next((f for f in launched.failures if f.operator), None)
     first = operator or launched.failures[0]
     lines = [line for f in launched.failures for line in f.message.splitlines() if line.strip()]
@@ -223,8 +232,12 @@ class _Progress:
             if day in self.done and asset in self.assets:
                 self.done[day].add(asset)
                 self._show(day, f"{asset} done", force=True)
-        elif event.event_type == DagsterEventType.STEP_START and not self.live:
+        elif event.event_type == DagsterEventType.STEP_START and self._plain(event.step_key):
             console.print(f"{event.step_key}: started", soft_wrap=True)
+
+    def _plain(self, step: str | None) -> bool:
+        """A plain line for this step's start: not on a terminal, one of ours (not a check's)."""
+        return not self.live and step in self.assets
 
     def _message(self, entry) -> None:
         text = entry.user_message or ""

@@ -26,6 +26,7 @@ from resources.errors import ERROR_KIND_KEY, OPERATOR
 
 INVOCATION_TAG = "soundharvest/cli_invocation"
 POLL_S = 0.5
+INTERRUPTS = {"DagsterExecutionInterruptedError", "KeyboardInterrupt"}
 # Dagster's console logger prints every event; the command shows its own progress instead.
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
@@ -47,6 +48,7 @@ class StepFailure:
     message: str  # the Failure's description, else the deepest cause's message
     operator: bool  # an operator's mistake (resources/errors.py): fix a setting, run again
     traceback: str
+    interrupted: bool = False  # stopped as told (SIGINT, SIGTERM, terminate in the UI)
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,14 @@ def failure(step: str, data) -> StepFailure:
             message = message.removeprefix(root.cls_name + ": ")
     else:
         message = "the step failed without a message"
-    return StepFailure(step, message, operator, error.to_string() if error else "")
+    interrupted = any(e.cls_name in INTERRUPTS for e in _chain(error))
+    return StepFailure(step, message, operator, error.to_string() if error else "", interrupted)
+
+
+def _chain(error):
+    while error is not None:
+        yield error
+        error = error.cause or error.context
 
 
 class _Watcher(threading.Thread):

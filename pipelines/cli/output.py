@@ -10,6 +10,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # a run failed (an outage, a day that failed), or a doctor check failed
 EXIT_USAGE = 2  # click's own: a bad argument or option
 EXIT_OPERATOR = 3  # a setting, key, URL or storage root is wrong: fix it, then run again
+EXIT_STOPPED = 130  # told to stop (Ctrl-C, SIGTERM): the shell's code for SIGINT
 
 EXIT_CODES = """\b
 Exit status:
@@ -17,7 +18,8 @@ Exit status:
   1  a run failed (API outage, a day that failed) or a doctor check failed: see the last line
   2  bad arguments or options
   3  a configuration mistake (key, base URL, storage root, DAGSTER_HOME): the last line names
-     the setting and the fix"""
+     the setting and the fix
+  130  stopped by Ctrl-C or SIGTERM (days that completed are kept)"""
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)

@@ -79,9 +79,11 @@ def report(
     *,
     new_since: dt.datetime | None = None,
     top: int = 5,
+    days: Iterable[str] = (),
 ) -> Report:
-    """Per-day counts, the `top` reasons of failed and rejected rows, the oldest pending day."""
-    days = []
+    """Per-day counts (`days` without rows count zero: no manifest, no runs), the `top`
+    reasons rows are not ok, the oldest pending day."""
+    counted = []
     for date, day in rows.groupby("date", sort=True):
         counts = day["status"].value_counts()
         new = day[day["status"] == "ok"]
@@ -89,7 +91,7 @@ def report(
             new = new.iloc[0:0]
         else:
             new = new[new["fetched_at"] >= pd.Timestamp(new_since)]
-        days.append(
+        counted.append(
             DayCounts(
                 str(date),
                 **{s: int(counts.get(s, 0)) for s in STATUSES},
@@ -97,8 +99,12 @@ def report(
                 new_bytes=int(new["size_bytes"].sum()),
             )
         )
-    pending = sorted(d.date for d in days if d.pending)
-    return Report(catalog, days, top_reasons(rows, top), next(iter(pending), None))
+    seen = {day.date for day in counted}
+    counted = sorted(
+        [*counted, *(DayCounts(d) for d in days if d not in seen)], key=lambda d: d.date
+    )
+    pending = [day.date for day in counted if day.pending]
+    return Report(catalog, counted, top_reasons(rows, top), next(iter(pending), None))
 
 
 def top_reasons(rows: pd.DataFrame, top: int) -> list[Reason]:
