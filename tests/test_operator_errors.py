@@ -17,14 +17,16 @@ import time
 import urllib.request
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 from client_helpers import harvest, ready_ids, settings_for
 from dagster import AssetCheckSeverity, materialize
 
-from assets.core.sweep import GAVE_UP
+from assets.core.sweep import GAVE_UP, SweepPolicy, mark_given_up
 from resources.camb_client import Fetched
 from resources.camb_resource import CambResource
 from resources.errors import ERROR_KIND_KEY, OPERATOR
@@ -353,6 +355,24 @@ def test_a_pending_run_met_for_the_first_time_is_pending_not_given_up(sandbox, t
     assert first.loc[1007, "status"] == "pending" and first.loc[1007, "attempts"] == 1
     assert not first.loc[1007, "error"].startswith(GAVE_UP)
     assert again.loc[1007, "error"].startswith(GAVE_UP)  # tried before, past the horizon
+
+
+def test_an_unresolved_task_is_given_up_on_once_it_was_asked_twice():
+    catalog = pd.DataFrame(
+        {
+            "run_id": pd.array([None, None], dtype="Int64"),
+            "task_id": ["asked-once", "asked-twice"],
+            "status": ["pending", "pending"],
+            "error": ["task status PENDING"] * 2,
+            "attempts": pd.array([None, None], dtype="Int32"),  # tasks have no attempts
+        }
+    )
+    polls = {"asked-once": 1, "asked-twice": 2}
+    now = datetime(2026, 12, 3, tzinfo=UTC)  # a month after DAY
+
+    marked = mark_given_up(catalog, DAY, now, SweepPolicy(), task_polls=polls)
+
+    assert marked["error"].str.startswith(GAVE_UP).tolist() == [False, True]
 
 
 def read_catalog_after(result, storage):
