@@ -21,8 +21,7 @@ from pipelines.cli import cli
 from pipelines.cli.output import EXIT_FAILED, EXIT_OPERATOR
 from sandbox.__main__ import _parser as sandbox_parser
 
-from conftest import SANDBOX_KEY
-from pipeline_kit import write_manifest
+from pipeline_kit import sandbox_env, write_manifest
 
 PROJECT = Path(__file__).resolve().parent.parent
 DAY, NEXT = "2026-11-01", "2026-11-02"
@@ -45,20 +44,9 @@ def setup_env(monkeypatch: pytest.MonkeyPatch, root: Path, base_url: str) -> Non
     """A working setup: the sandbox, its host allowed, roots and a fresh instance in `root`."""
     for name in CLEARED:
         monkeypatch.delenv(name, raising=False)
-    home = root / "dagster_home"
-    home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(PROJECT / "pipelines" / "dagster.yaml", home / "dagster.yaml")
-    env = {
-        "CAMB_API_KEY": SANDBOX_KEY,
-        "CAMB_API_BASE_URL": base_url,
-        "CAMB_DOWNLOAD_ALLOW_HOSTS": "127.0.0.1",
-        "SOUNDHARVEST_MANIFEST_ROOT": str(root / "manifests"),
-        "SOUNDHARVEST_AUDIO_ROOT": str(root / "audio"),
-        "SOUNDHARVEST_CATALOG_ROOT": str(root / "catalog"),
-        "SOUNDHARVEST_DATASET_ROOT": str(root / "datasets"),
-        "SOUNDHARVEST_STEP_RETRIES": "0",
-        "DAGSTER_HOME": str(home),
-    }
+    (root / "dagster_home").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(PROJECT / "pipelines" / "dagster.yaml", root / "dagster_home" / "dagster.yaml")
+    env = sandbox_env(base_url, root) | {"SOUNDHARVEST_STEP_RETRIES": "0"}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     for day in (DAY, NEXT):
