@@ -16,7 +16,7 @@ from dagster import (
 from assets.core.features import HARVEST_STATE, HarvestFeatures
 from assets.core.harvest import DayHarvest, index_rows
 from assets.core.settings import SettingsError
-from assets.core.task_map import TASK_STATE, TaskMap
+from assets.core.task_map import TASK_STATE, TaskMap, has_tasks, resolve_rows
 from assets.manifests import run_manifest
 from assets.metadata import day_metadata, location, report_days, summary_line
 from assets.partitions import daily_partitions
@@ -72,7 +72,7 @@ def sound_files(
             raise DayProblem("its run_manifest is missing: materialize it first")
         # Rows may name their run by task id: runs of tasks resolved earlier are harvested
         # like run ids, the other tasks are asked about beside the harvest (task_map.py).
-        tasks = TaskMap(read_state(state, TASK_STATE, day))
+        tasks = TaskMap(read_state(state, TASK_STATE, day) if has_tasks(manifest) else None)
         plan = tasks.plan(manifest[manifest["status"] == "accepted"])
         fetch = partial(camb.harvest, task_ids=plan.poll, on_task=tasks.record)
         features = HarvestFeatures() if measure_fresh else None
@@ -104,10 +104,15 @@ def sound_files(
         if plan.poll:  # tasks the day budget left unasked stay pending, saying so
             tasks.unanswered(plan.poll, DAY_BUDGET_SPENT)
             write_tasks(state, day, tasks.frame())
-        rejected = manifest.loc[manifest["status"] == "rejected", ["run_id", "status", "error"]]
-        context.log.info(summary_line(day, ledger, len(rejected), since))
-        # The day's figures count its rejected rows too, as its catalog will.
-        return pd.concat([ledger, rejected], ignore_index=True) if len(rejected) else ledger
+        # The day's figures count the rows its catalog will have beyond the ledger's too:
+        # rejected ones, and those of tasks that never resolved.
+        others = resolve_rows(manifest, tasks.frame())
+        others = others.loc[others["status"] != "accepted", ["run_id", "status", "error"]]
+        rejected = int((others["status"] == "rejected").sum())
+        unresolved = others[others["status"] != "rejected"]
+        shown = pd.concat([ledger, unresolved], ignore_index=True) if len(unresolved) else ledger
+        context.log.info(summary_line(day, shown, rejected, since))
+        return pd.concat([ledger, others], ignore_index=True) if len(others) else ledger
 
     days = run_days(context.partition_keys, harvest)
     links = {day: location(audio, day) for day in days.done}

@@ -16,12 +16,13 @@ often shorter than that, so this is the small honest version on numpy alone:
   per band per frame (``fingerprint``), and each band's mean of those levels as a 16-byte
   spectral ``profile`` (a mean of dB, so a band that a sound crosses for a moment, and a
   trim can cut, weighs little);
-- two clips are the same sound when their levels, each band's mean over time and each
-  frame's mean over bands taken out, correlate at ``threshold`` or more at the best lag
-  within ``MAX_LAG_FRAMES`` (125 ms, which absorbs a trim of 100 ms). What is left after
-  the two means is how the spectrum moves: it tells apart two different sounds of the same
-  spectrum, length and loudness (two noises of different seeds), and two sounds that move
-  alike in other bands.
+- two clips are the same sound when their profiles agree within ``PROFILE_TOLERANCE_DB``
+  (RMS over the bands, the overall level taken out) and their levels, each band's mean over
+  time and each frame's mean over bands taken out, correlate at ``threshold`` or more at
+  the best lag within ``MAX_LAG_FRAMES`` (125 ms, which absorbs a trim of 100 ms). What is
+  left after the two means is how the spectrum moves: it tells apart two different sounds of
+  the same spectrum, length and loudness (two noises of different seeds); the profile tells
+  apart two sounds that move alike over different spectra (one noise bed under two tones).
 
 A steady sound (a held tone, a hum) has no movement to correlate: copies of it are linked
 only through their prompt. Comparing every pair of 3.65 M clips is out of the question, so
@@ -47,7 +48,8 @@ FLOOR_DB = 50.0
 STEP_DB = 0.5
 MAX_LAG_FRAMES = 5
 MIN_OVERLAP_FRAMES = 12
-DEFAULT_THRESHOLD = 0.75
+DEFAULT_THRESHOLD = 0.7  # between the farthest copy and the closest distinct pair (docs/ml.md)
+PROFILE_TOLERANCE_DB = 3.0  # RMS over the bands, overall level out; copies stay within ~1
 
 
 class Fingerprinter:
@@ -195,9 +197,11 @@ def audio_links(
     if len(index) < 2:
         return np.empty((0, 2), dtype=np.int64)
     levels = np.frombuffer(b"".join(profiles[i] for i in index), dtype=np.uint8)
-    candidates = audio_candidates(
-        levels.reshape(-1, BANDS).astype(np.float64) * STEP_DB, durations[index]
-    )
+    spectra = levels.reshape(-1, BANDS).astype(np.float64) * STEP_DB
+    candidates = audio_candidates(spectra, durations[index])
+    centred = spectra - spectra.mean(axis=1, keepdims=True)
+    apart = np.sqrt(np.mean(np.square(centred[candidates[:, 0]] - centred[candidates[:, 1]]), 1))
+    candidates = candidates[apart <= PROFILE_TOLERANCE_DB]
     if not len(candidates):
         return np.empty((0, 2), dtype=np.int64)
     involved, local = np.unique(candidates, return_inverse=True)

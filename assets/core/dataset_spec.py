@@ -12,6 +12,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from assets.core.audio_fingerprint import DEFAULT_THRESHOLD as AUDIO_THRESHOLD
+from assets.core.prompt_similarity import DEFAULT_THRESHOLD as PROMPT_THRESHOLD
+
 SPLITS = ("train", "validation", "test")
 AUDIO_TYPES = ("sound", "music")  # what the text-to-sound API accepts
 FORMATS = ("hf", "nemo", "webdataset")
@@ -59,12 +62,12 @@ class DatasetSpec(BaseModel):
         "prompt: the normalised prompt (runs without one by run id); run_id: the run alone.",
     )
     prompt_similarity: float = Field(
-        0.7,
+        PROMPT_THRESHOLD,
         description="Jaccard similarity of two prompts' words and word trigrams (numbers, "
         "punctuation and take markers left out) from which they share a group.",
     )
     audio_similarity: float = Field(
-        0.75,
+        AUDIO_THRESHOLD,
         description="Correlation of two clips' fingerprints from which they are the same "
         "sound (share a group; dedupe_near_audio keeps one).",
     )

@@ -21,7 +21,9 @@ import numpy as np
 
 from assets.core.pairs import same_key_pairs
 
-DEFAULT_THRESHOLD = 0.7
+DEFAULT_THRESHOLD = (
+    0.68  # between the farthest near-copy and the closest distinct pair (docs/ml.md)
+)
 NUM_PERM = 64
 SEARCH_MARGIN = 0.15  # the LSH looks this far below the threshold; exact Jaccard decides
 TAKE_MARKERS = frozenset({"take", "takes", "version", "variant", "alt", "v", "seed", "var"})

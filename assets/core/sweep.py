@@ -83,7 +83,12 @@ def mark_given_up(
     catalog: pd.DataFrame, day: str, now: datetime, policy: SweepPolicy
 ) -> pd.DataFrame:
     """The day's catalog with every pending row saying soundharvest gave up, once the day is
-    past the horizon; the answer the API last gave stays at the end of the text."""
+    past the horizon; the answer the API last gave stays at the end of the text.
+
+    Only rows tried before (`attempts` above 1) are given up on: a run met for the first time
+    past the horizon (a late manifest, a backfill of old days, the demo's first run) is
+    pending, and the final sweep that follows gives up on it if it still is.
+    """
     if not policy.gave_up(day, now):
         return catalog
     age = (now - day_end(day)).days
@@ -94,7 +99,9 @@ def mark_given_up(
     )
     out = catalog.copy()
     error = out["error"].astype("string").fillna("")
-    rows = (out["status"] == "pending") & ~error.str.startswith(GAVE_UP)
+    # A row without a count (none recorded) is taken as tried before, as it always was.
+    tried = out["attempts"].fillna(2) > 1 if "attempts" in out else True
+    rows = (out["status"] == "pending") & ~error.str.startswith(GAVE_UP) & tried
     out.loc[rows, "error"] = [prefix + text for text in error[rows]]
     return out
 
