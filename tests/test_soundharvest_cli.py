@@ -222,6 +222,22 @@ def test_status_says_what_the_catalog_says(harvested: dict) -> None:
     assert report["oldest_pending"] == NEXT
 
 
+def test_status_reads_a_catalog_on_s3(harvested: dict, s3_bucket, monkeypatch) -> None:
+    local = harvested["root"] / "catalog" / "sound_catalog"
+    client = s3_bucket.client()
+    for part in local.glob("date=*/part-0.parquet"):
+        key = f"catalog/sound_catalog/{part.parent.name}/part-0.parquet"
+        client.put_object(Bucket=s3_bucket.name, Key=key, Body=part.read_bytes())
+    options = {"s3": {"endpoint_url": s3_bucket.endpoint_url}}
+    monkeypatch.setenv("SOUNDHARVEST_STORAGE_OPTIONS", json.dumps(options))
+    monkeypatch.setenv("SOUNDHARVEST_CATALOG_ROOT", f"{s3_bucket.url}/catalog")
+    result = soundharvest("status", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["catalog"] == f"{s3_bucket.url}/catalog/sound_catalog"
+    assert json.loads(harvested["status_json"].output)["days"][0] in report["days"]
+
+
 # -- failures and exit codes --------------------------------------------------------------------
 
 
