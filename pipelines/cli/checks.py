@@ -322,6 +322,15 @@ def dagster_instance() -> list[Check]:
                 "pipelines/dagster.yaml into it for the camb_api pool)",
             )
         ]
+    if not Path(home).exists():
+        return [
+            Check(
+                "DAGSTER_HOME",
+                None,
+                f"{home} does not exist yet: `soundharvest harvest` makes it, with the "
+                "camb_api pool of pipelines/dagster.yaml",
+            )
+        ]
     if not Path(home).is_dir():
         return [
             Check(
