@@ -8,6 +8,7 @@ harvest of a day and a range is shared by the assertions that read its outcome.
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from click.testing import CliRunner, Result
 from dagster import DagsterInstance
 
 from pipelines.cli import cli
-from pipelines.cli.output import EXIT_FAILED, EXIT_OPERATOR
+from pipelines.cli.output import EXIT_FAILED, EXIT_OPERATOR, EXIT_STOPPED
 from sandbox.__main__ import _parser as sandbox_parser
 
 from pipeline_kit import sandbox_env, write_manifest
@@ -274,6 +275,29 @@ def test_exit_codes(setup: Path, monkeypatch, args: list, change: dict, code: in
     result = soundharvest(*args)
     assert result.exit_code == code, result.output
     assert says in result.output.strip().splitlines()[-1]
+
+
+def test_the_console_script_stops_when_told(setup: Path, sandbox) -> None:
+    sandbox.set_faults(latency_s=3.0)  # seconds in sound_files, to be interrupted in
+    script = Path(sys.executable).with_name("soundharvest")
+    process = subprocess.Popen(
+        [str(script), "harvest", DAY],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=PROJECT,
+    )
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:  # plain lines: its output is not a terminal
+        lines.append(line)
+        if "runs to fetch" in line:
+            process.send_signal(signal.SIGINT)
+            break
+    rest, _ = process.communicate(timeout=60)
+    lines += rest.splitlines()
+    assert process.returncode == EXIT_STOPPED, "".join(lines)
+    assert lines[-1].startswith(f"soundharvest: stopped as told; run `soundharvest harvest {DAY}`")
 
 
 # -- --help -------------------------------------------------------------------------------------

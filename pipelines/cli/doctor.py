@@ -28,10 +28,8 @@ def doctor(day: str | None) -> None:
 
     day = day or checks.yesterday()
     results = [checks.api_key(), checks.settings()]
-    client = checks.client_settings()
-    manifest, run_ids = checks.manifests(day)
-    results += checks.api(client)
-    results.append(checks.download_host(client, run_ids))
+    manifest, run_ids, task_ids = checks.manifests(day)
+    results += checks.connection(run_ids, task_ids)
     results += checks.storage_roots()
     results.append(manifest)
     results += checks.dagster_instance()
