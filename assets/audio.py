@@ -16,7 +16,7 @@ from dagster import (
 from assets.core.features import HARVEST_STATE, HarvestFeatures
 from assets.core.harvest import DayHarvest, index_rows
 from assets.core.settings import SettingsError
-from assets.core.task_map import TASK_STATE, TaskMap, resolve_rows
+from assets.core.task_map import TASK_STATE, TaskMap, has_tasks, resolve_rows
 from assets.manifests import run_manifest
 from assets.metadata import day_metadata, location, report_days, summary_line
 from assets.partitions import daily_partitions
@@ -72,7 +72,7 @@ def sound_files(
             raise DayProblem("its run_manifest is missing: materialize it first")
         # Rows may name their run by task id: runs of tasks resolved earlier are harvested
         # like run ids, the other tasks are asked about beside the harvest (task_map.py).
-        tasks = TaskMap(read_state(state, TASK_STATE, day))
+        tasks = TaskMap(read_state(state, TASK_STATE, day) if has_tasks(manifest) else None)
         plan = tasks.plan(manifest[manifest["status"] == "accepted"])
         fetch = partial(camb.harvest, task_ids=plan.poll, on_task=tasks.record)
         features = HarvestFeatures() if measure_fresh else None

@@ -39,7 +39,8 @@ from resources.storage_resource import StorageResource
     ],
 )
 def run_manifest(context: AssetExecutionContext, storage: StorageResource) -> MaterializeResult:
-    """The run ids of each day's manifests (CSV, JSONL, Parquet) with their carried columns.
+    """The run ids (or task ids) of each day's manifests (CSV, JSONL, Parquet) with their
+    carried columns.
 
     A bad row (missing, non-integer, non-positive or duplicate id) is kept as `rejected` with
     its reason and never reaches the API; a file that cannot be parsed fails its day with a

@@ -20,7 +20,7 @@ from dagster import (
 from assets.core.catalog import assemble, parquet_bytes, row_keys, validate_invariants
 from assets.core.harvest import stored_sizes
 from assets.core.sweep import SweepPolicy, mark_given_up
-from assets.core.task_map import TASK_STATE
+from assets.core.task_map import TASK_STATE, has_tasks
 from assets.ranges import DayProblem, operator_failure
 from assets.state import read_state
 from resources.storage import Storage
@@ -72,8 +72,10 @@ def publish_day(day: str, catalog_store: Storage, audio: Storage, sweep: SweepPo
     files = read_state(catalog_store, "sound_files", day)
     if manifest is None or files is None:
         raise DayProblem("materialize run_manifest and sound_files first")
-    tasks = read_state(catalog_store, TASK_STATE, day)
-    catalog = mark_given_up(assemble(manifest, files, tasks), day, datetime.now(UTC), sweep)
+    tasks = read_state(catalog_store, TASK_STATE, day) if has_tasks(manifest) else None
+    polls = {} if tasks is None else dict(zip(tasks["task_id"], tasks["polls"], strict=True))
+    catalog = assemble(manifest, files, tasks)
+    catalog = mark_given_up(catalog, day, datetime.now(UTC), sweep, task_polls=polls)
     # A rerun that changed nothing finds the same bytes there and writes nothing.
     catalog_store.write_bytes(parquet_bytes(catalog), catalog_relpath(day), if_changed=True)
     return DayCatalog(catalog, check_day(day, manifest, catalog, audio))

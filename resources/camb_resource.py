@@ -31,8 +31,9 @@ the multiprocess executor), opened and closed by the resource lifecycle; assets 
 plain, blocking `harvest()`.
 """
 
+import asyncio
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -214,8 +215,38 @@ class CambResource(ConfigurableResource):
         try:
             while True:
                 try:
-                    yield portal.call(outcomes.__anext__)
+                    yield _next_or_stop(portal, outcomes)
                 except StopAsyncIteration:
                     return
         finally:
             portal.call(outcomes.aclose)
+
+
+def _next_or_stop(portal: BlockingPortal, outcomes: AsyncIterator[RunOutcome]) -> RunOutcome:
+    """The next outcome; a stop while waiting for it stops the harvest before it is raised.
+
+    Told to stop (SIGINT, SIGTERM, terminate in the UI), Dagster raises in this thread from
+    its signal handler, whatever the event loop is waiting on (a Retry-After, a backoff, a
+    slow download). The harvest is then cancelled as a plain asyncio task, once, so that its
+    own cleanup (downloads cancelled, their temporaries removed) runs to the end before the
+    stop goes on; left alone, it would keep fetching until the resource is torn down.
+    """
+    task = portal.call(_start, outcomes)
+    try:
+        return portal.call(_outcome, task)
+    except BaseException:
+        portal.call(_cancel, task)
+        raise
+
+
+async def _start(outcomes: AsyncIterator[RunOutcome]) -> "asyncio.Future[RunOutcome]":
+    return asyncio.ensure_future(anext(outcomes))  # returned from a coroutine: not awaited
+
+
+async def _outcome(task: "asyncio.Future[RunOutcome]") -> RunOutcome:
+    return await task
+
+
+async def _cancel(task: "asyncio.Future[RunOutcome]") -> None:
+    task.cancel()
+    await asyncio.wait([task])

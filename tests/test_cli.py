@@ -21,7 +21,7 @@ from resources.audio_file import inspect_audio
 from sandbox import run_state
 
 from conftest import SANDBOX_KEY
-from pipeline_kit import DG, dg_launch
+from pipeline_kit import DG, dg_launch, sandbox_env
 
 pytestmark = pytest.mark.slow
 
@@ -30,15 +30,7 @@ DAYS = ("2026-11-01", "2026-11-03")
 
 
 def cli_env(sandbox, tmp_path: Path) -> dict[str, str]:
-    return os.environ | {
-        "CAMB_API_KEY": SANDBOX_KEY,
-        "CAMB_API_BASE_URL": sandbox.base_url,
-        "CAMB_DOWNLOAD_ALLOW_HOSTS": "127.0.0.1",
-        "SOUNDHARVEST_MANIFEST_ROOT": str(tmp_path / "manifests"),
-        "SOUNDHARVEST_AUDIO_ROOT": str(tmp_path / "audio"),
-        "SOUNDHARVEST_CATALOG_ROOT": str(tmp_path / "catalog"),
-        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
-    }
+    return os.environ | sandbox_env(sandbox.base_url, tmp_path)
 
 
 @pytest.fixture

@@ -30,7 +30,13 @@ from assets.core.catalog import validate_invariants
 from assets.core.manifest import load_day
 from assets.core.task_map import TASK_STATE
 from assets.state import state_relpath
-from resources.camb_client import Answer, CambAuthError, CambClient, CambConfigError
+from resources.camb_client import (
+    DAY_BUDGET_SPENT,
+    Answer,
+    CambAuthError,
+    CambClient,
+    CambConfigError,
+)
 from resources.task_resolver import NO_SUCH_TASK, TaskAnswer, TaskResolver, interpret_status
 from sandbox import run_state
 from sandbox.rules import task_fate, task_id_for
@@ -53,17 +59,25 @@ def resolve(settings, task_ids, run_ids=(), workdir: Path | None = None, **optio
     def record(answer: TaskAnswer) -> None:
         assert answer.task_id not in answers, "a task was asked twice"
         answers[answer.task_id] = answer
+        MOMENTS.append(("answer", time.monotonic()))
 
     async def go() -> dict:
         async with CambClient(settings) as client:
             resolver = TaskResolver(task_ids, record, concurrency=settings.max_concurrency)
             harvest = client.harvest(run_ids, workdir, resolve=resolver, **options)
-            return {outcome.run_id: outcome async for outcome in harvest}
+            outcomes = {}
+            async for outcome in harvest:
+                outcomes[outcome.run_id] = outcome
+                MOMENTS.append(("outcome", time.monotonic()))
+            return outcomes
 
     outcomes = asyncio.run(go())
     for outcome in outcomes.values():
         getattr(outcome, "path", Path("/nonexistent")).unlink(missing_ok=True)
     return answers, outcomes
+
+
+MOMENTS: list[tuple[str, float]] = []  # what `resolve` saw happen, and when
 
 
 def ready_tasks(start: int, count: int) -> list[str]:
@@ -213,7 +227,14 @@ def test_every_task_outcome_reaches_the_catalog_and_a_rerun_asks_less(task_day):
     assert first["single_requests"] == 0
     # The rerun asks only about tasks without a final answer (pending, SUCCESS without run).
     assert second["status_polls"] == {"task-1002-pending": 1, "task-1006-norun": 1}
-    assert again[["status", "error"]].equals(catalog[["status", "error"]])
+    # The same outcomes; a pending run tried twice also says soundharvest gave up (the day is
+    # past the give-up horizon: assets/core/sweep.py), ending with the same last answer.
+    assert again["status"].equals(catalog["status"])
+    assert last_answers(again["error"]).equals(last_answers(catalog["error"]))
+
+
+def last_answers(errors: pd.Series) -> pd.Series:
+    return errors.str.replace(r"^soundharvest gave up .*?last answer: ", "", regex=True)
 
 
 def test_a_rerun_of_a_resolved_day_asks_nothing(sandbox, tmp_path, scratch):
@@ -229,6 +250,20 @@ def test_a_rerun_of_a_resolved_day_asks_nothing(sandbox, tmp_path, scratch):
     assert sandbox.stats()["api_requests"] == 0
 
 
+def test_tasks_the_day_budget_left_unasked_are_pending_saying_so(
+    sandbox, tmp_path, scratch, monkeypatch
+):
+    storage = local_storage(tmp_path)
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "manifests" / f"{DAY}.csv").write_text("task_id\ntask-1001\ntask-1002\n")
+    monkeypatch.setenv("SOUNDHARVEST_DAY_BUDGET_S", "0.000001")  # spent before any call
+    assert run(sandbox, storage).success
+    catalog = read_catalog(storage)
+    assert catalog["status"].tolist() == ["pending", "pending"]
+    assert catalog["error"].str.contains(DAY_BUDGET_SPENT).all()
+    assert sandbox.stats()["api_requests"] == 0
+
+
 # -- the client -------------------------------------------------------------------------------
 
 
@@ -236,7 +271,11 @@ def test_resolved_runs_join_bulk_batches_while_tasks_are_still_asked(sandbox, tm
     sandbox.set_faults(latency_s=0.03)
     tasks = ready_tasks(3000, 40)
     settings = settings_for(sandbox, max_concurrency=4)
+    MOMENTS.clear()
     answers, outcomes = resolve(settings, tasks, workdir=tmp_path)
+    # Runs are fetched while other tasks are still being asked about.
+    first_outcome = min(t for what, t in MOMENTS if what == "outcome")
+    assert first_outcome < max(t for what, t in MOMENTS if what == "answer")
     assert {a.status for a in answers.values()} == {"resolved"}
     assert sorted(outcomes) == sorted(task_fate(t)[0] for t in tasks)
     assert {o.status for o in outcomes.values()} == {"ok"}
