@@ -194,12 +194,14 @@ class CambResource(ConfigurableResource):
         deadline: float | None = None,
         task_ids: Sequence[str] = (),
         on_task: Callable[[TaskAnswer], None] | None = None,
+        task_joins: Callable[[TaskAnswer], bool] | None = None,
     ) -> Iterator[RunOutcome]:
         """Outcomes as they complete (see `CambClient.harvest`), from blocking code.
 
         `deadline` is a `time.monotonic()` value: the same clock in this thread and the loop's.
         `task_ids` are resolved beside the harvest (`resources.task_resolver`), each answer
-        reported to `on_task` (from the client's event loop thread) before its run id joins.
+        reported to `on_task` (from the client's event loop thread) before its run id joins
+        (when `task_joins(answer)` says so: by default every resolved run).
         """
         self.check()
         if self._portal is None or self._client is None:
@@ -210,7 +212,7 @@ class CambResource(ConfigurableResource):
             if on_task is None:
                 raise ValueError("task ids need an on_task callback to report their answers")
             concurrency = client.settings.max_concurrency
-            resolve = TaskResolver(task_ids, on_task, concurrency=concurrency)
+            resolve = TaskResolver(task_ids, on_task, concurrency=concurrency, joins=task_joins)
         outcomes = client.harvest(run_ids, workdir, deadline=deadline, resolve=resolve)
         try:
             while True:
