@@ -13,13 +13,15 @@ from dagster import (
     asset,
 )
 
+from assets.core.day_fingerprint import Fingerprints, file_stamp, listing_stamp
+from assets.core.day_summary import DaySummary
 from assets.core.features import HARVEST_STATE, HarvestFeatures
 from assets.core.harvest import DayHarvest, index_rows
 from assets.core.settings import SettingsError
 from assets.manifests import run_manifest
-from assets.metadata import day_metadata, location, report_days, summary_line
+from assets.metadata import day_metadata, location, report_days, summary_line, unchanged_line
 from assets.partitions import daily_partitions
-from assets.publish import catalog_relpath, publish_day, sweep_policy
+from assets.publish import catalog_fingerprints, catalog_relpath, publish_day, sweep_policy
 from assets.ranges import DayProblem, fail, mark_done, run_days, settings
 from assets.state import read_state, state_relpath, write_files
 from resources.camb_resource import CambResource
@@ -53,8 +55,19 @@ def sound_files(
     except SettingsError as exc:
         raise Failure(description=str(exc), allow_retries=False) from None
     started, since = time.monotonic(), datetime.now(UTC)
+    prints = Fingerprints(state, "sound_files", audio=audio.uri(""))
+    unchanged: dict[str, DaySummary] = {}
 
-    def harvest(day: str) -> pd.DataFrame:
+    def inputs(day: str) -> str:
+        records = [
+            file_stamp(state, state_relpath(a, day)) for a in ("run_manifest", "sound_files")
+        ]
+        return prints.stamp(records, listing_stamp(audio, day))
+
+    def harvest(day: str) -> DaySummary:
+        if (summary := prints.unchanged(day, inputs(day))) is not None:
+            unchanged[day] = summary  # complete, and nothing it depends on changed
+            return summary
         manifest = read_state(state, "run_manifest", day)
         if manifest is None:
             raise DayProblem("its run_manifest is missing: materialize it first")
@@ -82,19 +95,23 @@ def sound_files(
         rejected = manifest.loc[manifest["status"] == "rejected", ["run_id", "status", "error"]]
         context.log.info(summary_line(day, ledger, len(rejected), since))
         # The day's figures count its rejected rows too, as its catalog will.
-        return pd.concat([ledger, rejected], ignore_index=True) if len(rejected) else ledger
+        summary = DaySummary.of(pd.concat([ledger, rejected]) if len(rejected) else ledger)
+        prints.record(day, inputs(day), summary)
+        return summary
 
     days = run_days(context.partition_keys, harvest)
+    if unchanged:  # one line for them all rather than one each
+        context.log.info(unchanged_line(list(unchanged), list(unchanged.values())))
     links = {day: location(audio, day) for day in days.done}
     if not days.failed:
         metadata = report_days(context, days.done, links, time.monotonic() - started)
         return MaterializeResult(metadata=metadata)
     # sound_catalog will not run after this step fails: publish the completed days' catalog
     # partitions here, the way sound_catalog does, and report both assets' partitions.
-    catalogs = {}
+    catalogs, published = {}, catalog_fingerprints(state, audio, sweep)
     for day in days.done:
         try:
-            catalogs[day] = publish_day(day, state, audio, sweep).rows
+            catalogs[day] = publish_day(day, state, audio, sweep, published).summary
         except (DayProblem, StorageError) as exc:
             days.failed[day] = f"files stored, but the catalog could not be written: {exc}"
     mark_done(context, days.done, lambda day: day_metadata(days.done[day], links[day]))
