@@ -1,6 +1,7 @@
 """`sound_files`: each accepted run's audio as a verified WAV file on storage."""
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pandas as pd
@@ -17,6 +18,7 @@ from assets.core.day_fingerprint import Fingerprints, file_stamp, listing_stamp
 from assets.core.day_summary import DaySummary
 from assets.core.features import HARVEST_STATE, HarvestFeatures
 from assets.core.harvest import DayHarvest, index_rows
+from assets.core.lease import DayLease, Holder, LeaseHeld, LeaseLost, holding
 from assets.core.settings import SettingsError
 from assets.manifests import run_manifest
 from assets.metadata import day_metadata, location, report_days, summary_line, unchanged_line
@@ -55,6 +57,8 @@ def sound_files(
     except SettingsError as exc:
         raise Failure(description=str(exc), allow_retries=False) from None
     started, since = time.monotonic(), datetime.now(UTC)
+    if not DayLease.supported(state):
+        context.log.warning(f"{state}: no per-day lease on this storage: run each day once")
     prints = Fingerprints(state, "sound_files", audio=audio.uri(""))
     unchanged: dict[str, DaySummary] = {}
 
@@ -68,6 +72,21 @@ def sound_files(
         if (summary := prints.unchanged(day, inputs(day))) is not None:
             unchanged[day] = summary  # complete, and nothing it depends on changed
             return summary
+        lease = DayLease(state, day, context.run.run_id, config.lease_ttl_s)
+        try:
+            with holding(lease, config.lease_wait_s, on_wait=waiting(day)):
+                # The run we waited for may have completed the day.
+                if (summary := prints.unchanged(day, inputs(day))) is not None:
+                    unchanged[day] = summary
+                    return summary
+                return fetch(day)
+        except (LeaseHeld, LeaseLost) as exc:
+            raise DayProblem(str(exc)) from None
+
+    def waiting(day: str) -> Callable[[Holder], None]:
+        return lambda holder: context.log.info(f"{day}: waiting for {holder} to finish it")
+
+    def fetch(day: str) -> DaySummary:
         manifest = read_state(state, "run_manifest", day)
         if manifest is None:
             raise DayProblem("its run_manifest is missing: materialize it first")
