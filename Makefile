@@ -29,6 +29,7 @@ $(STAMP): pyproject.toml
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/dg check defs  # the definitions load (a code server, as the daemon and UI see them)
 
 format: install
 	$(BIN)/ruff format .

@@ -3,6 +3,7 @@
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 
 import pandas as pd
 from dagster import (
@@ -20,12 +21,14 @@ from assets.core.features import HARVEST_STATE, HarvestFeatures
 from assets.core.harvest import DayHarvest, index_rows
 from assets.core.lease import DayLease, Holder, LeaseHeld, LeaseLost, holding
 from assets.core.settings import SettingsError
+from assets.core.task_map import TASK_STATE, TaskMap
 from assets.manifests import run_manifest
 from assets.metadata import day_metadata, location, report_days, summary_line, unchanged_line
 from assets.partitions import daily_partitions
 from assets.publish import catalog_fingerprints, catalog_relpath, publish_day, sweep_policy
 from assets.ranges import DayProblem, fail, mark_done, run_days, settings
-from assets.state import read_state, state_relpath, write_files
+from assets.state import read_state, state_relpath, write_files, write_tasks
+from resources.camb_client import DAY_BUDGET_SPENT
 from resources.camb_resource import CambResource
 from resources.storage import StorageError
 from resources.storage_resource import StorageResource
@@ -64,7 +67,8 @@ def sound_files(
 
     def inputs(day: str) -> str:
         records = [
-            file_stamp(state, state_relpath(a, day)) for a in ("run_manifest", "sound_files")
+            file_stamp(state, state_relpath(a, day))
+            for a in ("run_manifest", "sound_files", TASK_STATE)
         ]
         return prints.stamp(records, listing_stamp(audio, day))
 
@@ -79,21 +83,27 @@ def sound_files(
                 if (summary := prints.unchanged(day, inputs(day))) is not None:
                     unchanged[day] = summary
                     return summary
-                return fetch(day)
+                return harvest_day(day)
         except (LeaseHeld, LeaseLost) as exc:
             raise DayProblem(str(exc)) from None
 
     def waiting(day: str) -> Callable[[Holder], None]:
         return lambda holder: context.log.info(f"{day}: waiting for {holder} to finish it")
 
-    def fetch(day: str) -> DaySummary:
+    def harvest_day(day: str) -> DaySummary:
         manifest = read_state(state, "run_manifest", day)
         if manifest is None:
             raise DayProblem("its run_manifest is missing: materialize it first")
-        run_ids = [int(i) for i in manifest.loc[manifest["status"] == "accepted", "run_id"]]
+        # Rows may name their run by task id: runs of tasks resolved earlier are harvested
+        # like run ids, the other tasks are asked about beside the harvest (task_map.py).
+        tasks = TaskMap(read_state(state, TASK_STATE, day))
+        plan = tasks.plan(manifest[manifest["status"] == "accepted"])
+        fetch = partial(camb.harvest, task_ids=plan.poll, on_task=tasks.record)
         features = HarvestFeatures() if measure_fresh else None
 
         def save(rows: pd.DataFrame) -> None:
+            if plan.poll:  # before the ledger: its rows' runs never lack their task's answer
+                write_tasks(state, day, tasks.frame())
             if features:  # with every checkpoint: a crash keeps what was measured
                 try:
                     features.save(state, state_relpath(HARVEST_STATE, day))
@@ -104,17 +114,23 @@ def sound_files(
         ledger = DayHarvest(
             day,
             audio,
-            camb.harvest,
+            fetch if plan.poll else camb.harvest,
             log=context.log,
             save=save,
             budget_s=config.day_budget_s,
             checkpoint_s=config.checkpoint_s,
             on_fresh_file=features.add if features else None,
-        ).run(run_ids, index_rows(read_state(state, "sound_files", day)))
+            resolving=len(plan.poll),
+        ).run(plan.run_ids, index_rows(read_state(state, "sound_files", day)))
+        if plan.poll:  # tasks the day budget left unasked stay pending, saying so
+            tasks.unanswered(plan.poll, DAY_BUDGET_SPENT)
+            write_tasks(state, day, tasks.frame())
         rejected = manifest.loc[manifest["status"] == "rejected", ["run_id", "status", "error"]]
         context.log.info(summary_line(day, ledger, len(rejected), since))
-        # The day's figures count its rejected rows too, as its catalog will.
-        summary = DaySummary.of(pd.concat([ledger, rejected]) if len(rejected) else ledger)
+        # The day's figures count its rejected rows and open tasks too, as its catalog will.
+        open_tasks = tasks.frame().query("status != 'resolved'")[["status", "error"]]
+        others = [frame for frame in (rejected, open_tasks) if len(frame)]
+        summary = DaySummary.of(pd.concat([ledger, *others]) if others else ledger)
         prints.record(day, inputs(day), summary)
         return summary
 

@@ -18,19 +18,21 @@ from dagster import (
     MetadataValue,
 )
 
-from assets.core.catalog import assemble, parquet_bytes, validate_invariants
+from assets.core.catalog import assemble, parquet_bytes, row_keys, validate_invariants
 from assets.core.day_fingerprint import Fingerprints, file_stamp, listing_stamp
 from assets.core.day_summary import DaySummary
 from assets.core.harvest import stored_sizes
 from assets.core.sweep import SweepPolicy, mark_given_up
+from assets.core.task_map import TASK_STATE
 from assets.ranges import DayProblem
 from assets.state import read_state, state_relpath
 from resources.storage import Storage
 
 CHECKS = {
     "one_row_per_manifest_row": "Every manifest row has exactly one catalog row.",
-    "catalog_contract": "Run ids unique per day among rows that are not rejected; ok rows have "
-    "uri, size and sha256; every other row has an error, which shows no URL query or key.",
+    "catalog_contract": "Keys (the run id, else the task id of a task that never resolved) "
+    "unique per day among rows that are not rejected; ok rows have uri, size and sha256; every "
+    "other row has an error, which shows no URL query or key.",
     "ok_files_exist": "Every ok row's file exists with its recorded size.",
 }
 # A warning, not an error: runs not ready yet are normal; the pending sweep comes back for them.
@@ -86,7 +88,7 @@ def publish_day(
 
     def inputs() -> str:
         assert prints is not None
-        paths = [state_relpath(a, day) for a in ("run_manifest", "sound_files")]
+        paths = [state_relpath(a, day) for a in ("run_manifest", "sound_files", TASK_STATE)]
         stamps = [file_stamp(catalog_store, p) for p in [*paths, catalog_relpath(day)]]
         return prints.stamp(stamps, listing_stamp(audio, day))
 
@@ -96,7 +98,8 @@ def publish_day(
     files = read_state(catalog_store, "sound_files", day)
     if manifest is None or files is None:
         raise DayProblem("materialize run_manifest and sound_files first")
-    catalog = mark_given_up(assemble(manifest, files), day, datetime.now(UTC), sweep)
+    tasks = read_state(catalog_store, TASK_STATE, day)
+    catalog = mark_given_up(assemble(manifest, files, tasks), day, datetime.now(UTC), sweep)
     # A rerun that changed nothing finds the same bytes there and writes nothing.
     catalog_store.write_bytes(parquet_bytes(catalog), catalog_relpath(day), if_changed=True)
     published = DayCatalog(DaySummary.of(catalog), check_day(day, manifest, catalog, audio))
@@ -152,5 +155,8 @@ def check_day(
 
 
 def _row_keys(frame: pd.DataFrame) -> list[tuple[str, str]]:
-    """(manifest file, run id) of every row, sorted: equal lists mean one row per row."""
-    return sorted(zip(frame["manifest"], map(str, frame["run_id"]), strict=True))
+    """(manifest file, task id, else run id) of every row, sorted: equal lists mean one row
+    per row (a task id is carried unchanged, while its run id is learnt on the way)."""
+    task_ids = frame.get("task_id", pd.Series(pd.NA, index=frame.index)).astype("string")
+    ids = task_ids.fillna(row_keys(frame)).fillna("")
+    return sorted(zip(frame["manifest"], ids, strict=True))

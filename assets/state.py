@@ -1,6 +1,7 @@
 """The pipeline's own per-day records, kept under `{CATALOG_ROOT}/_state/`.
 
-`run_manifest` stores the validated manifest rows and `sound_files` its files ledger there;
+`run_manifest` stores the validated manifest rows and `sound_files` its files ledger and its
+task answers (`task_runs`) there;
 the leading `_` keeps them out of every reader of the catalog tree.
 """
 
@@ -10,6 +11,7 @@ import pyarrow.parquet as pq
 
 from assets.core.catalog import parquet_bytes, table_bytes
 from assets.core.manifest import MANIFEST_SCHEMA, frame_from_arrow
+from assets.core.task_map import TASK_SCHEMA, TASK_STATE
 from resources.storage import Storage
 
 
@@ -28,6 +30,12 @@ def write_files(storage: Storage, day: str, rows: pd.DataFrame) -> str:
     """The files ledger: catalog-shaped rows (without manifest columns) for accepted runs."""
     relpath = state_relpath("sound_files", day)
     return storage.write_bytes(parquet_bytes(rows), relpath, if_changed=True)
+
+
+def write_tasks(storage: Storage, day: str, rows: pd.DataFrame) -> str:
+    """The day's task answers (`assets.core.task_map`); an unchanged file is left as it is."""
+    table = pa.Table.from_pandas(rows, schema=TASK_SCHEMA, preserve_index=False)
+    return storage.write_bytes(table_bytes(table), state_relpath(TASK_STATE, day), if_changed=True)
 
 
 def read_state(storage: Storage, asset: str, day: str) -> pd.DataFrame | None:

@@ -1,4 +1,4 @@
-"""End to end: `dagster asset materialize` of a day against what a user would pick instead.
+"""End to end: `dg launch` of a day against what a user would pick instead.
 
     make bench                                       # = python -m bench.end_to_end
     python -m bench.end_to_end --runs 400 --rss-files 20 --year-days 30   # a quicker look
@@ -9,7 +9,7 @@ byte, runs of 0.5-1.5 MB), and in the same run:
 - A: the official camb-sdk, sequential raw-bytes results as its docs show (a sample, scaled);
 - B: a competent async script: SDK async bulk lookups of 5 ids, httpx streamed downloads, as
   many requests in flight as P, no validation;
-- P: `dagster asset materialize` of the day through the CLI, process start included, fresh
+- P: `dg launch` of the day through the CLI, process start included, fresh
   DAGSTER_HOME; S: the same for a day of one not-ready run (the fixed start cost);
 - the rerun of P's complete day; peak RSS of P fetching files of 50 MB (its own sandbox);
 - the year: a range rerun of 365 complete days (set up by an adopting first run).
@@ -87,7 +87,7 @@ class Settings:
     year_runs: int = 100
     profile_dir: Path | None = None  # P and the year's rerun under py-spy (times then skewed)
     year_only: bool = False  # the year's figures alone (issue 14 §6), without the peers
-    project: Path = PROJECT  # the checkout whose .venv/bin/dagster runs P and S
+    project: Path = PROJECT  # the checkout whose .venv/bin/dg runs P and S
 
     def latency_flags(self) -> list[str]:
         latency, download = str(self.api_latency_s), str(self.download_latency_s)
@@ -215,7 +215,7 @@ class Report:
 LABELS = {
     "A": "A: camb-sdk sequential (scaled)",
     "B": "B: async script (SDK + httpx)",
-    "P": "P: dagster asset materialize",
+    "P": "P: dg launch",
     "S": "S: same, one not-ready run",
     "rerun": "rerun of P's day",
     "rss": "P on big files (RSS)",
@@ -332,11 +332,10 @@ class Cli:
             csv.writer(f).writerows([["run_id"], *([i] for i in run_ids)])
 
     def materialize(self, *partition: str, profile: str | None = None) -> CliRun:
-        """`dagster asset materialize` of the three assets, timed from process start to exit;
+        """`dg launch` of the three assets, timed from process start to exit;
         the process tree's RSS is polled meanwhile."""
-        dagster = self.project / ".venv" / "bin" / "dagster"
-        command = [str(dagster), "asset", "materialize", "-m", "pipelines.definitions"]
-        command += ["--select", SELECT, *partition]
+        dg = self.project / ".venv" / "bin" / "dg"
+        command = [str(dg), "launch", "--assets", SELECT, *partition]
         if profile and self.profile_dir is not None:
             out = self.profile_dir / f"{profile}.speedscope.json"
             # py-spy wants the interpreter itself, not the console script.
@@ -348,7 +347,7 @@ class Cli:
                 "--idle",
             ]
             spy += ["--format", "speedscope", "--subprocesses", "-o", str(out), "--"]
-            command = [*spy, str(dagster.with_name("python")), "-m", "dagster", *command[1:]]
+            command = [*spy, str(dg.with_name("python")), str(dg), *command[1:]]
         self._runs += 1
         log = self.root / f"cli-{self._runs}.log"
         with log.open("w") as out_file:
@@ -530,7 +529,7 @@ def measure(s: Settings, work: Path, report: Report, log: Callable[[str], None])
             lambda files: verify_files("B", ids, files, ref),
         )
 
-        log(f"P: dagster asset materialize, {len(ids)} runs")
+        log(f"P: dg launch, {len(ids)} runs")
         p_cli = Cli(api, work / "p", s)
         p_cli.write_manifest(DAY, ids)
         report.figures["P"] = _timed_cli(
@@ -538,7 +537,7 @@ def measure(s: Settings, work: Path, report: Report, log: Callable[[str], None])
         )
         verify_catalog("P", p_cli.root, {DAY: ids}, "ok", ref)
 
-        log("S: dagster asset materialize, one not-ready run")
+        log("S: dg launch, one not-ready run")
         s_cli = Cli(api, work / "s", s, profile=False)
         pending = next(i for i in range(1, 1000) if run_state(i) == "pending")
         s_cli.write_manifest(DAY, [pending])

@@ -1,4 +1,4 @@
-"""Write the demo run-id manifests under data/manifests/ (or the directory given).
+"""Write the demo manifests under data/manifests/ (or the directory given).
 
 Deterministic and idempotent: every run writes the same files with the same content.
 Three days mix both layouts and all three formats:
@@ -11,6 +11,14 @@ Run ids are drawn from 1000..4999. The sandbox API decides a run's outcome from 
 (id % 100 == 99: another run type, id % 50 == 13: failed, id % 10 == 7: pending, else ready),
 so every day holds some of each. Each day also has a few bad rows (not an integer, not
 positive, missing, duplicate) that the pipeline must reject.
+
+2026-11-02 names its runs by task id only, the way a team that submits generations in bulk
+holds them: `task-<run id>` is a task the sandbox resolves to that run (`sandbox.rules
+.task_fate`); a few tasks are still pending, failed, timed out, unpaid, succeeded without a
+run id, unknown (404), or a second task of a run already listed; a few ids are absurd (empty,
+300 characters, a control character) or a path (`../text-to-sound-result/2013`), which must
+never reach another endpoint. Days 1 and 3 give both ids, which agree, but for one row of
+day 3 whose task belongs to another run.
 
 Usage: python data/make_demo_manifests.py [OUT_DIR]
 """
@@ -30,6 +38,7 @@ import pyarrow.parquet as pq
 
 SEED = 20261101
 COLUMNS = ("run_id", "prompt", "audio_type", "duration", "task_id", "project")
+TASK_COLUMNS = COLUMNS[1:]
 SOUNDS = (
     "rain on a tin roof",
     "footsteps on gravel",
@@ -79,19 +88,17 @@ def write_demo_manifests(out: Path) -> list[Path]:
     # not positive, missing, and duplicates within a file and across the files of a day.
     _insert(rng, day1, _row(rng, "12a"), _row(rng, "-5"), _row(rng, ""), _row(rng, "1.5"))
     _insert(rng, day1, dict(day1[10], prompt="the same run listed twice"))
-    _insert(rng, day2a, _row(rng, True), _row(rng, 1.5), _row(rng, "2x1"))
-    _insert(rng, day2a, {k: v for k, v in _row(rng, None).items() if k != "run_id"})
-    _insert(rng, day2b, _row(rng, "-17"), dict(day2a[3]))
+    _tasks_only(rng, day2a, day2b)
     _insert(rng, day3p, _row(rng, -3), _row(rng, 0), _row(rng, None), dict(day3p[5]))
     _insert(rng, day3j, _row(rng, "abc"), dict(day3p[20]))
     # Odd but valid spellings of an id, outside the sampled ranges so they are no duplicates.
-    _insert(rng, day2b, _row(rng, " 3500 "))
     _insert(rng, day3j, _row(rng, 5000.0))
+    _insert(rng, day3j, dict(_row(rng, 4998), task_id=_task(4999)))  # both ids, disagreeing
 
     files = {
         "2026-11-01.csv": _csv(day1),
         "2026-11-02/batch-a.jsonl": _jsonl(day2a),
-        "2026-11-02/batch-b.csv": _csv(day2b),
+        "2026-11-02/batch-b.csv": _csv(day2b, TASK_COLUMNS),
         "2026-11-03/part-0.parquet": _parquet(day3p),
         "2026-11-03.jsonl": _jsonl(day3j),
     }
@@ -117,6 +124,31 @@ def _good_rows(rng: random.Random, low: int, high: int, count: int) -> list[dict
     return [_row(rng, run_id) for run_id in ids]
 
 
+def _task(run_id: int, fate: str = "") -> str:
+    """A task id the sandbox resolves to `run_id`, or gives the fate named."""
+    return f"task-{run_id}-{fate}" if fate else f"task-{run_id}"
+
+
+def _tasks_only(rng: random.Random, *files: list[dict[str, Any]]) -> None:
+    """Turn the rows of `files` into task-id rows, with every task outcome and bad ids."""
+    for rows in files:
+        for row in rows:
+            row["task_id"] = _task(row.pop("run_id"))
+    first, second = files
+    other_fates = ("pending", "error", "timeout", "payment", "norun")
+    _insert(rng, first, *(_task_row(rng, _task(2000 + i, f)) for i, f in enumerate(other_fates)))
+    _insert(rng, first, _task_row(rng, str(uuid.UUID(int=rng.getrandbits(128), version=4))))
+    _insert(rng, first, _task_row(rng, second[4]["task_id"] + "-success"))  # second task, one run
+    _insert(rng, first, _task_row(rng, ""), _task_row(rng, "x" * 300), dict(first[3]))
+    _insert(rng, second, _task_row(rng, "tab\tinside"), _task_row(rng, "../text-to-sound-result/2013"))
+
+
+def _task_row(rng: random.Random, task_id: str) -> dict[str, Any]:
+    row = _row(rng, None)
+    del row["run_id"]
+    return dict(row, task_id=task_id)
+
+
 def _ready(run_id: int) -> bool:
     return not any(run_id % modulus == remainder for modulus, remainder in OUTCOMES)
 
@@ -128,7 +160,9 @@ def _row(rng: random.Random, run_id: Any) -> dict[str, Any]:
         "prompt": rng.choice(MUSIC if music else SOUNDS),
         "audio_type": "music" if music else "sound",
         "duration": rng.choice((2.0, 3.0, 4.5, 5.0, 6.0, 8.0, 10.0)),
-        "task_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        "task_id": _task(run_id)
+        if isinstance(run_id, int) and not isinstance(run_id, bool) and run_id > 0
+        else None,
         "project": rng.choice(PROJECTS),
     }
 
@@ -138,9 +172,9 @@ def _insert(rng: random.Random, rows: list[dict[str, Any]], *extra: dict[str, An
         rows.insert(rng.randrange(1, len(rows)), row)
 
 
-def _csv(rows: list[dict[str, Any]]) -> bytes:
+def _csv(rows: list[dict[str, Any]], columns: tuple[str, ...] = COLUMNS) -> bytes:
     text = io.StringIO()
-    writer = csv.DictWriter(text, COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(text, columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return text.getvalue().encode()

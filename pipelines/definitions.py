@@ -7,20 +7,25 @@ from assets.catalog import sound_catalog
 from assets.dataset import ml_dataset
 from assets.features import sound_features
 from assets.manifests import run_manifest
+from pipelines.automation import ml_feed_automation, with_automation
 from pipelines.deployment import executor_from_env, with_backfill_policy
+from pipelines.freshness import catalog_freshness
 from pipelines.jobs import daily_harvest
 from pipelines.schedules import daily_harvest_schedule
 from pipelines.sensors import manifest_sensor, pending_sweep
 from resources.camb_resource import CambResource
 from resources.storage_resource import StorageResource
 
+freshness_checks, freshness_sensor = catalog_freshness()
+
 defs = Definitions(
-    assets=with_backfill_policy(
-        [run_manifest, sound_files, sound_catalog, sound_features, ml_dataset]
+    assets=with_automation(
+        with_backfill_policy([run_manifest, sound_files, sound_catalog, sound_features, ml_dataset])
     ),
+    asset_checks=freshness_checks,
     jobs=[daily_harvest],
     schedules=[daily_harvest_schedule],
-    sensors=[manifest_sensor, pending_sweep],
+    sensors=[manifest_sensor, pending_sweep, ml_feed_automation, freshness_sensor],
     resources={
         "camb": CambResource(api_key=EnvVar("CAMB_API_KEY")),
         "storage": StorageResource(),

@@ -1,7 +1,7 @@
 """`make demo`: the daily harvest of the bundled manifests against a local sandbox API.
 
 Starts the sandbox on a free loopback port (no API key needed), materializes the demo days
-(and their `sound_features`) through the Dagster CLI exactly as a user would, stops the
+(and their `sound_features`) through `dg launch` exactly as a user would, stops the
 sandbox, builds an `ml_dataset` snapshot, and prints where the WAV files, the catalog and
 the snapshot are. A second run downloads nothing new and writes no new snapshot.
 """
@@ -80,9 +80,9 @@ def dagster_home() -> Path:
 
 
 def dagster(env: dict[str, str], *arguments: str) -> None:
-    """One `dagster asset materialize` as a user would type it; its output goes to LOG."""
-    command = [sys.executable, "-m", "dagster", "asset", "materialize", *arguments]
-    print(f"  $ {' '.join(command[2:])}")
+    """One `dg launch` as a user would type it from the project root; its output goes to LOG."""
+    command = [str(Path(sys.executable).with_name("dg")), "launch", *arguments]
+    print(f"  $ dg {' '.join(command[1:])}")
     with LOG.open("a") as log:
         done = subprocess.run(command, env=env, cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT)
     if done.returncode != 0:
@@ -108,7 +108,7 @@ def materialize(base_url: str) -> None:
     }
     dagster(
         demo_env() | api,
-        *("-m", "pipelines.definitions", "--select", SELECTION),
+        *("--assets", SELECTION),
         *("--partition-range", f"{FIRST_DAY}...{LAST_DAY}"),
     )
 
@@ -117,7 +117,7 @@ def build_dataset() -> None:
     print("building an ml_dataset snapshot of every day")
     dagster(
         demo_env(),
-        *("-m", "pipelines.definitions", "--select", "ml_dataset"),
+        *("--assets", "ml_dataset"),
         *("--config-json", json.dumps(DATASET_CONFIG)),
     )
 

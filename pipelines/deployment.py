@@ -35,7 +35,7 @@ def executor_from_env() -> ExecutorDefinition:
 def backfill_policy_from_env() -> BackfillPolicy:
     """single_run unless SOUNDHARVEST_BACKFILL_DAYS_PER_RUN says how many days a run takes.
 
-    `dagster asset materialize --partition-range` needs single_run on every selected asset
+    `dg launch --partition-range` needs single_run on every selected asset
     (Dagster 1.13 refuses multi_run there, whatever N), so the default keeps CLI ranges; a
     deployment with a daemon sets N so that a year of backfill becomes runs of N days.
     """

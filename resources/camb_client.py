@@ -25,7 +25,8 @@ import json
 import logging
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -67,6 +68,8 @@ _CHUNK = 64 * 1024
 _READ_BUFFER = 1 << 20  # aiohttp's read buffer per download (its default is 64 KiB)
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _TOO_SHORT = ("too_short", "value_error.list.min_items")  # FastAPI on pydantic 2, on pydantic 1
+# How long a part-filled batch waits for more ids while a `resolve` hook is still adding some.
+_BATCH_LINGER_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,22 @@ class Fetched:
 
 RunResult = Ready | Pending | Failed
 RunOutcome = Fetched | Pending | Failed
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One API call outside the results flow, after the day's retries and health rules."""
+
+    status: int | None  # HTTP status; None when no answer came after the retries
+    body: dict[str, Any] | None  # the JSON object of a 200
+    problem: str | None  # the refusal (status and detail) or why no answer came; None on 200
+
+
+# `ask(path, what=..., key=...)`: a GET through the day's gate, retries and health rules;
+# `key` names what the call is about (a run id, a task id) for the configuration rule.
+Ask = Callable[..., Awaitable[Answer]]
+# A `harvest` hook that runs beside the results calls and adds run ids as it learns them.
+Resolve = Callable[[Ask, Callable[[int], None]], Awaitable[None]]
 
 
 class CambApiError(RuntimeError):
@@ -303,7 +322,12 @@ class CambClient:
         return self._downloads
 
     async def harvest(
-        self, run_ids: Iterable[int], workdir: Path, *, deadline: float | None = None
+        self,
+        run_ids: Iterable[int],
+        workdir: Path,
+        *,
+        deadline: float | None = None,
+        resolve: Resolve | None = None,
     ) -> AsyncIterator[RunOutcome]:
         """Exactly one outcome per run id, in completion order; CambApiError on run-wide trouble.
 
@@ -313,25 +337,36 @@ class CambClient:
         `deadline` (a `time.monotonic()` value) bounds the day: once it passes, no request
         starts, downloads in flight are cancelled (their temporaries removed) and every run
         without an outcome yet becomes `Pending` with `DAY_BUDGET_SPENT` as its reason.
+
+        `resolve(ask, add)` runs beside the workers under the same deadline (the task
+        resolver): it asks the API through `ask` and hands over run ids with `add`, each
+        joining the next bulk batch; an id already known is ignored. Its error ends the day.
         """
         ids = list(run_ids)
         if len(set(ids)) != len(ids):
             raise ValueError("run ids must be unique")
         day = _Day(self, workdir)
         spent = deadline is not None and time.monotonic() >= deadline  # then not one request
-        todo = [] if spent else ids
-        batches = iter([todo[i : i + BULK_LIMIT] for i in range(0, len(todo), BULK_LIMIT)])
+        feed = _Feed([] if spent else ids, more=resolve is not None and not spent)
         queue: asyncio.Queue[RunOutcome | _Done] = asyncio.Queue(4 * self.settings.max_concurrency)
 
         async def worker() -> None:
-            for batch in batches:  # workers share one iterator: each takes the next batch
+            while (batch := await feed.batch()) is not None:  # workers share the feed
                 await day.harvest_batch(batch, queue.put)
+
+        async def resolving(hook: Resolve) -> None:
+            try:
+                await hook(day.ask, feed.add)
+            finally:
+                feed.close()
 
         async def run_workers() -> None:
             budget = asyncio.timeout_at(deadline)
             error: BaseException | None = None
             try:
                 async with budget, asyncio.TaskGroup() as group:
+                    if resolve is not None and not spent:
+                        group.create_task(resolving(resolve))
                     for _ in range(self.settings.max_concurrency):
                         group.create_task(worker())
             except TimeoutError as exc:
@@ -348,13 +383,55 @@ class CambClient:
                 yield item
             if item.error is not None:
                 raise item.error
-            for run_id in ids:  # only runs the day budget cut short are left
+            for run_id in ids + feed.added:  # only runs the day budget cut short are left
                 if run_id not in done:
                     yield Pending(run_id, DAY_BUDGET_SPENT)
         finally:
             producer.cancel()
             await asyncio.gather(producer, return_exceptions=True)
             await day.close()
+
+
+class _Feed:
+    """The run ids of one harvest, in batches: those known up front, then any a `resolve`
+    hook adds until it is done (a part-filled batch waits `_BATCH_LINGER_S` for more)."""
+
+    def __init__(self, ids: list[int], *, more: bool) -> None:
+        self._ids = deque(ids)
+        self._seen = set(ids)
+        self.added: list[int] = []
+        self._open = more
+        self._arrived = asyncio.Event()
+        self._lock = asyncio.Lock()  # one worker fills a batch at a time
+
+    def add(self, run_id: int) -> None:
+        if run_id not in self._seen:
+            self._seen.add(run_id)
+            self.added.append(run_id)
+            self._ids.append(run_id)
+            self._arrived.set()
+
+    def close(self) -> None:
+        self._open = False
+        self._arrived.set()
+
+    async def batch(self) -> list[int] | None:
+        """The next batch of at most `BULK_LIMIT` ids; None once there will be no more."""
+        async with self._lock:
+            batch: list[int] = []
+            while len(batch) < BULK_LIMIT:
+                if self._ids:
+                    batch.append(self._ids.popleft())
+                    continue
+                if not self._open:
+                    break
+                self._arrived.clear()
+                try:
+                    async with asyncio.timeout(_BATCH_LINGER_S if batch else None):
+                        await self._arrived.wait()
+                except TimeoutError:
+                    break
+            return batch or None
 
 
 class _Day:
@@ -428,6 +505,20 @@ class _Day:
                 "check CAMB_API_KEY"
             )
         return response
+
+    async def ask(self, path: str, *, what: str, key: Hashable) -> Answer:
+        """A GET under the day's rules: run-wide trouble raises, the rest is the `Answer`."""
+        try:
+            response = await self.call_api("GET", path, what=what)
+        except _NoAnswer as exc:
+            return Answer(None, None, f"the API gave no answer {exc}")
+        body = _json_object(response)
+        if body is not None:
+            self.api_health.succeeded()
+            return Answer(200, body, None)
+        answer = _refusal(response)
+        await self._refused([key], answer)  # type: ignore[list-item]
+        return Answer(response.status_code, None, answer)
 
     async def results(self, run_ids: Sequence[int]) -> list[RunResult]:
         """At most five runs in one bulk call; trouble is bisected so one bad id sinks no other.

@@ -32,7 +32,7 @@ plain, blocking `harvest()`.
 """
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -44,6 +44,7 @@ from pydantic import Field, PrivateAttr
 
 from resources.camb_client import DEFAULT_BASE_URL, CambClient, ClientSettings, RunOutcome
 from resources.limits import pool_limit, request_gate, step_in_flight
+from resources.task_resolver import TaskAnswer, TaskResolver
 
 # Environment-only tuning: variable -> (field, type).
 _RETRY_ENV = {
@@ -160,16 +161,30 @@ class CambResource(ConfigurableResource):
                 self._portal = self._client = None
 
     def harvest(
-        self, run_ids: Iterable[int], workdir: Path, *, deadline: float | None = None
+        self,
+        run_ids: Iterable[int],
+        workdir: Path,
+        *,
+        deadline: float | None = None,
+        task_ids: Sequence[str] = (),
+        on_task: Callable[[TaskAnswer], None] | None = None,
     ) -> Iterator[RunOutcome]:
         """Outcomes as they complete (see `CambClient.harvest`), from blocking code.
 
         `deadline` is a `time.monotonic()` value: the same clock in this thread and the loop's.
+        `task_ids` are resolved beside the harvest (`resources.task_resolver`), each answer
+        reported to `on_task` (from the client's event loop thread) before its run id joins.
         """
         if self._portal is None or self._client is None:
             raise RuntimeError("CambResource.harvest() runs only inside a Dagster execution")
-        portal = self._portal
-        outcomes = self._client.harvest(run_ids, workdir, deadline=deadline)
+        portal, client = self._portal, self._client
+        resolve = None
+        if task_ids:
+            if on_task is None:
+                raise ValueError("task ids need an on_task callback to report their answers")
+            concurrency = client.settings.max_concurrency
+            resolve = TaskResolver(task_ids, on_task, concurrency=concurrency)
+        outcomes = client.harvest(run_ids, workdir, deadline=deadline, resolve=resolve)
         try:
             while True:
                 try:

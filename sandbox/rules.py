@@ -129,3 +129,32 @@ def bulk_shape(run_id: int) -> BulkShape:
     if state == "pending" and run_id % 20 == 17:
         return "null"
     return "status"
+
+
+# Task ids the sandbox did not create name their run and their fate, so a manifest of task ids
+# can be written (and its outcome predicted) without creating anything first:
+# `task-<run id>` succeeds with that run; a suffix picks another fate.
+TaskFate = Literal["success", "pending", "error", "timeout", "payment", "norun", "broken"]
+TASK_FATES: tuple[TaskFate, ...] = (
+    "success", "pending", "error", "timeout", "payment", "norun", "broken",
+)  # fmt: skip
+_TASK_ID = re.compile(r"task-([1-9]\d{0,17})(?:-(" + "|".join(TASK_FATES) + "))?")
+
+
+def task_fate(task_id: str) -> tuple[int, TaskFate] | None:
+    """(run id, fate) named by `task_id`, or None for an id the sandbox does not know (404).
+
+    success (`task-123`, or `task-123-success`: two tasks of one run): `SUCCESS` with the
+    run id; pending: `PENDING` forever; error / timeout / payment: `ERROR` / `TIMEOUT` /
+    `PAYMENT_REQUIRED` with an `exception_reason`; norun: `SUCCESS` without a run id;
+    broken: every status call answers 500.
+    """
+    match = _TASK_ID.fullmatch(task_id)
+    if match is None:
+        return None
+    return int(match[1]), match[2] or "success"  # type: ignore[return-value]
+
+
+def task_id_for(run_id: int, fate: TaskFate = "success") -> str:
+    """The task id that `task_fate` reads back as (run_id, fate)."""
+    return f"task-{run_id}" if fate == "success" else f"task-{run_id}-{fate}"

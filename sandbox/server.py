@@ -32,6 +32,11 @@ bulk call that includes it answers a status), `expired_runs` (its downloads alwa
 403 expired), `bulk_omit` (left out of bulk answers), `bulk_strangers` (added to every bulk
 answer though nobody asked), and `bulk_min_ids` (2 makes the bulk endpoint refuse a lone id
 with 422, as the docs of the translation and subtitle bulk endpoints say they do).
+
+Task status (`GET /text-to-sound/{task_id}`) answers for tasks created here (PENDING at the
+first poll, then SUCCESS) and for task ids that name their run and fate (`rules.task_fate`:
+`task-123` succeeds with run 123, `task-123-broken` answers 500 forever, ...); any other id
+is 404. Every status call is counted, per task too (`status_requests`, `status_polls`).
 """
 
 import asyncio
@@ -61,7 +66,7 @@ from urllib.parse import urlencode, urlsplit
 from aiohttp import web
 
 from sandbox.audio import FORMATS, served_audio
-from sandbox.rules import bulk_shape, delivered_format, run_state
+from sandbox.rules import bulk_shape, delivered_format, run_state, task_fate
 
 Target = Literal["api", "download"]
 API_FAULT_KINDS = frozenset({"429", "500", "502", "503", "drop", "reset", "hang"})
@@ -163,6 +168,8 @@ class _Stats:
     bulk_requests: int = 0
     bulk_batch_sizes: list[int] = field(default_factory=list)
     single_requests: int = 0
+    status_requests: int = 0
+    status_polls: Counter[str] = field(default_factory=Counter)  # task id -> status calls
     downloads: int = 0
     downloads_with_api_key: int = 0
     download_redirects: int = 0
@@ -286,7 +293,7 @@ class _State:
     def stats(self) -> dict[str, Any]:
         with self._lock:
             stats = dataclasses.asdict(self._stats)
-            for name in ("faults_injected", "lookups_by_run", "downloads_by_run"):
+            for name in ("faults_injected", "lookups_by_run", "downloads_by_run", "status_polls"):
                 stats[name] = dict(getattr(self._stats, name))
             return stats
 
@@ -312,8 +319,10 @@ class _State:
         return task_id
 
     def poll_task(self, task_id: str) -> tuple[int, int] | None:
-        """(run id, how many polls including this one), or None for an unknown task."""
+        """(run id, how many polls including this one), or None for a task not created here."""
         with self._lock:
+            self._stats.status_requests += 1
+            self._stats.status_polls[task_id] += 1
             task = self._tasks.get(task_id)
             if task is None:
                 return None
@@ -665,13 +674,38 @@ async def create_task(request: web.Request) -> web.Response:
 
 
 async def task_status(request: web.Request) -> web.Response:
-    polled = request.app[STATE].poll_task(request.match_info["task_id"])
-    if polled is None:
+    task_id = request.match_info["task_id"]
+    polled = request.app[STATE].poll_task(task_id)
+    if polled is not None:  # created here: PENDING at the first poll, then SUCCESS
+        run_id, polls = polled
+        if polls == 1:
+            return web.json_response({"status": "PENDING", "run_id": None})
+        return web.json_response({"status": "SUCCESS", "run_id": run_id})
+    named = task_fate(task_id)
+    if named is None:
         return _detail(404, "Task not found")
-    run_id, polls = polled
-    if polls == 1:
-        return web.json_response({"status": "PENDING", "run_id": None})
-    return web.json_response({"status": "SUCCESS", "run_id": run_id})
+    run_id, fate = named
+    if fate == "broken":
+        return _detail(500, "Internal Server Error")
+    return web.json_response(_TASK_ANSWERS[fate](run_id))
+
+
+_TASK_ANSWERS: dict[str, Any] = {
+    "success": lambda run_id: {"status": "SUCCESS", "run_id": run_id},
+    "norun": lambda run_id: {"status": "SUCCESS", "run_id": None},
+    "pending": lambda run_id: {"status": "PENDING", "run_id": None},
+    "error": lambda run_id: {
+        "status": "ERROR",
+        "exception_reason": "INTERNAL_ERROR",
+        "message": f"Audio generation failed for task of run {run_id}",
+    },
+    "timeout": lambda run_id: {"status": "TIMEOUT", "exception_reason": "NONE"},
+    "payment": lambda run_id: {
+        "status": "PAYMENT_REQUIRED",
+        "exception_reason": "PAYMENT_REQUIRED",
+        "message": "Insufficient credits",
+    },
+}
 
 
 # -- presigned downloads --------------------------------------------------------------------
@@ -873,8 +907,9 @@ class SandboxServer:
         """Counters since the last reset.
 
         api_requests: every request under /apis (faulted ones too); bulk_requests and
-        bulk_batch_sizes (when `run_ids` is a list), single_requests: those that got past
-        faults and auth; downloads: /files requests served or faulted, download_redirects:
+        bulk_batch_sizes (when `run_ids` is a list), single_requests and
+        status_requests (status_polls: per task id): those that got past faults and auth;
+        downloads: /files requests served or faulted, download_redirects:
         those answered 307; downloads_with_api_key: /files requests that carried
         `x-api-key`; max_in_flight_api: peak concurrent API requests; max_in_flight: peak
         concurrent API requests and downloads together (each counted until its handler has

@@ -6,6 +6,7 @@ downloads is the test's own (`scratch` fixture), so leftovers can be counted.
 """
 
 import hashlib
+import sys
 import tempfile
 from pathlib import Path
 
@@ -23,6 +24,14 @@ from conftest import SANDBOX_KEY
 
 DAY = "2026-11-01"
 ASSETS = [run_manifest, sound_files, sound_catalog]
+HARVEST = "run_manifest,sound_files,sound_catalog"
+# The venv's `dg`, as the README runs it; it must run from the project root (pyproject's [tool.dg]).
+DG = str(Path(sys.executable).with_name("dg"))
+
+
+def dg_launch(*partition: str, select: str = HARVEST) -> list[str]:
+    """`dg launch --assets <select> --partition D` (or `--partition-range A...B`)."""
+    return [DG, "launch", "--assets", select, *partition]
 
 
 def write_manifest(root: Path, day: str, run_ids: list, extra_lines: str = "") -> Path:

@@ -247,10 +247,10 @@ def test_every_broken_invariant_is_reported_without_echoing_secrets():
     problems = validate_invariants(df)
     assert problems == [
         "status outside ok/pending/failed/rejected: run_id 1000 (1 row)",
-        "run id on more than one row that is not rejected: run_id 1000 (3 rows)",
+        "run id (task id if none) on more than one row that is not rejected: run_id 1000 (3 rows)",
         "ok without sha256: run_id 1000 (1 row)",
         "not ok but no error: run_id 1001 (1 row)",
-        "error holds a URL query or an API key: run_id 1000, 1013 (2 rows)",
+        "error holds a URL query or an API key: run_id 1000, run_id 1013 (2 rows)",
     ]
     assert not any("abc123" in p or "sk-live" in p for p in problems)
 

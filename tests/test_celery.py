@@ -2,7 +2,7 @@
 PostgreSQL as the instance, the sandbox as the API, a local folder as the shared storage.
 
 Everything starts on loopback as a deployment runs it: `dagster-celery worker start` with
-`deploy/celery.yaml`, then `dagster asset materialize --partition-range` with
+`deploy/celery.yaml`, then `dg launch --partition-range` with
 SOUNDHARVEST_EXECUTOR=celery. Run it alone with `pytest tests/test_celery.py -s` (prints the
 backfill's time).
 """
@@ -23,7 +23,8 @@ from dagster import DagsterEventType, DagsterInstance
 from sandbox import run_state
 
 from conftest import SANDBOX_KEY
-from test_cli import PROJECT, SELECT, read_catalog
+from pipeline_kit import dg_launch
+from test_cli import PROJECT, read_catalog
 
 pytestmark = pytest.mark.slow
 
@@ -86,11 +87,7 @@ def test_a_backfill_runs_its_steps_on_a_celery_worker(
         print(f"\nworker up in {time.monotonic() - t0:.1f} s")
         started = time.monotonic()
         done = subprocess.run(
-            [
-                sys.executable, "-m", "dagster", "asset", "materialize",
-                "-m", "pipelines.definitions", "--select", SELECT,
-                "--partition-range", f"{DAYS[0]}...{DAYS[-1]}",
-            ],
+            dg_launch("--partition-range", f"{DAYS[0]}...{DAYS[-1]}"),
             env=env, cwd=PROJECT, capture_output=True, text=True, timeout=400,
         )  # fmt: skip
         elapsed = time.monotonic() - started

@@ -1,4 +1,4 @@
-"""kill -9 chaos: SIGKILL the whole `dagster asset materialize` at random moments.
+"""kill -9 chaos: SIGKILL the whole `dg launch` at random moments.
 
 For each seed and storage (local disk, or S3 on moto's server mode) the CLI harvests a range
 of two days against the sandbox with its random faults on (throttling, 5xx, dropped
@@ -27,7 +27,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,7 +42,7 @@ from sandbox import run_state
 
 from conftest import SANDBOX_KEY
 from moto_s3 import S3Bucket
-from pipeline_kit import write_manifest
+from pipeline_kit import dg_launch, write_manifest
 
 SEEDS = [int(s) for s in os.environ.get("CHAOS_SEEDS", "1").split(",")]
 KILLS = int(os.environ.get("CHAOS_KILLS", "3"))
@@ -244,11 +243,7 @@ def test_kill_9_at_random_moments_keeps_the_crash_invariant(
         "SOUNDHARVEST_CATALOG_ROOT": f"{tree.root}/catalog",
     }
     (tmp_path / "dagster_home").mkdir()
-    command = [
-        sys.executable, "-m", "dagster", "asset", "materialize", "-m", "pipelines.definitions",
-        "--select", "run_manifest,sound_files,sound_catalog",
-        "--partition-range", f"{DAYS[0]}...{DAYS[1]}",
-    ]  # fmt: skip
+    command = dg_launch("--partition-range", f"{DAYS[0]}...{DAYS[1]}")
     figures, checked, spare = Figures(), {}, tmp_path / "inspected.wav"
 
     for kill in range(KILLS):

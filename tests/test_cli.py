@@ -1,15 +1,15 @@
-"""End to end through the Dagster CLI, as a user runs it: only the environment is set.
+"""End to end through `dg`, as a user runs it from the README: only the environment is set.
 
 The sandbox API runs on loopback with faults switched on; one test kills the CLI with
 SIGKILL in the middle of a partition and checks the crash invariant before rerunning.
 """
 
 import hashlib
+import json
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,12 +21,12 @@ from resources.audio_file import inspect_audio
 from sandbox import run_state
 
 from conftest import SANDBOX_KEY
+from pipeline_kit import DG, dg_launch
 
 pytestmark = pytest.mark.slow
 
 PROJECT = Path(__file__).resolve().parent.parent
 DAYS = ("2026-11-01", "2026-11-03")
-SELECT = "run_manifest,sound_files,sound_catalog"
 
 
 def cli_env(sandbox, tmp_path: Path) -> dict[str, str]:
@@ -39,13 +39,6 @@ def cli_env(sandbox, tmp_path: Path) -> dict[str, str]:
         "SOUNDHARVEST_CATALOG_ROOT": str(tmp_path / "catalog"),
         "DAGSTER_HOME": str(tmp_path / "dagster_home"),
     }
-
-
-def materialize_command(*partition_args: str) -> list[str]:
-    return [
-        sys.executable, "-m", "dagster", "asset", "materialize",
-        "-m", "pipelines.definitions", "--select", SELECT, *partition_args,
-    ]  # fmt: skip
 
 
 @pytest.fixture
@@ -78,13 +71,14 @@ def test_a_range_through_the_cli_with_faults(sandbox, project_copy):
         truncate_rate=0.05, expire_rate=0.05, seed=7,
     )  # fmt: skip
     env = cli_env(sandbox, project_copy)
-    command = materialize_command("--partition-range", f"{DAYS[0]}...{DAYS[1]}")
+    command = dg_launch("--partition-range", f"{DAYS[0]}...{DAYS[1]}")
 
     done = subprocess.run(command, env=env, cwd=PROJECT, capture_output=True, text=True)
 
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-3000:]
     assert SANDBOX_KEY not in output and "X-Amz-Signature" not in output
+    assert "SupersessionWarning" not in done.stderr  # as `dagster asset materialize` gave
     injected = sandbox.stats()["faults_injected"]
     assert sum(injected.values()) > 10, injected
     catalog = read_catalog(project_copy)
@@ -107,7 +101,7 @@ def test_a_range_through_the_cli_with_faults(sandbox, project_copy):
 def test_a_crash_mid_partition_leaves_no_partial_file_and_the_rerun_adopts(sandbox, project_copy):
     sandbox.set_faults(latency_s=0.3)  # with two requests in flight: seconds per partition
     env = cli_env(sandbox, project_copy) | {"CAMB_MAX_CONCURRENCY": "2"}
-    command = materialize_command("--partition", DAYS[0])
+    command = dg_launch("--partition", DAYS[0])
     audio_day = project_copy / "audio" / DAYS[0]
 
     process = subprocess.Popen(
@@ -142,7 +136,7 @@ def test_a_cli_range_needs_single_run_backfills(sandbox, project_copy):
     """Dagster 1.13 refuses `--partition-range` unless every asset is single_run: days per run
     (multi_run, for daemon backfills) rule the CLI range out, whatever N."""
     env = cli_env(sandbox, project_copy) | {"SOUNDHARVEST_BACKFILL_DAYS_PER_RUN": "2"}
-    command = materialize_command("--partition-range", f"{DAYS[0]}...{DAYS[1]}")
+    command = dg_launch("--partition-range", f"{DAYS[0]}...{DAYS[1]}")
 
     done = subprocess.run(command, env=env, cwd=PROJECT, capture_output=True, text=True)
 
@@ -157,7 +151,7 @@ def test_a_crash_keeps_the_checkpointed_ledger_and_the_rerun_does_not_rehash(san
         "CAMB_MAX_CONCURRENCY": "2",
         "SOUNDHARVEST_CHECKPOINT_S": "0.5",
     }
-    command = materialize_command("--partition", DAYS[0])
+    command = dg_launch("--partition", DAYS[0])
     ledger = project_copy / "catalog" / "_state" / "sound_files" / f"date={DAYS[0]}"
     audio_day = project_copy / "audio" / DAYS[0]
 
@@ -198,3 +192,31 @@ def test_a_crash_keeps_the_checkpointed_ledger_and_the_rerun_does_not_rehash(san
     ok = catalog[catalog.status == "ok"]
     assert sandbox.stats()["downloads"] == len(ok) - len(published)
     assert_crash_invariant(project_copy, catalog)
+
+
+def test_dg_checks_and_lists_the_definitions_from_the_project_root(tmp_path):
+    """The README's `dg check defs` and `dg list defs` (here as JSON), warning-free."""
+    env = os.environ | {"DAGSTER_HOME": str(tmp_path)}
+
+    def dg(*arguments: str) -> subprocess.CompletedProcess:
+        done = subprocess.run(
+            [DG, *arguments], env=env, cwd=PROJECT, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        assert "SupersessionWarning" not in done.stderr
+        return done
+
+    assert "All definitions loaded successfully." in dg("check", "defs").stdout
+    listed = json.loads(dg("list", "defs", "--json").stdout)
+    assets = {asset["asset_key"] for asset in listed["assets"]}
+    assert assets == {
+        "run_manifest",
+        "sound_files",
+        "sound_catalog",
+        "sound_features",
+        "ml_dataset",
+    }
+    sensors = {sensor["name"] for sensor in listed["sensors"]}
+    assert sensors == {
+        "manifest_sensor", "pending_sweep", "ml_feed_automation", "freshness_checks_sensor"
+    }  # fmt: skip

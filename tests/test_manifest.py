@@ -270,8 +270,8 @@ def test_csv_lines_are_physical_lines(store):
         ("run_id,a,b\n1,2\n", 2, "expected 3 fields, saw 2"),
         ('run_id,a\n1,"quoted"tail\n', 2, "malformed CSV"),
         ('run_id,a\n1,ok\n2,"never closed\n3,x\n', 4, "malformed CSV"),
-        ("id,prompt\n1,x\n", 1, "no run_id column (columns: 'id', 'prompt')"),
-        ("", 1, "no run_id column (columns: none)"),
+        ("id,prompt\n1,x\n", 1, "no run_id or task_id column (columns: 'id', 'prompt')"),
+        ("", 1, "no run_id or task_id column (columns: none)"),
         ("run_id,a,a\n1,2,3\n", 1, "column 'a' appears more than once"),
         ("run_id,,b\n1,2,3\n", 1, "a column has no name"),
         ("run_id,line\n1,2\n", 1, "column 'line' is reserved"),
@@ -320,7 +320,7 @@ def test_jsonl_skips_blank_lines_and_counts_them(store):
         ('{"run_id": 1}\n{"run_id": 2,}\n', 2, "invalid JSON"),
         ('{"run_id": 1}\n\n[1, 2]\n', 3, "expected a JSON object, got list"),
         ('{"run_id": 1}\n"just text"\n', 2, "expected a JSON object, got str"),
-        ('{"id": 1}\n{"id": 2}\n', None, "no record has a run_id key"),
+        ('{"id": 1}\n{"id": 2}\n', None, "no record has a run_id or task_id key"),
         ('{"run_id": 1, "manifest": "x"}\n', 1, "key 'manifest' is reserved"),
         (b'{"run_id": 1}\n{"run_id": "\xff"}\n', 2, "not valid UTF-8"),
     ],
@@ -384,7 +384,7 @@ def test_unreadable_or_wrong_parquet_fails_naming_the_file(store):
     assert caught.value.path == expected_name(fs, path)
     fs.rm(path)
     put_parquet(fs, root, f"{DAY}/ok.parquet", pa.table({"id": [1]}))
-    with pytest.raises(ManifestError, match=r"ok\.parquet: no run_id column"):
+    with pytest.raises(ManifestError, match=r"ok\.parquet: no run_id or task_id column"):
         load_day(fs, root, DAY)
 
 
@@ -445,10 +445,11 @@ def test_demo_manifests_are_what_the_generator_writes(tmp_path):
     assert (committed / "2026-11-03/part-0.parquet").stat().st_size < 20_000
 
 
-@pytest.mark.parametrize("day", ["2026-11-01", "2026-11-02", "2026-11-03"])
+@pytest.mark.parametrize("day", ["2026-11-01", "2026-11-03"])
 def test_each_demo_day_has_every_outcome_and_bad_rows(day):
     frame = load_day(fsspec.filesystem("file"), str(REPO / "data/manifests"), day)
     accepted = frame[frame["status"] == "accepted"]["run_id"].astype(int)
+    assert (frame["task_id"] == "task-" + frame["run_id"].astype("string")).sum() >= 100
     assert accepted.between(1000, 5000).all()
     # The sandbox decides outcomes from the id: another run type, failed, pending, ready.
     assert (accepted % 100 == 99).any() and (accepted % 50 == 13).any()
@@ -459,3 +460,17 @@ def test_each_demo_day_has_every_outcome_and_bad_rows(day):
     assert any(e.startswith("duplicate of run_id") for e in errors)
     assert frame["extra"].str.contains('"project"').all()
     assert set(frame["audio_type"]) == {"sound", "music"}
+
+
+def test_the_task_id_demo_day_names_runs_by_task_only_and_rejects_absurd_ids():
+    frame = load_day(fsspec.filesystem("file"), str(REPO / "data/manifests"), "2026-11-02")
+    assert frame["run_id"].isna().all()
+    accepted = frame[frame["status"] == "accepted"]
+    assert len(accepted) > 100 and accepted["task_id"].str.startswith("task-").sum() > 100
+    errors = frame.loc[frame["status"] == "rejected", "error"].tolist()
+    assert sorted(e.split(" ")[0] + " " + e.split(" ")[1] for e in errors) == [
+        "duplicate of",
+        "task_id holds",
+        "task_id is",
+        "task_id of",
+    ]

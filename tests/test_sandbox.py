@@ -745,6 +745,8 @@ def test_max_in_flight_counts_concurrent_api_requests(sb: SandboxServer, api: ht
         "bulk_requests": 0,
         "bulk_batch_sizes": [],
         "single_requests": 0,
+        "status_requests": 0,
+        "status_polls": {},
         "downloads": 0,
         "downloads_with_api_key": 0,
         "download_redirects": 0,

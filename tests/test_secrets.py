@@ -16,7 +16,6 @@ import os
 import re
 import sqlite3
 import subprocess
-import sys
 import threading
 import uuid
 from pathlib import Path
@@ -28,13 +27,12 @@ from aiohttp import ClientError, ClientSession, web
 from sandbox import Faults, SandboxServer, run_state
 
 from moto_s3 import S3Bucket
-from pipeline_kit import write_manifest
+from pipeline_kit import dg_launch, write_manifest
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 PROJECT = Path(__file__).resolve().parent.parent
 DAYS = ("2026-11-01", "2026-11-02")
-SELECT = "run_manifest,sound_files,sound_catalog"
 SIGNATURE = re.compile(rb"X-Amz-Signature=([0-9a-f]{16,})", re.IGNORECASE)
 DEBUG_LOGS = """
 python_logs:
@@ -96,12 +94,13 @@ class RecordingProxy:
 
 
 def materialize(env: dict[str, str], *partition: str) -> subprocess.Popen:
-    command = [
-        sys.executable, "-m", "dagster", "asset", "materialize", "-m", "pipelines.definitions",
-        "--select", SELECT, *partition,
-    ]  # fmt: skip
     return subprocess.Popen(
-        command, env=env, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        dg_launch(*partition),
+        env=env,
+        cwd=PROJECT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 

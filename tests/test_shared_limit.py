@@ -23,8 +23,8 @@ from resources.limits import (
     step_in_flight,
 )
 
-from pipeline_kit import write_manifest
-from test_cli import PROJECT, cli_env, materialize_command, read_catalog
+from pipeline_kit import dg_launch, write_manifest
+from test_cli import PROJECT, cli_env, read_catalog
 
 TOTAL = 4
 HANG_GUARD_S = 60  # generous: only says "bounded", never "fast"
@@ -175,7 +175,7 @@ def test_days_in_separate_processes_never_exceed_the_total(sandbox, tmp_path):
 
     processes = [
         subprocess.Popen(
-            materialize_command("--partition", day),
+            dg_launch("--partition", day),
             env=env,
             cwd=PROJECT,
             stdout=subprocess.PIPE,

@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from assets.core.manifest import check_day, frame_from_arrow
+from assets.core.task_map import resolve_rows
 
 STATUSES = ("ok", "pending", "failed", "rejected")
 
@@ -122,30 +123,39 @@ def read_partition(
     return frame_from_arrow(_conform(table))
 
 
+def row_keys(df: pd.DataFrame) -> pd.Series:
+    """Each row's key: its run id, or its task id where the run id is not known."""
+    task_id = "task_id " + _column(df, "task_id").astype("string")
+    return ("run_id " + df["run_id"].astype("string")).fillna(task_id)
+
+
 def validate_invariants(df: pd.DataFrame) -> list[str]:
     """Broken catalog invariants, one message per kind of problem (empty when all hold).
 
-    Messages name run ids, never the offending error text (it may hold the secret).
+    Messages name run ids (task ids where there is no run id), never the offending error
+    text (it may hold the secret).
     """
-    status, run_id = df["status"], df["run_id"]
+    status, run_id, key = df["status"], df["run_id"], row_keys(df)
     ok = status == "ok"
     # A rejected duplicate keeps its run id, so only rows that are not rejected must be unique.
     live = status != "rejected"
-    live_ids = run_id[live & run_id.notna()]
+    live_keys = key[live & key.notna()]
+    # Only a task that never resolved leaves its row without a run id: pending or failed.
+    unresolved = status.isin(["pending", "failed"]) & _column(df, "task_id").notna()
     text = _column(df, "error").astype("string").fillna("")
     problems = [
-        _problem("status outside " + "/".join(STATUSES), run_id[~status.isin(STATUSES)]),
+        _problem("status outside " + "/".join(STATUSES), key[~status.isin(STATUSES)]),
         _problem(
-            "run id on more than one row that is not rejected",
-            live_ids[live_ids.duplicated(keep=False)],
+            "run id (task id if none) on more than one row that is not rejected",
+            live_keys[live_keys.duplicated(keep=False)],
         ),
-        _problem("not rejected but no run_id", run_id[live & run_id.isna()]),
+        _problem("not rejected but no run_id", key[live & run_id.isna() & ~unresolved]),
         *(
-            _problem(f"ok without {name}", run_id[ok & _column(df, name).isna()])
+            _problem(f"ok without {name}", key[ok & _column(df, name).isna()])
             for name in ("uri", "size_bytes", "sha256")
         ),
-        _problem("not ok but no error", run_id[~ok & (text.str.strip() == "")]),
-        _problem("error holds a URL query or an API key", run_id[text.str.contains(_SECRET)]),
+        _problem("not ok but no error", key[~ok & (text.str.strip() == "")]),
+        _problem("error holds a URL query or an API key", key[text.str.contains(_SECRET)]),
     ]
     return [problem for problem in problems if problem]
 
@@ -154,13 +164,13 @@ def _column(df: pd.DataFrame, name: str) -> pd.Series:
     return df[name] if name in df else pd.Series(None, index=df.index, dtype="object")
 
 
-def _problem(what: str, run_ids: pd.Series) -> str:
-    if run_ids.empty:
+def _problem(what: str, keys: pd.Series) -> str:
+    if keys.empty:
         return ""
-    shown = ["<none>" if pd.isna(v) else str(v) for v in run_ids.drop_duplicates()[:_EXAMPLES]]
-    more = ", ..." if run_ids.nunique(dropna=False) > _EXAMPLES else ""
-    rows = f"{len(run_ids)} row" + ("s" if len(run_ids) > 1 else "")
-    return f"{what}: run_id {', '.join(shown)}{more} ({rows})"
+    shown = ["run_id <none>" if pd.isna(v) else v for v in keys.drop_duplicates()[:_EXAMPLES]]
+    more = ", ..." if keys.nunique(dropna=False) > _EXAMPLES else ""
+    rows = f"{len(keys)} row" + ("s" if len(keys) > 1 else "")
+    return f"{what}: {', '.join(shown)}{more} ({rows})"
 
 
 def _conform(table: pa.Table) -> pa.Table:
@@ -199,10 +209,18 @@ def _cast(column: pa.ChunkedArray, field: pa.Field) -> pa.ChunkedArray:
         ) from None
 
 
-def assemble(manifest: pd.DataFrame, files: pd.DataFrame) -> pd.DataFrame:
+def assemble(
+    manifest: pd.DataFrame, files: pd.DataFrame, tasks: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """One catalog row per manifest row: rejected rows as they are, accepted ones with the
-    outcome the day's files ledger records for their run (pending when it has none yet)."""
+    outcome the day's files ledger records for their run (pending when it has none yet).
+
+    Task-id rows first take the run their task resolved to (`task_map.resolve_rows`, from the
+    day's task answers); those whose task never resolved keep no run id and the task's answer.
+    """
     carried = ["prompt", "audio_type", "requested_duration_s", "task_id", "extra", "manifest"]
+    manifest = resolve_rows(manifest, tasks)
+    unresolved = manifest[manifest["status"].isin(["pending", "failed"])]
     rejected = manifest[manifest["status"] == "rejected"]
     rejected = rejected.assign(
         error="line " + rejected["line"].astype(str) + ": " + rejected["error"]
@@ -212,5 +230,6 @@ def assemble(manifest: pd.DataFrame, files: pd.DataFrame) -> pd.DataFrame:
     rows = accepted.merge(outcomes, on="run_id", how="left", validate="one_to_one")
     unfetched = rows["status"].isna()
     rows.loc[unfetched, ["status", "error"]] = ["pending", "not fetched yet"]
-    frame = pd.concat([rows, rejected[["run_id", "status", "error", *carried]]], ignore_index=True)
+    own = ["run_id", "status", "error", *carried]
+    frame = pd.concat([rows, unresolved[own], rejected[own]], ignore_index=True)
     return frame.reindex(columns=list(CATALOG_COLUMNS))

@@ -35,6 +35,7 @@ _CODE = (
     "assets/core/catalog.py",
     "assets/core/harvest.py",
     "assets/core/sweep.py",
+    "assets/core/task_map.py",
     "assets/core/day_summary.py",
     "assets/core/day_fingerprint.py",
     "assets/publish.py",

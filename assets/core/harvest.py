@@ -198,6 +198,7 @@ class DayHarvest:
         workers: int = 4,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_fresh_file: Callable[[int, Path, str], None] | None = None,
+        resolving: int = 0,
     ) -> None:
         self.day = day
         self.storage = storage
@@ -212,12 +213,15 @@ class DayHarvest:
         # published: the ML features are measured there, saving a second read (PLAN #3).
         # It runs in the publishing threads; an error in it is logged, the file published.
         self.on_fresh_file = on_fresh_file
+        # Tasks `fetch` resolves beside the harvest, adding their runs as it learns them: it
+        # is called even with no run id of its own.
+        self.resolving = resolving
 
     def run(self, run_ids: Sequence[int], previous: Mapping[int, dict[str, Any]]) -> pd.DataFrame:
         deadline = None if self.budget_s is None else time.monotonic() + self.budget_s
         self.storage.remove_stale_temporaries(self.day)
         plan = plan_day(run_ids, previous, stored_sizes(self.storage, self.day))
-        if not plan.adopt and not plan.fetch and len(plan.keep) == len(previous):
+        if not (plan.adopt or plan.fetch or self.resolving) and len(plan.keep) == len(previous):
             # Every row kept as it was: the saved ledger already says all of it, and a log
             # line per unchanged day (an event in Dagster's storage) tells nobody anything.
             return Ledger(plan.keep, None, self.checkpoint_s).frame()
@@ -254,7 +258,7 @@ class DayHarvest:
         ledger: Ledger,
         deadline: float | None,
     ) -> None:
-        progress = Progress(len(plan.adopt) + len(plan.fetch), self.log, self.day)
+        progress = Progress(len(plan.adopt) + len(plan.fetch) + self.resolving, self.log, self.day)
         # Publishing (decode, upload) runs beside the downloads; the semaphore bounds how many
         # finished downloads may wait on local disk for it.
         in_hand = threading.BoundedSemaphore(2 * self.workers)
@@ -296,7 +300,7 @@ class DayHarvest:
                 ]
                 futures.clear()
                 to_fetch = plan.fetch + refetch
-                if to_fetch:
+                if to_fetch or self.resolving:
                     with contextlib.closing(self.fetch(to_fetch, workdir, deadline=deadline)) as it:
                         for outcome in it:
                             submit(self._finish, outcome, previous.get(outcome.run_id))

@@ -1,9 +1,14 @@
-"""Read and validate a day's run-id manifests (CSV, JSON Lines, Parquet) on any fsspec storage.
+"""Read and validate a day's manifests (CSV, JSON Lines, Parquet) on any fsspec storage.
 
 For day D the manifests are every file under ``{root}/D/`` (names starting with ``.`` or ``_``
 are skipped, as temporary files) plus ``{root}/D.csv``, ``{root}/D.jsonl``, ``{root}/D.ndjson``
 and ``{root}/D.parquet``. A file that cannot be parsed raises ``ManifestError`` naming the file
 and line; a bad row is kept, marked ``rejected`` with a reason, and never sent to the API.
+
+A row names its run by ``run_id``, by ``task_id`` (resolved later through the API's status
+endpoint), or both. A task id is untrusted text: one that is empty, longer than
+``MAX_TASK_ID_CHARS``, holds a control or invisible character, or is a dot segment is
+rejected here, and so is a task id given on an earlier row of the day.
 """
 
 import codecs
@@ -13,6 +18,7 @@ import json
 import math
 import posixpath
 import re
+import unicodedata
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
@@ -49,6 +55,8 @@ _INT64_MAX = 2**63 - 1
 _INTEGER = re.compile(r"[+-]?\d+(?:\.0*)?", re.ASCII)
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 _PARQUET_BATCH_ROWS = 8192
+MAX_TASK_ID_CHARS = 200  # the API's are UUIDs (36); anything far longer is not an id
+ID_COLUMNS = ("run_id", "task_id")
 
 
 class ManifestError(ValueError):
@@ -138,13 +146,15 @@ def read_manifest(fs: fsspec.AbstractFileSystem, path: str) -> pd.DataFrame:
 def load_day(fs: fsspec.AbstractFileSystem, root: str, day: str) -> pd.DataFrame:
     """All manifest rows of ``day``, validated: columns exactly ``MANIFEST_COLUMNS``."""
     out: dict[str, list[Any]] = {name: [] for name in MANIFEST_COLUMNS}
-    claimed: dict[int, str] = {}  # accepted run id -> "file:line" of the row that has it
+    claimed: dict[int | str, str] = {}  # accepted run/task id -> "file:line" of its row
     for path in manifest_files(fs, root, day):
         name = manifest_name(fs, path)
         for line, record in _records(fs, path, name):
             row = _validate(record, claimed)
             if row["status"] == "accepted":
-                claimed[row["run_id"]] = f"{name}:{line}"
+                for key in (row["run_id"], row["task_id"]):
+                    if key is not None:
+                        claimed.setdefault(key, f"{name}:{line}")
             row["manifest"] = name
             row["line"] = line
             for key, values in out.items():
@@ -220,7 +230,7 @@ def _csv_rows(file: BinaryIO, name: str) -> Rows:
 
 
 def _jsonl_rows(file: BinaryIO, name: str) -> Rows:
-    records = with_run_id = 0
+    records = with_id = 0
     for number, text in enumerate(_text_lines(file, name), start=1):
         if not text.strip():
             continue
@@ -234,11 +244,11 @@ def _jsonl_rows(file: BinaryIO, name: str) -> Rows:
         for key in record:
             _check_name(key, name, number, "key")
         records += 1
-        with_run_id += "run_id" in record
+        with_id += any(key in record for key in ID_COLUMNS)
         yield number, record
-    # There is no header to check: records none of which has the key mean the wrong file.
-    if records and not with_run_id:
-        raise ManifestError(name, None, "no record has a run_id key")
+    # There is no header to check: records none of which has an id key mean the wrong file.
+    if records and not with_id:
+        raise ManifestError(name, None, "no record has a run_id or task_id key")
 
 
 def _parquet_rows(file: BinaryIO, name: str) -> Rows:
@@ -258,9 +268,9 @@ _READERS = {"csv": _csv_rows, "jsonl": _jsonl_rows, "parquet": _parquet_rows}
 
 
 def _check_header(columns: list[str], name: str, line: int | None) -> None:
-    if "run_id" not in columns:
+    if not any(column in columns for column in ID_COLUMNS):
         seen = ", ".join(map(repr, columns)) if columns else "none"
-        raise ManifestError(name, line, f"no run_id column (columns: {seen})")
+        raise ManifestError(name, line, f"no run_id or task_id column (columns: {seen})")
     for column in columns:
         _check_name(column, name, line, "column")
     twice = sorted({column for column in columns if columns.count(column) > 1})
@@ -278,13 +288,18 @@ def _check_name(column: str, name: str, line: int | None, what: str) -> None:
 # --- validation ----------------------------------------------------------------------------
 
 
-def _validate(record: dict[str, Any], claimed: dict[int, str]) -> dict[str, Any]:
+def _validate(record: dict[str, Any], claimed: dict[int | str, str]) -> dict[str, Any]:
     """One raw record -> a MANIFEST_COLUMNS row (without manifest/line)."""
     run_id, error = _parse_run_id(record.get("run_id"))
+    task_id, task_error = _parse_task_id(record.get("task_id"))
     duration, duration_error = _parse_duration(record.get("duration"))
+    if run_id is None and error == MISSING_RUN_ID and (task_id is not None or task_error):
+        error = None  # a task-id row: its task says which run
     if error is None and run_id in claimed:
         error = f"duplicate of run_id {run_id} at {claimed[run_id]}"
-    error = error or duration_error
+    if error is None and task_error is None and task_id in claimed:
+        error = f"duplicate of task_id {task_id!r} at {claimed[task_id]}"
+    error = error or task_error or duration_error
     extra = {
         key: value
         for key, value in record.items()
@@ -297,17 +312,20 @@ def _validate(record: dict[str, Any], claimed: dict[int, str]) -> dict[str, Any]
         "prompt": _text(record.get("prompt")),
         "audio_type": _text(record.get("audio_type")),
         "requested_duration_s": duration,
-        "task_id": _text(record.get("task_id")),
+        "task_id": task_id,
         "extra": json.dumps(extra, sort_keys=True, ensure_ascii=False, default=str)
         if extra
         else None,
     }
 
 
+MISSING_RUN_ID = "missing run_id"
+
+
 def _parse_run_id(value: Any) -> tuple[int | None, str | None]:
     """(run id to keep, error): the id is kept whenever it parsed, even if rejected."""
     if _is_null(value) or (isinstance(value, str) and not value.strip()):
-        return None, "missing run_id"
+        return None, MISSING_RUN_ID
     number: int | None = None
     if isinstance(value, bool):
         pass  # JSON true is not an id, although Python counts it as the integer 1
@@ -324,6 +342,23 @@ def _parse_run_id(value: Any) -> tuple[int | None, str | None]:
     if number <= 0:
         return (number if number >= -_INT64_MAX - 1 else None), f"run_id {number} is not positive"
     return number, None
+
+
+def _parse_task_id(value: Any) -> tuple[str | None, str | None]:
+    """(task id to carry, error); surrounding blanks are dropped, nothing else is changed."""
+    if _is_null(value):
+        return None, None
+    text = (_text(value) or "").strip()
+    if not text:
+        return None, "task_id is empty"
+    if len(text) > MAX_TASK_ID_CHARS:
+        return text, f"task_id of {len(text)} characters (at most {MAX_TASK_ID_CHARS})"
+    odd = next((c for c in text if unicodedata.category(c)[0] in "CZ" and c != " "), None)
+    if odd is not None:
+        return text, f"task_id holds a control or invisible character ({odd!r})"
+    if text in (".", ".."):
+        return text, f"task_id {text!r} is not an id"
+    return text, None
 
 
 def _parse_duration(value: Any) -> tuple[float | None, str | None]:
