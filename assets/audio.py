@@ -10,7 +10,6 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     BackfillPolicy,
-    Failure,
     MaterializeResult,
     asset,
 )
@@ -21,12 +20,20 @@ from assets.core.features import HARVEST_STATE, HarvestFeatures
 from assets.core.harvest import DayHarvest, index_rows
 from assets.core.lease import DayLease, Holder, LeaseHeld, LeaseLost, holding
 from assets.core.settings import SettingsError
-from assets.core.task_map import TASK_STATE, TaskMap
+from assets.core.task_map import TASK_STATE, TaskMap, has_tasks, resolve_rows
 from assets.manifests import run_manifest
 from assets.metadata import day_metadata, location, report_days, summary_line, unchanged_line
 from assets.partitions import daily_partitions
 from assets.publish import catalog_fingerprints, catalog_relpath, publish_day, sweep_policy
-from assets.ranges import DayProblem, fail, mark_done, run_days, settings
+from assets.ranges import (
+    DayProblem,
+    fail,
+    mark_done,
+    operator_failure,
+    preflight,
+    run_days,
+    settings,
+)
 from assets.state import read_state, state_relpath, write_files, write_tasks
 from resources.camb_client import DAY_BUDGET_SPENT
 from resources.camb_resource import CambResource
@@ -58,7 +65,9 @@ def sound_files(
     try:  # ML features of fresh files, where reading them back later would cost (PLAN #3)
         measure_fresh = HarvestFeatures.wanted(audio)
     except SettingsError as exc:
-        raise Failure(description=str(exc), allow_retries=False) from None
+        raise operator_failure(str(exc)) from None
+    # Before any API call: roots that cannot be written and a missing key fail in seconds.
+    preflight(context, config, lambda: storage.probe_writable("audio", "catalog"), camb.check)
     started, since = time.monotonic(), datetime.now(UTC)
     if not DayLease.supported(state):
         context.log.warning(f"{state}: no per-day lease on this storage: run each day once")
@@ -96,7 +105,7 @@ def sound_files(
             raise DayProblem("its run_manifest is missing: materialize it first")
         # Rows may name their run by task id: runs of tasks resolved earlier are harvested
         # like run ids, the other tasks are asked about beside the harvest (task_map.py).
-        tasks = TaskMap(read_state(state, TASK_STATE, day))
+        tasks = TaskMap(read_state(state, TASK_STATE, day) if has_tasks(manifest) else None)
         plan = tasks.plan(manifest[manifest["status"] == "accepted"])
         fetch = partial(camb.harvest, task_ids=plan.poll, on_task=tasks.record)
         features = HarvestFeatures() if measure_fresh else None
@@ -111,6 +120,7 @@ def sound_files(
                     context.log.warning(f"{day}: features measured at harvest not saved: {exc}")
             write_files(state, day, rows)
 
+        previous = read_state(state, "sound_files", day)
         ledger = DayHarvest(
             day,
             audio,
@@ -121,16 +131,21 @@ def sound_files(
             checkpoint_s=config.checkpoint_s,
             on_fresh_file=features.add if features else None,
             resolving=len(plan.poll),
-        ).run(plan.run_ids, index_rows(read_state(state, "sound_files", day)))
+        ).run(plan.run_ids, index_rows(previous))
+        if previous is None:  # a day with nothing to fetch (no manifest, all rejected) too
+            write_files(state, day, ledger)
         if plan.poll:  # tasks the day budget left unasked stay pending, saying so
             tasks.unanswered(plan.poll, DAY_BUDGET_SPENT)
             write_tasks(state, day, tasks.frame())
-        rejected = manifest.loc[manifest["status"] == "rejected", ["run_id", "status", "error"]]
-        context.log.info(summary_line(day, ledger, len(rejected), since))
-        # The day's figures count its rejected rows and open tasks too, as its catalog will.
-        open_tasks = tasks.frame().query("status != 'resolved'")[["status", "error"]]
-        others = [frame for frame in (rejected, open_tasks) if len(frame)]
-        summary = DaySummary.of(pd.concat([ledger, *others]) if others else ledger)
+        # The day's figures count the rows its catalog will have beyond the ledger's too:
+        # rejected ones, and those of tasks that never resolved.
+        others = resolve_rows(manifest, tasks.frame())
+        others = others.loc[others["status"] != "accepted", ["run_id", "status", "error"]]
+        rejected = int((others["status"] == "rejected").sum())
+        unresolved = others[others["status"] != "rejected"]
+        shown = pd.concat([ledger, unresolved], ignore_index=True) if len(unresolved) else ledger
+        context.log.info(summary_line(day, shown, rejected, since))
+        summary = DaySummary.of(pd.concat([ledger, others]) if len(others) else ledger)
         prints.record(day, inputs(day), summary)
         return summary
 

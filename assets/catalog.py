@@ -13,7 +13,7 @@ from assets.publish import (
     publish_day,
     sweep_policy,
 )
-from assets.ranges import fail, mark_done, run_days, settings
+from assets.ranges import fail, mark_done, preflight, run_days, settings
 from resources.storage_resource import StorageResource
 
 
@@ -32,6 +32,7 @@ def sound_catalog(context: AssetExecutionContext, storage: StorageResource) -> M
     gives the `date` column.
     """
     config, sweep = settings(), sweep_policy()
+    preflight(context, config, lambda: storage.probe_writable("catalog"))
     audio, catalog_store = storage.audio(), storage.catalog()
     prints = catalog_fingerprints(catalog_store, audio, sweep)
     days = run_days(

@@ -2,14 +2,23 @@
 
 from typing import Any
 
-from dagster import AssetExecutionContext, BackfillPolicy, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    BackfillPolicy,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 
 from assets.core.day_fingerprint import Fingerprints, file_stamp, manifest_stamps
 from assets.core.day_summary import DaySummary
-from assets.core.manifest import ManifestError, load_day
+from assets.core.manifest import MANIFEST_SUFFIXES, ManifestError, load_day
 from assets.metadata import failure_reasons, per_partition
 from assets.partitions import daily_partitions
-from assets.ranges import DayProblem, fail, mark_done, run_days, settings
+from assets.ranges import DayProblem, day_ranges, fail, mark_done, preflight, run_days, settings
 from assets.state import state_relpath, write_manifest
 from resources.storage_resource import StorageResource
 
@@ -19,15 +28,28 @@ from resources.storage_resource import StorageResource
     backfill_policy=BackfillPolicy.single_run(),
     group_name="harvest",
     kinds={"parquet"},
+    check_specs=[
+        AssetCheckSpec(
+            "manifest_present",
+            asset="run_manifest",
+            description="Days without any manifest row (no file, or empty ones) (WARN): days "
+            "with no runs, not errors; the metadata says where soundharvest looked.",
+        )
+    ],
 )
 def run_manifest(context: AssetExecutionContext, storage: StorageResource) -> MaterializeResult:
-    """The run ids of each day's manifests (CSV, JSONL, Parquet) with their carried columns.
+    """The run ids (or task ids) of each day's manifests (CSV, JSONL, Parquet) with their
+    carried columns.
 
     A bad row (missing, non-integer, non-positive or duplicate id) is kept as `rejected` with
     its reason and never reaches the API; a file that cannot be parsed fails its day with a
     message naming the file and line (the other days of a range are still read).
+
+    A day without any manifest file is a day with no runs: it materializes with no rows (and
+    so gets an empty catalog partition), and the WARN check `manifest_present` names it.
     """
     config = settings()
+    preflight(context, config, lambda: storage.probe_writable("catalog"))
     manifests, state = storage.manifests(), storage.catalog()
     prints = Fingerprints(state, "run_manifest", manifests=manifests.uri(""))
 
@@ -36,13 +58,15 @@ def run_manifest(context: AssetExecutionContext, storage: StorageResource) -> Ma
         try:
             files = manifest_stamps(manifests, day)
             stamp = prints.stamp(files, file_stamp(state, record))
-            if (summary := prints.unchanged(day, stamp)) is not None:
+            if files and (summary := prints.unchanged(day, stamp)) is not None:
                 return summary, [name for name, *_ in files]  # nothing to parse again
             rows = load_day(manifests.fs, manifests.root, day)
         except ManifestError as exc:
             raise DayProblem(f"manifest cannot be read: {exc}") from None
-        if rows.empty:
-            context.log.warning(f"{day}: no manifest under {manifests.uri(day)}")
+        if not rows["manifest"].size:
+            missing[day] = where_looked(manifests.uri(day))
+            if single_day:  # a range says it once, below
+                context.log.warning(f"{day}: no manifest rows, a day with no runs: {missing[day]}")
         write_manifest(state, day, rows)
         rejected = (rows["status"] == "rejected").sum()
         if rejected or single_day:  # a range's plain days: its metadata counts them
@@ -52,14 +76,38 @@ def run_manifest(context: AssetExecutionContext, storage: StorageResource) -> Ma
         return summary, sorted(set(rows["manifest"]))
 
     single_day = len(context.partition_keys) == 1
+    missing: dict[str, str] = {}  # day -> where its manifests were looked for
 
     days = run_days(context.partition_keys, read)
+    if missing and not single_day:
+        context.log.warning(
+            f"{len(missing)} days with no manifest rows, days with no runs: "
+            f"{day_ranges(missing)} (looked in {where_looked(manifests.uri('D'))})"
+        )
     if days.failed:
         mark_done(context, days.done, lambda day: manifest_metadata(*days.done[day]))
         fail(context, days, config)
     per_day = {day: manifest_metadata(*done) for day, done in days.done.items()}
     total = DaySummary.total(summary for summary, _ in days.done.values())
-    return MaterializeResult(metadata=per_partition(context, per_day, lambda: counts(total)))
+    return MaterializeResult(
+        metadata=per_partition(context, per_day, lambda: counts(total)),
+        check_results=[
+            AssetCheckResult(
+                check_name="manifest_present",
+                passed=not missing,
+                severity=AssetCheckSeverity.WARN,
+                metadata={
+                    "days_without_manifest": MetadataValue.json(sorted(missing)),
+                    "looked_in": MetadataValue.json(missing),
+                },
+            )
+        ],
+    )
+
+
+def where_looked(day_uri: str) -> str:
+    """Where the manifests of a day are looked for: its folder, and files named after it."""
+    return f"{day_uri}/ and {day_uri}{{{','.join(MANIFEST_SUFFIXES)}}}"
 
 
 def counts(summary: DaySummary) -> dict[str, int]:

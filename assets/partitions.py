@@ -13,3 +13,11 @@ from dagster import DailyPartitionsDefinition
 FIRST_DAY = os.environ.get("SOUNDHARVEST_FIRST_DAY", "2024-01-01")
 
 daily_partitions = DailyPartitionsDefinition(start_date=FIRST_DAY, timezone="UTC")
+
+
+def run_tags(first: str, last: str | None = None) -> dict[str, str]:
+    """Tags of one run over the day `first`, or the days first..last as a single-run backfill
+    (and `dagster asset materialize --partition-range`) gives them."""
+    if last is None:
+        return {"dagster/partition": first}
+    return {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}

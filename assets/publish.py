@@ -14,7 +14,6 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
-    Failure,
     MetadataValue,
 )
 
@@ -23,8 +22,8 @@ from assets.core.day_fingerprint import Fingerprints, file_stamp, listing_stamp
 from assets.core.day_summary import DaySummary
 from assets.core.harvest import stored_sizes
 from assets.core.sweep import SweepPolicy, mark_given_up
-from assets.core.task_map import TASK_STATE
-from assets.ranges import DayProblem
+from assets.core.task_map import TASK_STATE, has_tasks
+from assets.ranges import DayProblem, operator_failure
 from assets.state import read_state, state_relpath
 from resources.storage import Storage
 
@@ -63,7 +62,7 @@ def sweep_policy() -> SweepPolicy:
     try:
         return SweepPolicy.from_env()
     except ValueError as exc:
-        raise Failure(description=str(exc), allow_retries=False) from None
+        raise operator_failure(str(exc)) from None
 
 
 def catalog_fingerprints(
@@ -98,7 +97,7 @@ def publish_day(
     files = read_state(catalog_store, "sound_files", day)
     if manifest is None or files is None:
         raise DayProblem("materialize run_manifest and sound_files first")
-    tasks = read_state(catalog_store, TASK_STATE, day)
+    tasks = read_state(catalog_store, TASK_STATE, day) if has_tasks(manifest) else None
     catalog = mark_given_up(assemble(manifest, files, tasks), day, datetime.now(UTC), sweep)
     # A rerun that changed nothing finds the same bytes there and writes nothing.
     catalog_store.write_bytes(parquet_bytes(catalog), catalog_relpath(day), if_changed=True)

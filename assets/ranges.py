@@ -11,10 +11,13 @@ days through `run_days`, and when some failed:
    ranges ready for `--partition-range`; Dagster retries it when the cause may pass.
 
 Which failures end the loop: a problem of one day's own inputs (`DayProblem`) lets the other
-days go on. Trouble of the whole run stops it: a refused key or a wrong configuration
-(`CambAuthError`, `CambConfigError`) would fail every other day the same way, and an API
-outage or a storage error would only spend the other days' budgets; those two may pass, so
-the step is retried after `SOUNDHARVEST_STEP_RETRY_DELAY_S`.
+days go on. Trouble of the whole run stops it: an operator's mistake (`OperatorError`: a
+refused or missing key, a wrong base URL, an API never reached, every download refused by
+the policy, a storage root that cannot be written) would fail every other day the same way,
+and an API outage or a storage error would only spend the other days' budgets. Only trouble
+that may pass is retried, after `SOUNDHARVEST_STEP_RETRY_DELAY_S`; an operator's mistake
+fails at once with `ERROR_KIND_KEY: OPERATOR` in the failure's metadata and its one line
+(what is wrong, what to fix) last in the message.
 """
 
 import datetime as dt
@@ -25,14 +28,14 @@ from typing import Any, Generic, NoReturn, TypeVar
 from dagster import AssetExecutionContext, AssetKey, AssetMaterialization, Failure, RetryRequested
 
 from assets.core.settings import PipelineSettings, SettingsError
-from resources.camb_client import CambApiError, CambAuthError, CambConfigError
+from resources.camb_client import CambApiError
+from resources.errors import ERROR_KIND_KEY, OPERATOR, OperatorError
 from resources.storage import StorageError
 
 T = TypeVar("T")
 
-# Failures that stop the days of a step; the first two are never worth a retry.
-FATAL = (CambAuthError, CambConfigError)
-RUN_WIDE = (CambApiError, StorageError)
+# Failures that stop the days of a step; an OperatorError is never worth a retry.
+RUN_WIDE = (CambApiError, StorageError, OperatorError)
 
 
 class DayProblem(Exception):
@@ -48,15 +51,21 @@ class Days(Generic[T]):
     failed: dict[str, str] = field(default_factory=dict)  # day -> why
     not_tried: list[str] = field(default_factory=list)
     retriable: bool = False
+    operator: OperatorError | None = None  # the operator's mistake that stopped the days
 
     def report(self) -> str:
-        """One message: the failures, then what completed and what was not tried."""
-        lines = [f"{day}: {why}" for day, why in self.failed.items()]
+        """One message: the failures, then what completed and what was not tried; an
+        operator's mistake is said last, once, without a day (it is no day's own)."""
+        failed = {d: why for d, why in self.failed.items() if self.operator is None}
+        lines = [f"{day}: {why}" for day, why in failed.items()]
         if len(self.keys) > 1:
             if self.done:
                 lines.append(f"completed: {day_ranges(self.done)}")
-            if self.not_tried:
-                lines.append(f"not tried: {day_ranges(self.not_tried)}")
+            not_tried = [*self.not_tried, *(self.failed if self.operator else [])]
+            if not_tried:
+                lines.append(f"not tried: {day_ranges(not_tried)}")
+        if self.operator is not None:
+            lines.append(str(self.operator))
         return "\n".join(lines)
 
 
@@ -71,7 +80,10 @@ def run_days(keys: Sequence[str], work: Callable[[str], T]) -> Days[T]:
         except RUN_WIDE as exc:
             days.failed[day] = str(exc)
             days.not_tried = list(keys[index + 1 :])
-            days.retriable = not isinstance(exc, FATAL)
+            days.operator = exc if isinstance(exc, OperatorError) else None
+            # A storage error with a lasting cause (a read-only disk found mid-day) cannot
+            # pass either: it fails without a retry, naming the URI.
+            days.retriable = days.operator is None and not getattr(exc, "lasting", False)
             break
     return days
 
@@ -103,17 +115,47 @@ def mark_done(
         )
 
 
+def operator_failure(message: str, setting: str | None = None) -> Failure:
+    """The step's failure for an operator's mistake: never retried, tagged as such."""
+    metadata = {ERROR_KIND_KEY: OPERATOR}
+    if setting:
+        metadata["setting"] = setting
+    return Failure(description=message, allow_retries=False, metadata=metadata)
+
+
 def settings() -> PipelineSettings:
     """The settings of this step; a bad one fails it with a message naming the variable."""
     try:
         return PipelineSettings.from_env()
     except SettingsError as exc:
-        raise Failure(description=str(exc), allow_retries=False) from None
+        raise operator_failure(str(exc)) from None
+
+
+def preflight(
+    context: AssetExecutionContext, config: PipelineSettings, *checks: Callable[[], object]
+) -> None:
+    """The step's checks before any day and any API call (storage probes, the key).
+
+    An operator's mistake fails the step at once; storage trouble that may pass fails it as
+    a day would (retried), before any day was tried.
+    """
+    try:
+        for check in checks:
+            check()
+    except OperatorError as exc:
+        raise operator_failure(str(exc), exc.setting) from None
+    except StorageError as exc:
+        keys = list(context.partition_keys)
+        days: Days[Any] = Days(keys, failed={keys[0]: str(exc)}, not_tried=keys[1:])
+        days.retriable = not exc.lasting
+        fail(context, days, config)
 
 
 def fail(context: AssetExecutionContext, days: Days[Any], settings: PipelineSettings) -> NoReturn:
     """Raise the step's failure: a retry request while retries are left and worth it."""
     message = days.report()
+    if days.operator is not None:
+        raise operator_failure(message, days.operator.setting)
     attempt = context.retry_number
     # RetryRequested rather than a RetryPolicy on the asset: the policy is fixed when the
     # definitions load, while delay and count are settings read when the step runs.

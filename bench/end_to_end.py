@@ -12,6 +12,9 @@ byte, runs of 0.5-1.5 MB), and in the same run:
 - P: `dg launch` of the day through the CLI, process start included, fresh
   DAGSTER_HOME; S: the same for a day of one not-ready run (the fixed start cost);
 - the rerun of P's complete day; peak RSS of P fetching files of 50 MB (its own sandbox);
+- P_task: the same day named by task ids only (one status call per task before its run joins
+  a bulk call, issue 15), and its rerun, which must ask the status of no task
+  (`--tasks-only`: S, P_task and its rerun alone);
 - the year: a range rerun of 365 complete days (set up by an adopting first run).
 
 Every figure's bytes are checked: the peers' files and P's stored WAVs against the sandbox's
@@ -59,6 +62,7 @@ from bench.common import (
 )
 from resources.audio_file import inspect_audio
 from sandbox import AudioSizes, audio_params, delivered_format, render_audio, run_state
+from sandbox.rules import task_id_for
 
 PROJECT = Path(__file__).resolve().parents[1]
 SELECT = "run_manifest,sound_files,sound_catalog"
@@ -87,6 +91,7 @@ class Settings:
     year_runs: int = 100
     profile_dir: Path | None = None  # P and the year's rerun under py-spy (times then skewed)
     year_only: bool = False  # the year's figures alone (issue 14 §6), without the peers
+    tasks_only: bool = False  # S and the task-id day alone (issue 15), without the peers
     project: Path = PROJECT  # the checkout whose .venv/bin/dg runs P and S
 
     def latency_flags(self) -> list[str]:
@@ -98,6 +103,11 @@ class Settings:
         """T*: every API call's and every download's latency, spread over the concurrency."""
         calls = math.ceil(self.runs / BULK) * self.api_latency_s
         return (calls + self.runs * self.download_latency_s) / self.concurrency
+
+    @property
+    def task_bound_s(self) -> float:
+        """T*task: T* plus one status call per task, spread over the concurrency."""
+        return self.bound_s + self.runs * self.api_latency_s / self.concurrency
 
 
 @dataclass(frozen=True)
@@ -144,6 +154,8 @@ class Report:
         header = ("figure", "seconds", "CPU s", "sandbox CPU s", "peak RSS MB")
         header += ("API calls", "downloads", "max in flight", "load", "note")
         rows.append(("T*: latency bound", f"{s.bound_s:.2f}", *[""] * 8))
+        if "P_task" in self.figures:
+            rows.append(("T*task: latency bound", f"{s.task_bound_s:.2f}", *[""] * 8))
         return format_rows(header, rows)
 
     def targets(self) -> list[tuple[str, str, bool]]:
@@ -159,7 +171,16 @@ class Report:
             work = f["P"].seconds - f["S"].seconds
             figure = f"{work:.2f} s vs T* {s.bound_s:.2f} s"
             out.append(("P - S <= 1.3 T*", figure, work <= 1.3 * s.bound_s))
-        for name in ("B", "P", "rss"):
+        if {"P_task", "S"} <= f.keys():
+            work = f["P_task"].seconds - f["S"].seconds
+            figure = f"{work:.2f} s vs T*task {s.task_bound_s:.2f} s"
+            out.append(("P_task - S <= 1.3 T*task", figure, work <= 1.3 * s.task_bound_s))
+        if "rerun_task" in f:
+            calls = f["rerun_task"].stats["status_requests"]
+            downloads = f["rerun_task"].stats["downloads"]
+            figure = f"{calls} status calls, {downloads} downloads"
+            out.append(("task rerun: 0 status calls", figure, not calls and not downloads))
+        for name in ("B", "P", "P_task", "rss"):
             if name in f:
                 peak = f[name].stats["max_in_flight"]
                 what = f"in flight ({name}) <= {s.concurrency}"
@@ -218,6 +239,8 @@ LABELS = {
     "P": "P: dg launch",
     "S": "S: same, one not-ready run",
     "rerun": "rerun of P's day",
+    "P_task": "P_task: dg launch, task ids",
+    "rerun_task": "rerun of P_task's day",
     "rss": "P on big files (RSS)",
     "year_setup": "year: first run (adopts)",
     "year": "year: rerun",
@@ -330,6 +353,13 @@ class Cli:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", newline="") as f:
             csv.writer(f).writerows([["run_id"], *([i] for i in run_ids)])
+
+    def write_task_manifest(self, day: str, run_ids: Sequence[int]) -> None:
+        """The runs named by task ids only, ones the sandbox resolves to them."""
+        path = self.root / "manifests" / f"{day}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="") as f:
+            csv.writer(f).writerows([["task_id"], *([task_id_for(i)] for i in run_ids)])
 
     def materialize(self, *partition: str, profile: str | None = None) -> CliRun:
         """`dg launch` of the three assets, timed from process start to exit;
@@ -500,6 +530,11 @@ def measure(s: Settings, work: Path, report: Report, log: Callable[[str], None])
             log(f"year: {s.year_days} days of {s.year_runs} runs")
             measure_year(s, sandbox, work / "year", report)
         return report
+    if s.tasks_only:
+        with sandbox_process(*flags, *s.latency_flags()) as api, Sandbox(api) as sandbox:
+            measure_start(s, sandbox, work, report, log)
+            measure_tasks(s, sandbox, ids, work / "tasks", report, ref, log)
+        return report
     with sandbox_process(*flags, *s.latency_flags()) as api, Sandbox(api) as sandbox:
         if not s.wav_only:  # the sandbox encodes each MP3 template once: not on a peer's clock
             mp3 = [i for i in ids if delivered_format(i) == "MP3"]
@@ -537,17 +572,14 @@ def measure(s: Settings, work: Path, report: Report, log: Callable[[str], None])
         )
         verify_catalog("P", p_cli.root, {DAY: ids}, "ok", ref)
 
-        log("S: dg launch, one not-ready run")
-        s_cli = Cli(api, work / "s", s, profile=False)
-        pending = next(i for i in range(1, 1000) if run_state(i) == "pending")
-        s_cli.write_manifest(DAY, [pending])
-        report.figures["S"] = _timed_cli(sandbox, lambda: s_cli.materialize("--partition", DAY))
-        verify_catalog("S", s_cli.root, {DAY: [pending]}, "pending")
+        measure_start(s, sandbox, work, report, log)
 
         log("rerun of P's day")
         report.figures["rerun"] = _timed_cli(sandbox, lambda: p_cli.materialize("--partition", DAY))
         verify_catalog("rerun", p_cli.root, {DAY: ids}, "ok")
         shutil.rmtree(p_cli.root)
+
+        measure_tasks(s, sandbox, ids, work / "tasks", report, ref, log)
 
         log(f"year: {s.year_days} days of {s.year_runs} runs")
         measure_year(s, sandbox, work / "year", report)
@@ -563,6 +595,41 @@ def measure(s: Settings, work: Path, report: Report, log: Callable[[str], None])
         verify_catalog("RSS", cli.root, {DAY: big_ids}, "ok", Reference(big), REFERENCE_SAMPLE)
         shutil.rmtree(cli.root)
     return report
+
+
+def measure_start(
+    s: Settings, sandbox: Sandbox, work: Path, report: Report, log: Callable[[str], None]
+) -> None:
+    """S: the fixed cost of a materialization, a day of one run that is not ready."""
+    log("S: dg launch, one not-ready run")
+    s_cli = Cli(sandbox.api, work / "s", s, profile=False)
+    pending = next(i for i in range(1, 1000) if run_state(i) == "pending")
+    s_cli.write_manifest(DAY, [pending])
+    report.figures["S"] = _timed_cli(sandbox, lambda: s_cli.materialize("--partition", DAY))
+    verify_catalog("S", s_cli.root, {DAY: [pending]}, "pending")
+
+
+def measure_tasks(
+    s: Settings,
+    sandbox: Sandbox,
+    ids: Sequence[int],
+    root: Path,
+    report: Report,
+    ref: Reference,
+    log: Callable[[str], None],
+) -> None:
+    """P_task: P's day named by task ids only; then its rerun, which asks about no task."""
+    log(f"P_task: dg launch, {len(ids)} task ids")
+    cli = Cli(sandbox.api, root, s)
+    cli.write_task_manifest(DAY, ids)
+    report.figures["P_task"] = _timed_cli(
+        sandbox, lambda: cli.materialize("--partition", DAY, profile="P_task")
+    )
+    verify_catalog("P_task", root, {DAY: ids}, "ok", ref, REFERENCE_SAMPLE)
+    log("rerun of P_task's day")
+    report.figures["rerun_task"] = _timed_cli(sandbox, lambda: cli.materialize("--partition", DAY))
+    verify_catalog("rerun_task", root, {DAY: ids}, "ok")
+    shutil.rmtree(root)
 
 
 def measure_year(s: Settings, sandbox: Sandbox, root: Path, report: Report) -> None:
@@ -623,6 +690,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--year-days", type=positive_int, default=d.year_days, help="days of the year rerun")
     add("--year-runs", type=positive_int, default=d.year_runs, help="runs per day of the year")
     add("--year-only", action="store_true", help="measure the year's setup and rerun alone")
+    add("--tasks-only", action="store_true", help="measure S and the task-id day alone")
     add(
         "--profile",
         type=Path,
@@ -654,6 +722,7 @@ def main(argv: Sequence[str] | None = None) -> Report:
         year_runs=args.year_runs,
         profile_dir=args.profile,
         year_only=args.year_only,
+        tasks_only=args.tasks_only,
         project=args.project.resolve(),
     )
     report = Report(settings)

@@ -3,13 +3,16 @@
     python -m bench.ml_feed [--days 365] [--runs 10000] [--clips 48] [--clip-seconds 10]
 
 1. Snapshot: a synthetic catalog of `--days` x `--runs` rows (about 90 % `ok`, the rest
-   pending / failed / rejected; prompts drawn so that many repeat) with a features file per
-   day is generated (untimed), then a child process builds a reference-mode snapshot
-   (HF Parquet + NeMo + card) from it with `build_snapshot`: its wall time and peak RSS are
-   what the issue bounds (60 s, 4 GB). The URIs point at no file: reference mode reads none.
+   pending / failed / rejected; 200,000 distinct prompts drawn so that many repeat, 10 % of
+   rows a near-copy of one; 1 % of clips the same sound as another) with a features file
+   per day, audio fingerprints included, is generated (untimed); then a child process builds
+   a reference-mode snapshot (HF Parquet + NeMo + card) from it with `build_snapshot`, once
+   split by a prompt hash (`group_by: prompt`, the rule before similarity groups) and once by
+   similarity groups (the default): wall time and peak RSS are what the issues bound (60 s,
+   4 GB; similarity at most 60 s more). The URIs point at no file: reference mode reads none.
 2. Features: `--clips` stereo 44.1 kHz PCM_16 WAVs of `--clip-seconds` measured by
    `measure_all` with 1 and 2 worker processes (the pool's one-time start-up is printed
-   apart).
+   apart), and the CPU per MB of 1 worker with and without the audio fingerprint.
 3. Exports: the same clips as an embedded HF snapshot and as WebDataset shards.
 
 Rates are MB (10^6 bytes) of stored WAV per second. Nothing is asserted: `tests/test_ml_bench.py`
@@ -32,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from assets.core import features
+from assets.core.audio_fingerprint import BANDS, FLOOR_DB, FRAMES, HOP_S
 from assets.core.catalog import parquet_bytes, table_bytes
 from assets.core.dataset import read_rows, select
 from assets.core.dataset_spec import DatasetSpec
@@ -41,26 +46,68 @@ from assets.core.snapshot import build_snapshot
 from resources.storage import Storage
 
 FIRST_DAY = pd.Timestamp("2025-01-01")
-SOUNDS = ["dog barking", "rain on a roof", "door creaking", "crowd cheering", "waves", "wind"]
+PROMPTS = 200_000  # distinct prompts, drawn again and again across days
+TAKE_SHARE = 0.1  # rows whose prompt is a near-copy (take number, order, a stray word)
+COPY_SHARE = 0.01  # rows whose clip is the same sound as an earlier row's of the day
 STATUSES = ["ok", "pending", "failed", "rejected"]
-PLACES = ["in a hall", "far away", "close up", "in the street", "underwater", "at night"]
+
+
+def prompt_book(seed: int = 11) -> list[str]:
+    """PROMPTS distinct prompts of 3-6 words from 5,000 made-up words: unrelated to each
+    other as real distinct prompts are (few share more than a word or two)."""
+    rng = np.random.default_rng(seed)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    words = ["".join(rng.choice(letters, rng.integers(3, 9))) for _ in range(5000)]
+    sizes = rng.integers(3, 7, PROMPTS)
+    picks = rng.integers(0, len(words), sizes.sum())
+    ends = np.cumsum(sizes)
+    spans = zip(ends - sizes, ends, strict=True)
+    return [" ".join(words[i] for i in picks[start:end]) for start, end in spans]
+
+
+def near_copy(prompt: str, rng: np.random.Generator) -> str:
+    words = prompt.split()
+    edit = rng.integers(0, 3)
+    if edit == 0:
+        return f"{prompt}, take {rng.integers(2, 10)}"
+    if edit == 1:
+        return " ".join(words[1:] + words[:1])
+    return f"{prompt} loud"
+
+
+def synthetic_fingerprints(
+    rng: np.random.Generator, frames: np.ndarray, rates: np.ndarray
+) -> tuple[list[bytes], list[bytes]]:
+    """Profiles and fingerprints of the size the real ones have (FRAMES x BANDS bytes for
+    clips of 1.7 s and more), random: distinct sounds; COPY_SHARE of the rows repeat an
+    earlier row's, as the same sound delivered twice."""
+    seconds = frames / rates
+    lengths = np.clip(((seconds - 0.1) / HOP_S).astype(int) + 1, 1, FRAMES)
+    levels = rng.integers(0, 2 * FLOOR_DB, (len(frames), FRAMES * BANDS), dtype=np.uint8)
+    profiles = rng.integers(0, 2 * FLOOR_DB, (len(frames), BANDS), dtype=np.uint8)
+    copies = np.flatnonzero(rng.random(len(frames)) < COPY_SHARE)
+    originals = rng.integers(0, len(frames), len(copies))
+    levels[copies], profiles[copies] = levels[originals], profiles[originals]
+    lengths[copies] = lengths[originals]
+    prints = [row[: n * BANDS].tobytes() for row, n in zip(levels, lengths, strict=True)]
+    return [row.tobytes() for row in profiles], prints
 
 
 def synthetic_catalog(catalog: Storage, days: int, runs: int, seed: int = 7) -> int:
     """Writes `days` catalog and features partitions of `runs` rows; returns the ok rows."""
     rng = np.random.default_rng(seed)
+    book = prompt_book()
     ok_total = 0
     for index in range(days):
         day = (FIRST_DAY + pd.Timedelta(days=index)).strftime("%Y-%m-%d")
         run_ids = np.arange(runs, dtype="int64") + (index + 1) * 10 * runs
-        status = rng.choice(
-            ["ok", "pending", "failed", "rejected"], runs, p=[0.9, 0.04, 0.03, 0.03]
-        )
+        status = rng.choice(STATUSES, runs, p=[0.9, 0.04, 0.03, 0.03])
         ok = status == "ok"
         rates = rng.choice([16000, 22050, 44100, 48000], runs)
         frames = rng.integers(rates // 2, rates * 30)
         channels = rng.choice([1, 2], runs)
-        prompt_ids = rng.integers(0, 200_000, runs)  # repeats across days: shared groups
+        prompt_ids = rng.integers(0, PROMPTS, runs)  # repeats across days: shared groups
+        takes = rng.random(runs) < TAKE_SHARE
         rows = pd.DataFrame(
             {
                 "run_id": run_ids,
@@ -75,8 +122,8 @@ def synthetic_catalog(catalog: Storage, days: int, runs: int, seed: int = 7) -> 
                 "duration_s": frames / rates,
                 "subtype": "PCM_16",
                 "prompt": [
-                    f"{SOUNDS[p % 6]} {PLACES[p // 6 % 6]} {p // 36}" if p % 50 else None
-                    for p in prompt_ids
+                    None if p % 50 == 0 else near_copy(book[p], rng) if take else book[p]
+                    for p, take in zip(prompt_ids, takes, strict=True)
                 ],
                 "audio_type": np.where(rng.random(runs) < 0.8, "sound", "music"),
                 "attempts": 1,
@@ -86,6 +133,9 @@ def synthetic_catalog(catalog: Storage, days: int, runs: int, seed: int = 7) -> 
             rows[column] = rows[column].where(ok, None)
         catalog.write_bytes(parquet_bytes(rows), f"sound_catalog/date={day}/part-0.parquet")
         good = rows[ok]
+        profiles, prints = synthetic_fingerprints(
+            rng, good["frames"].to_numpy(int), good["sample_rate"].to_numpy(int)
+        )
         features = pd.DataFrame(
             {
                 "run_id": good["run_id"],
@@ -98,6 +148,8 @@ def synthetic_catalog(catalog: Storage, days: int, runs: int, seed: int = 7) -> 
                 "leading_silence_s": rng.uniform(0, 1, len(good)),
                 "trailing_silence_s": rng.uniform(0, 1, len(good)),
                 "is_silent": rng.random(len(good)) < 0.01,
+                "audio_profile": profiles,
+                "audio_fingerprint": prints,
                 "params": FeatureParams().key(),
                 "computed_by": "sound_features",
             }
@@ -107,10 +159,10 @@ def synthetic_catalog(catalog: Storage, days: int, runs: int, seed: int = 7) -> 
     return ok_total
 
 
-def snapshot_child(catalog_root: str, out_root: str) -> None:
+def snapshot_child(catalog_root: str, out_root: str, group_by: str) -> None:
     """Runs in a child process: one reference snapshot; prints its figures as JSON."""
     started = time.perf_counter()
-    spec = DatasetSpec(formats=["hf", "nemo"])
+    spec = DatasetSpec(formats=["hf", "nemo"], group_by=group_by)
     built = build_snapshot(Storage(catalog_root), Storage(out_root), spec)
     seconds = time.perf_counter() - started
     assert built.manifest is not None
@@ -125,25 +177,32 @@ def snapshot_child(catalog_root: str, out_root: str) -> None:
                 "counts": built.manifest["counts"],
                 "files": len(built.manifest["files"]),
                 "bytes": sum(f["size"] for f in built.manifest["files"]),
+                "groups": built.manifest["groups"],
             }
         )
     )
 
 
-def bench_snapshot(work: Path, days: int, runs: int) -> dict:
+def bench_snapshot(work: Path, days: int, runs: int) -> dict[str, dict]:
+    """The snapshot of the same catalog split by a prompt hash (the rule before similarity
+    groups) and by similarity groups (the default), each in a child process of its own."""
     catalog = Storage(str(work / "catalog"))
     started = time.perf_counter()
     ok = synthetic_catalog(catalog, days, runs)
     generated = time.perf_counter() - started
-    child = subprocess.run(
-        [sys.executable, "-m", "bench.ml_feed", "--snapshot-child", catalog.root, str(work / "ds")],
-        cwd=Path(__file__).resolve().parents[1],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    figures = json.loads(child.stdout.strip().splitlines()[-1])
-    return {**figures, "ok_rows": ok, "rows": days * runs, "generate_s": generated}
+    figures = {}
+    for group_by in ("prompt", "similarity"):
+        child = subprocess.run(
+            [sys.executable, "-m", "bench.ml_feed", "--snapshot-child", catalog.root,
+             str(work / f"ds-{group_by}"), group_by],
+            cwd=Path(__file__).resolve().parents[1],
+            capture_output=True,
+            text=True,
+            check=True,
+        )  # fmt: skip
+        result = json.loads(child.stdout.strip().splitlines()[-1])
+        figures[group_by] = {**result, "ok_rows": ok, "rows": days * runs, "generate_s": generated}
+    return figures
 
 
 def write_clips(folder: Path, clips: int, seconds: float) -> pd.DataFrame:
@@ -188,6 +247,40 @@ def bench_features(rows: pd.DataFrame, workers: int) -> float:
     return seconds
 
 
+class _NoFingerprint:
+    """Stands in for the fingerprinter to time sound_features without it."""
+
+    def __init__(self, rate: int, channels: int) -> None:
+        pass
+
+    def add(self, block: np.ndarray) -> None:
+        pass
+
+    def result(self) -> tuple[None, None]:
+        return None, None
+
+
+def fingerprint_cost(rows: pd.DataFrame, repeats: int = 3) -> tuple[float, float]:
+    """CPU seconds of measuring the clips in this process with the audio fingerprint and
+    without it (the best of ``repeats`` each, alternating, so the load hits both alike)."""
+    items = [Item(r.run_id, r.sha256, r.uri) for r in rows.itertuples()]
+
+    def cpu() -> float:
+        started = time.process_time()
+        list(measure_all(items, FeatureParams(), workers=1, computed_by="bench"))
+        return time.process_time() - started
+
+    with_print, without_print = [], []
+    for _ in range(repeats):
+        with_print.append(cpu())
+        original, features.Fingerprinter = features.Fingerprinter, _NoFingerprint
+        try:
+            without_print.append(cpu())
+        finally:
+            features.Fingerprinter = original
+    return min(with_print), min(without_print)
+
+
 def bench_exports(work: Path, rows: pd.DataFrame) -> dict[str, float]:
     """Seconds to write the clips as embedded HF Parquet, and as WebDataset tar shards."""
     catalog = Storage(str(work / "clip-catalog"))
@@ -215,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--runs", type=int, default=10_000, help="catalog rows per day")
     parser.add_argument("--clips", type=int, default=48, help="WAVs for the audio rates")
     parser.add_argument("--clip-seconds", type=float, default=10.0)
-    parser.add_argument("--snapshot-child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--snapshot-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.snapshot_child:
         snapshot_child(*args.snapshot_child)
@@ -230,14 +323,22 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )
     with tempfile.TemporaryDirectory(prefix="soundharvest-bench-") as tmp:
         work = Path(tmp)
-        snap = bench_snapshot(work, args.days, args.runs)
+        snaps = bench_snapshot(work, args.days, args.runs)
+        snap, before = snaps["similarity"], snaps["prompt"]
         print(
             f"\nreference snapshot (HF Parquet + NeMo + card) of {args.days} days x {args.runs} "
             f"runs = {snap['rows']:,} catalog rows, {snap['ok_rows']:,} ok, "
-            f"{snap['clips']:,} selected (generated in {snap['generate_s']:.0f} s, untimed)\n"
-            f"  {snap['seconds']:.1f} s ({snap['cpu_seconds']:.1f} s CPU), "
-            f"peak RSS {snap['peak_rss_mb']:,.0f} MB, "
-            f"{snap['files']} files, {snap['bytes'] / 1e6:.0f} MB; splits {snap['counts']}"
+            f"{snap['clips']:,} selected (generated in {snap['generate_s']:.0f} s, untimed)"
+        )
+        for name, figures in (("group_by prompt", before), ("group_by similarity", snap)):
+            print(
+                f"  {name:<20} {figures['seconds']:6.1f} s ({figures['cpu_seconds']:.1f} s CPU), "
+                f"peak RSS {figures['peak_rss_mb']:,.0f} MB, {figures['files']} files, "
+                f"{figures['bytes'] / 1e6:.0f} MB; splits {figures['counts']}"
+            )
+        print(
+            f"  similarity costs {snap['seconds'] - before['seconds']:+.1f} s "
+            f"({snap['cpu_seconds'] - before['cpu_seconds']:+.1f} s CPU); groups {snap['groups']}"
         )
         rows = write_clips(work / "clips", args.clips, args.clip_seconds)
         audio_mb = rows["size_bytes"].sum() / 1e6
@@ -249,6 +350,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             for n in (1, 2)
         }
         rates |= {name: audio_mb / s for name, s in bench_exports(work, rows).items()}
+        with_print, without_print = fingerprint_cost(rows)
         print(
             f"\naudio: {args.clips} clips, stereo 44.1 kHz PCM_16, {audio_mb:.0f} MB; "
             f"worker pool start-up (once per run, not in the rates) {startup:.1f} s"
@@ -256,7 +358,19 @@ def main(argv: Sequence[str] | None = None) -> dict:
         print(f"{'step':<28}  MB/s")
         for name, rate in rates.items():
             print(f"{name:<28}  {rate:6.1f}")
-    return {"snapshot": snap, "rates": rates, "pool_startup_s": startup}
+        share = with_print / without_print - 1
+        print(
+            f"sound_features CPU per MB, 1 worker: {with_print / audio_mb * 1000:.1f} ms with "
+            f"the audio fingerprint, {without_print / audio_mb * 1000:.1f} ms without "
+            f"(the fingerprint adds {share:.0%})"
+        )
+    return {
+        "snapshot": snap,
+        "snapshot_prompt_rule": before,
+        "rates": rates,
+        "pool_startup_s": startup,
+        "fingerprint_share": share,
+    }
 
 
 if __name__ == "__main__":

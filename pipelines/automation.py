@@ -10,7 +10,8 @@ cadence. The harvest itself keeps its schedule and sensors (docs/operations.md s
   changed since the last snapshot was requested, and waits while any of their days is in
   progress (or about to start). Nothing changed: nothing is requested until the next tick.
 
-`ml_feed_automation` evaluates both every 30 s once the daemon runs; it starts RUNNING (the
+`ml_feed_automation` evaluates both every `SOUNDHARVEST_AUTOMATION_INTERVAL_S` (default 30 s)
+once the daemon runs; it starts RUNNING (the
 default automation sensor would start stopped, and features that need a switch turned on in
 the UI are features most deployments would not have).
 """
@@ -27,6 +28,7 @@ from dagster import (
 from dagster._utils.schedules import is_valid_cron_string
 
 DATASET_CRON_ENV = "SOUNDHARVEST_DATASET_CRON"
+INTERVAL_ENV = "SOUNDHARVEST_AUTOMATION_INTERVAL_S"
 DEFAULT_DATASET_CRON = "0 3 * * *"  # after the 01:00 harvest and the 02:00 catalog deadline
 
 
@@ -36,6 +38,13 @@ def dataset_cron() -> str:
     if not is_valid_cron_string(cron):
         raise ValueError(f"{DATASET_CRON_ENV}={cron!r}: expected a cron string such as '0 3 * * *'")
     return cron
+
+
+def automation_interval_s() -> int:
+    raw = os.environ.get(INTERVAL_ENV, "").strip() or "30"
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{INTERVAL_ENV}={raw!r}: expected whole seconds >= 1")
+    return int(raw)
 
 
 def features_condition() -> AutomationCondition:
@@ -77,5 +86,6 @@ ml_feed_automation = AutomationConditionSensorDefinition(
     "ml_feed_automation",
     target=AssetSelection.assets("sound_features", "ml_dataset"),
     default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=automation_interval_s(),
     description="Features after each catalog day; an ml_dataset snapshot on its cadence.",
 )

@@ -1,6 +1,6 @@
 """The one `Definitions` of soundharvest (`workspace.yaml` loads it)."""
 
-from dagster import Definitions, EnvVar
+from dagster import Definitions
 
 from assets.audio import sound_files
 from assets.catalog import sound_catalog
@@ -27,7 +27,7 @@ defs = Definitions(
     schedules=[daily_harvest_schedule],
     sensors=[manifest_sensor, pending_sweep, ml_feed_automation, freshness_sensor],
     resources={
-        "camb": CambResource(api_key=EnvVar("CAMB_API_KEY")),
+        "camb": CambResource(),  # CAMB_API_KEY and the rest come from the environment
         "storage": StorageResource(),
     },
     executor=executor_from_env(),

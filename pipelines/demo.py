@@ -6,6 +6,7 @@ sandbox, builds an `ml_dataset` snapshot, and prints where the WAV files, the ca
 the snapshot are. A second run downloads nothing new and writes no new snapshot.
 """
 
+import argparse
 import json
 import os
 import subprocess
@@ -24,8 +25,8 @@ FIRST_DAY, LAST_DAY = "2026-11-01", "2026-11-03"
 SELECTION = "run_manifest,sound_files,sound_catalog,sound_features"
 DATASET_ROOT = PROJECT / "data" / "datasets"
 # The demo's snapshot writes all three exports (WebDataset copies every clip, so it is not
-# a default). Splits are drawn per prompt and the demo has only 21 prompts, so it asks for
-# wider validation and test shares than the default 0.8/0.1/0.1 (docs/ml.md).
+# a default). Splits are drawn per group of similar runs and the demo has only 21 prompts,
+# so it asks for wider validation and test shares than the default 0.8/0.1/0.1 (docs/ml.md).
 DATASET_CONFIG = {
     "ops": {
         "ml_dataset": {
@@ -155,6 +156,13 @@ def summarize_dataset() -> None:
     counts = ", ".join(f"{split} {n}" for split, n in manifest["counts"].items())
     print(f"\nml_dataset: {snapshot}  (LATEST = {version})")
     print(f"  splits: {counts}; {sum(manifest['hours'].values()) * 60:.1f} minutes of audio")
+    groups = manifest["groups"]
+    print(
+        f"  {groups['groups']} similarity groups; {groups['prompt_links']} prompt and "
+        f"{groups['audio_links']} audio links, of which a prompt hash would have split "
+        f"{groups['prompt_links_split_before'] + groups['audio_links_split_before']}, "
+        f"{groups['links_split_now']} split now"
+    )
     print(f"  card: {snapshot / 'README.md'}; exports: hf/, nemo/, webdataset/")
     print(
         f"  load it: datasets.load_dataset('parquet', data_files='{snapshot}/hf/train-*.parquet')"
@@ -165,7 +173,22 @@ def stored_files() -> int:
     return sum(1 for _ in (PROJECT / "data" / "audio").glob("*/*.wav"))
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The demo takes no options; `--help` says what it does instead of doing it."""
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"Days {FIRST_DAY}...{LAST_DAY} from data/manifests/; WAVs to data/audio/, the "
+        f"catalog to data/catalog/, snapshots to data/datasets/, the Dagster instance in "
+        f".dagster_home/, Dagster's log to {LOG.relative_to(PROJECT)}. `make demo` installs "
+        "first, then runs this.",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parse_args(argv)
     started, before = time.monotonic(), stored_files()
     with sandbox() as base_url:
         materialize(base_url)

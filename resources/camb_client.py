@@ -7,9 +7,12 @@ one outcome per run: `Fetched` (a verified local file), `Pending` or `Failed`.
 
 Whatever belongs to one run ends as that run's outcome, with a reason: a result call that
 keeps failing or is refused, a URL that keeps expiring, bytes that never verify. Only
-trouble of the whole API raises, always a `CambApiError`: `CambAuthError` (the key is
-refused), `CambConfigError` (every call refused the same way), `CambOutageError` (most
-calls failing); `resources.api_health` states the rule that tells them apart. Retries are
+trouble of the whole API raises, a `CambApiError`: `CambAuthError` (the key is refused),
+`CambConfigError` (every call refused the same way), `CambOutageError` (most calls
+failing); `resources.api_health` states the rule that tells them apart. The operator's
+mistakes (`resources.errors.OperatorError`: the key, the configuration, and those of
+`resources.first_contact`: an API never reached, every download refused by the policy)
+are never worth a retry. Retries are
 bounded per call (`RetryPolicy`), per run (`url_refreshes`) and per day (`deadline`).
 
 Two HTTP connection pools live as long as the client: one for the API (httpx), which carries
@@ -39,6 +42,8 @@ import yarl
 
 from resources.api_health import CallHealth, HealthRule
 from resources.audio_file import AudioFileError, AudioInfo, inspect_audio
+from resources.errors import OperatorError, SettingError
+from resources.first_contact import ApiReach, DownloadPolicyVerdict
 from resources.limits import RequestGate, request_gate
 from resources.netguard import DownloadPolicy, GuardedResolver, UnsafeDownload
 from resources.redact import SecretUrl, install_http_log_redaction, redact_text, redact_url
@@ -91,8 +96,12 @@ class ClientSettings:
     health: HealthRule = field(default_factory=HealthRule)
 
     def __post_init__(self) -> None:
-        if not self.api_key:
-            raise ValueError("the CAMB.AI API key is empty: set CAMB_API_KEY")
+        if not self.api_key or not self.api_key.strip():
+            raise SettingError(
+                "CAMB_API_KEY is not set (or empty)",
+                fix="set it to your CAMB.AI API key: export CAMB_API_KEY=...",
+                setting="CAMB_API_KEY",
+            )
         if self.max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, not {self.max_concurrency}")
         if self.requests_per_second is not None and self.requests_per_second <= 0:
@@ -100,7 +109,11 @@ class ClientSettings:
                 f"requests_per_second must be positive, not {self.requests_per_second}"
             )
         if urlsplit(self.base_url).scheme not in ("http", "https"):
-            raise ValueError(f"the API base URL must be http(s): {redact_url(self.base_url)}")
+            raise SettingError(
+                f"the API base URL {redact_url(self.base_url)} is not an http(s) URL",
+                fix=f"set CAMB_API_BASE_URL, e.g. {DEFAULT_BASE_URL}",
+                setting="CAMB_API_BASE_URL",
+            )
         if min(self.connect_timeout_s, self.read_timeout_s) <= 0:
             raise ValueError("connect and read timeouts must be positive")
 
@@ -166,12 +179,18 @@ class CambApiError(RuntimeError):
     """A run-wide problem: the materialization cannot go on. Never contains the key."""
 
 
-class CambAuthError(CambApiError):
+class CambAuthError(CambApiError, OperatorError):
     """The API refused the key (401/403)."""
 
+    def __init__(self, problem: str, *, fix: str = "check CAMB_API_KEY") -> None:
+        super().__init__(problem, fix=fix, setting="CAMB_API_KEY")
 
-class CambConfigError(CambApiError):
+
+class CambConfigError(CambApiError, OperatorError):
     """Every call was refused the same way and none succeeded: the configuration is wrong."""
+
+    def __init__(self, problem: str, *, fix: str = "check CAMB_API_BASE_URL") -> None:
+        super().__init__(problem, fix=fix, setting="CAMB_API_BASE_URL")
 
 
 class CambOutageError(CambApiError):
@@ -383,6 +402,7 @@ class CambClient:
                 yield item
             if item.error is not None:
                 raise item.error
+            day.download_policy.check()  # every download refused by the policy: a setting
             for run_id in ids + feed.added:  # only runs the day budget cut short are left
                 if run_id not in done:
                     yield Pending(run_id, DAY_BUDGET_SPENT)
@@ -444,6 +464,8 @@ class _Day:
         self.api_health = CallHealth(self.settings.health)
         self.storage_health = CallHealth(self.settings.health)
         self.config_probe: asyncio.Task[str | None] | None = None
+        self.reach = ApiReach(self._api_target())  # never reached at all: a wrong base URL
+        self.download_policy = DownloadPolicyVerdict()  # every download refused: a wrong list
 
     async def harvest_batch(
         self, batch: Sequence[int], put: Callable[[RunOutcome], Awaitable[None]]
@@ -486,7 +508,12 @@ class _Day:
                 with attempt:
                     attempts = attempt.retry_state.attempt_number
                     async with client.gate.request(api=True):
-                        response = await client.api.request(method, path, **kwargs)
+                        try:
+                            response = await client.api.request(method, path, **kwargs)
+                        except httpx.ConnectError as exc:
+                            self.reach.connect_failed(exc, attempts)  # raises once it is clear
+                            raise
+                    self.reach.answer()
                     raise_for_retryable(response, what, read=True)
         except (RetryableStatus, httpx.TransportError) as exc:
             last = describe_failure(exc)
@@ -500,10 +527,7 @@ class _Day:
             raise _NoAnswer(f"after {attempts} attempts (last: {last})") from None
         self.api_health.answered()
         if response.status_code in (401, 403):
-            raise CambAuthError(
-                f"{what}: the API rejected the API key ({error_detail(response)}); "
-                "check CAMB_API_KEY"
-            )
+            raise CambAuthError(f"{what}: the API rejected the API key ({error_detail(response)})")
         return response
 
     async def ask(self, path: str, *, what: str, key: Hashable) -> Answer:
@@ -607,8 +631,7 @@ class _Day:
         if await asyncio.shield(self.config_probe) == answer:
             raise CambConfigError(
                 f"every call to {self._api_target()} was refused the same way ({answer}) and "
-                "none succeeded, not even a question that names no run: check "
-                "CAMB_API_BASE_URL"
+                "none succeeded, not even a question that names no run"
             )
         self.api_health.rule_out_config()
 
@@ -647,7 +670,11 @@ class _Day:
             try:
                 size, sha256 = await self._download(current.url, dest)
                 audio = await asyncio.to_thread(inspect_audio, dest)
-            except (_DownloadRefused, UnsafeDownload) as exc:
+            except UnsafeDownload as exc:
+                dest.unlink(missing_ok=True)
+                self.download_policy.refuse(exc)  # raises when no download was ever allowed
+                return Failed(run_id, f"download refused: {exc}")
+            except _DownloadRefused as exc:
                 dest.unlink(missing_ok=True)
                 return Failed(run_id, f"download refused: {exc}")
             except _UrlExpired as exc:
@@ -699,6 +726,7 @@ class _Day:
                     yarl.URL(target, encoded=True), allow_redirects=False
                 ) as response:
                     status, headers = response.status, response.headers
+                    self.download_policy.allow()  # a storage host the policy admitted answered
                     log.debug("download GET %s: HTTP %d", redact_url(target), status)
                     if status in _REDIRECTS and "location" in headers:
                         target = urljoin(target, headers["location"])
@@ -790,7 +818,7 @@ class _Done:
 
 
 def _first_error(group: BaseExceptionGroup) -> BaseException:
-    """The error to report from a failed task group: a run-wide API error first."""
+    """The error to report from a failed task group: a run-wide or operator's error first."""
     leaves: list[BaseException] = []
     stack: list[BaseException] = [group]
     while stack:
@@ -799,4 +827,4 @@ def _first_error(group: BaseExceptionGroup) -> BaseException:
             stack.extend(reversed(exc.exceptions))
         else:
             leaves.append(exc)
-    return next((e for e in leaves if isinstance(e, CambApiError)), leaves[0])
+    return next((e for e in leaves if isinstance(e, CambApiError | OperatorError)), leaves[0])

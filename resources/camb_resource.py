@@ -4,7 +4,7 @@ Configuration comes from the environment, so a deployment changes no code:
 
 | variable                   | default                       |
 |----------------------------|-------------------------------|
-| `CAMB_API_KEY`             | required (through `EnvVar`)   |
+| `CAMB_API_KEY`             | required                      |
 | `CAMB_API_BASE_URL`        | `https://client.camb.ai/apis` |
 | `CAMB_MAX_CONCURRENCY`     | 8                             |
 | `CAMB_REQUESTS_PER_SECOND` | unset (no client-side limit)  |
@@ -43,6 +43,7 @@ from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
 from resources.camb_client import DEFAULT_BASE_URL, CambClient, ClientSettings, RunOutcome
+from resources.errors import OperatorError, SettingError
 from resources.limits import pool_limit, request_gate, step_in_flight
 from resources.task_resolver import TaskAnswer, TaskResolver
 
@@ -67,7 +68,10 @@ def _parse(name: str, value: str, kind: type) -> Any:
     try:
         return kind(value)
     except ValueError:
-        raise ValueError(f"{name}={value!r} is not a valid {kind.__name__}") from None
+        noun = "whole number" if kind is int else "number"
+        raise SettingError(
+            f"{name}={value!r} is not a valid {kind.__name__}", fix=f"set a {noun}", setting=name
+        ) from None
 
 
 def _from_env(table: dict[str, tuple[str, type]]) -> dict[str, Any]:
@@ -81,7 +85,11 @@ def _from_env(table: dict[str, tuple[str, type]]) -> dict[str, Any]:
 class CambResource(ConfigurableResource):
     """CAMB.AI text-to-sound results: batches, retries, downloads; one connection pool per run."""
 
-    api_key: str = Field(description="Sent as x-api-key; set it with EnvVar('CAMB_API_KEY').")
+    api_key: str | None = Field(
+        default=None,
+        description="Sent as x-api-key. Default: $CAMB_API_KEY (read when a step starts, so a "
+        "missing key fails that step with one line instead of the whole run with a traceback).",
+    )
     base_url: str | None = Field(default=None, description="Default: $CAMB_API_BASE_URL.")
     max_concurrency: int | None = Field(
         default=None,
@@ -109,6 +117,7 @@ class CambResource(ConfigurableResource):
 
     _portal: BlockingPortal | None = PrivateAttr(default=None)
     _client: CambClient | None = PrivateAttr(default=None)
+    _error: OperatorError | None = PrivateAttr(default=None)
 
     def settings(self, pool_slots: int | None = None) -> ClientSettings:
         """Fields first, then the environment, then the defaults; with a total, this step's
@@ -127,9 +136,10 @@ class CambResource(ConfigurableResource):
             rps = _parse("CAMB_REQUESTS_PER_SECOND", raw, float)
         hosts = self.download_allow_hosts or _env("CAMB_DOWNLOAD_ALLOW_HOSTS") or ""
         retry = _from_env(_RETRY_ENV)
-        defaults = ClientSettings(api_key=self.api_key)
+        api_key = self.api_key or _env("CAMB_API_KEY") or ""
+        defaults = ClientSettings(api_key=api_key)
         return ClientSettings(
-            api_key=self.api_key,
+            api_key=api_key,
             base_url=self.base_url or _env("CAMB_API_BASE_URL") or DEFAULT_BASE_URL,
             max_concurrency=concurrency or 8,
             requests_per_second=rps,
@@ -142,7 +152,17 @@ class CambResource(ConfigurableResource):
     @contextmanager
     def yield_for_execution(self, context: InitResourceContext) -> Iterator["CambResource"]:
         slots = pool_limit(context.instance)
-        settings = self.settings(slots)
+        try:
+            settings = self.settings(slots)
+        except OperatorError as exc:
+            # Raised here, Dagster would fail the whole run with its own traceback: the
+            # steps that use the client raise it themselves (`check`), as one line.
+            self._error = exc
+            try:
+                yield self
+            finally:
+                self._error = None
+            return
         redis_url = self.rate_limit_redis_url or _env("CAMB_RATE_LIMIT_REDIS_URL")
         gate = request_gate(
             settings.max_concurrency,
@@ -160,6 +180,11 @@ class CambResource(ConfigurableResource):
             finally:
                 self._portal = self._client = None
 
+    def check(self) -> None:
+        """Raise the operator's mistake found in the settings (a missing key, a bad number)."""
+        if self._error is not None:
+            raise self._error
+
     def harvest(
         self,
         run_ids: Iterable[int],
@@ -175,6 +200,7 @@ class CambResource(ConfigurableResource):
         `task_ids` are resolved beside the harvest (`resources.task_resolver`), each answer
         reported to `on_task` (from the client's event loop thread) before its run id joins.
         """
+        self.check()
         if self._portal is None or self._client is None:
             raise RuntimeError("CambResource.harvest() runs only inside a Dagster execution")
         portal, client = self._portal, self._client

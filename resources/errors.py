@@ -28,3 +28,7 @@ class OperatorError(RuntimeError):
         self.fix = fix
         self.setting = setting  # the environment variable (or config field) to look at
         super().__init__(f"{problem}: {fix}" if fix else problem)
+
+
+class SettingError(OperatorError, ValueError):
+    """A setting that is missing or holds a value that cannot be used (a `ValueError` too)."""

@@ -35,6 +35,10 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 class UnsafeDownload(Exception):
     """The download policy refuses this URL or address; never worth a retry."""
 
+    def __init__(self, message: str, host: str = "") -> None:
+        super().__init__(message)
+        self.host = host  # the refused host, for the operator's message (no URL, no query)
+
 
 def _normal(host: str) -> str:
     return host.strip().strip("[]").rstrip(".").lower()
@@ -65,13 +69,14 @@ class DownloadPolicy:
         parts = urlsplit(url)
         host = parts.hostname or ""
         if parts.scheme not in ("http", "https") or not host:
-            raise UnsafeDownload(f"download URL {redact_url(url)} is not an http(s) URL")
+            raise UnsafeDownload(f"download URL {redact_url(url)} is not an http(s) URL", host)
         if self.allows(host):
             return
         if parts.scheme != "https":
             raise UnsafeDownload(
                 f"download URL {redact_url(url)} is not allowed: only https, or a host in "
-                "CAMB_DOWNLOAD_ALLOW_HOSTS"
+                "CAMB_DOWNLOAD_ALLOW_HOSTS",
+                host,
             )
         try:
             literal = ipaddress.ip_address(_normal(host))
@@ -82,7 +87,7 @@ class DownloadPolicy:
     def vet(self, host: str, addresses: Sequence[str]) -> None:
         """Refuse `host` unless it resolved to addresses that are all allowed."""
         if not addresses:
-            raise UnsafeDownload(f"download host {host} resolves to no address")
+            raise UnsafeDownload(f"download host {host} resolves to no address", host)
         for address in addresses:
             self.check_address(host, ipaddress.ip_address(address.split("%")[0]))
 
@@ -92,7 +97,8 @@ class DownloadPolicy:
             shown = host if _normal(host) == str(address) else f"{host} ({address})"
             raise UnsafeDownload(
                 f"download host {shown} is a {kind} address: refused unless the host is in "
-                "CAMB_DOWNLOAD_ALLOW_HOSTS"
+                "CAMB_DOWNLOAD_ALLOW_HOSTS",
+                host,
             )
 
 

@@ -73,7 +73,35 @@ _URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s\"']+@"
 
 
 class StorageError(RuntimeError):
-    """A storage operation failed; the message names the URI, never a credential."""
+    """A storage operation failed; the message names the URI, never a credential.
+
+    `lasting`: the cause stays until someone changes the root, its permissions or the
+    credentials (see `lasting_cause`); otherwise it may pass (a timeout, a 5xx, throttling).
+    """
+
+    def __init__(self, message: str, *, lasting: bool = False) -> None:
+        super().__init__(message)
+        self.lasting = lasting
+
+
+# Causes that no retry cures: a path through a file, a read-only or forbidden place, a
+# bucket that does not exist, credentials refused (s3fs turns AccessDenied,
+# InvalidAccessKeyId, SignatureDoesNotMatch into PermissionError, NoSuchBucket into
+# FileNotFoundError) or missing (botocore's own errors, named so botocore is not imported).
+_LASTING_TYPES = (
+    PermissionError, NotADirectoryError, IsADirectoryError, FileExistsError, FileNotFoundError
+)  # fmt: skip
+_LASTING_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR})
+_LASTING_NAMES = frozenset({"NoCredentialsError", "PartialCredentialsError"})
+
+
+def lasting_cause(exc: BaseException) -> bool:
+    """True when `exc` (a backend's error) will not pass by waiting."""
+    if isinstance(exc, _LASTING_TYPES):
+        return True
+    if isinstance(exc, OSError) and exc.errno in _LASTING_ERRNOS:
+        return True
+    return any(cls.__name__ in _LASTING_NAMES for cls in type(exc).__mro__)
 
 
 class VerificationError(StorageError):
@@ -101,12 +129,14 @@ def storage_options_from_env(environ: Mapping[str, str] | None = None) -> dict[s
     except json.JSONDecodeError as exc:
         # `from None`: the decode error keeps the whole document (and its secrets) in `.doc`.
         raise StorageError(
-            f"{ENV_STORAGE_OPTIONS} is not valid JSON (line {exc.lineno} column {exc.colno})"
+            f"{ENV_STORAGE_OPTIONS} is not valid JSON (line {exc.lineno} column {exc.colno})",
+            lasting=True,
         ) from None
     if not isinstance(parsed, dict) or not all(isinstance(v, dict) for v in parsed.values()):
         raise StorageError(
             f"{ENV_STORAGE_OPTIONS} must be a JSON object of objects keyed by protocol, e.g. "
-            '{"s3": {"endpoint_url": "..."}}'
+            '{"s3": {"endpoint_url": "..."}}',
+            lasting=True,
         )
     return parsed
 
@@ -125,7 +155,9 @@ class Storage:
         try:
             cls = fsspec.get_filesystem_class(protocol)
         except (ValueError, ImportError) as exc:
-            raise StorageError(f"unsupported storage URL scheme {protocol!r}: {exc}") from None
+            raise StorageError(
+                f"unsupported storage URL scheme {protocol!r}: {exc}", lasting=True
+            ) from None
         aliases = cls.protocol if isinstance(cls.protocol, tuple | list) else (cls.protocol,)
         from_env = storage_options_from_env()
         options: dict[str, Any] = {}
@@ -236,6 +268,16 @@ class Storage:
         except Exception as exc:
             self._raise(f"cannot write {uri}", exc)
         return uri
+
+    def remove(self, relpath: str) -> None:
+        """Delete the file ``relpath``; a missing one is fine."""
+        target = self.path(relpath)
+        try:
+            self.fs.rm_file(target)
+        except FileNotFoundError:
+            pass
+        except Exception as exc:
+            self._raise(f"cannot remove {self.uri(relpath)}", exc)
 
     def remove_stale_temporaries(
         self, relpath_dir: str, older_than_s: float = STALE_AFTER_S
@@ -452,7 +494,9 @@ class Storage:
 
     def _raise(self, what: str, exc: BaseException) -> NoReturn:
         """Raise a StorageError for ``exc``, chained only if no credential shows in it."""
-        err = StorageError(f"{what}: {type(exc).__name__}: {self._redact(str(exc))}")
+        err = StorageError(
+            f"{what}: {type(exc).__name__}: {self._redact(str(exc))}", lasting=lasting_cause(exc)
+        )
         chain = "".join(traceback.format_exception(exc))
         raise err from (exc if self._redact(chain) == chain else None)
 

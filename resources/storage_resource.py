@@ -13,12 +13,12 @@ Each root is any fsspec URL (a local folder, `s3://bucket/prefix`, `gs://...`):
 Relative local roots are taken from the working directory and stored as absolute URIs.
 """
 
-import os
-
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from resources.roots import ROOTS, root_url
 from resources.storage import Storage
+from resources.storage_probe import probe_writable
 
 
 class StorageResource(ConfigurableResource):
@@ -29,18 +29,24 @@ class StorageResource(ConfigurableResource):
     catalog_root: str | None = Field(default=None, description="$SOUNDHARVEST_CATALOG_ROOT")
     dataset_root: str | None = Field(default=None, description="$SOUNDHARVEST_DATASET_ROOT")
 
-    def _open(self, configured: str | None, variable: str, default: str) -> Storage:
-        # Storage applies $SOUNDHARVEST_STORAGE_OPTIONS for the URL's protocol itself.
-        return Storage(configured or os.environ.get(variable, "").strip() or default)
-
+    # Storage applies $SOUNDHARVEST_STORAGE_OPTIONS for the URL's protocol itself.
     def manifests(self) -> Storage:
-        return self._open(self.manifest_root, "SOUNDHARVEST_MANIFEST_ROOT", "data/manifests")
+        return Storage(root_url("manifests", self.manifest_root))
 
     def audio(self) -> Storage:
-        return self._open(self.audio_root, "SOUNDHARVEST_AUDIO_ROOT", "data/audio")
+        return Storage(root_url("audio", self.audio_root))
 
     def catalog(self) -> Storage:
-        return self._open(self.catalog_root, "SOUNDHARVEST_CATALOG_ROOT", "data/catalog")
+        return Storage(root_url("catalog", self.catalog_root))
 
     def datasets(self) -> Storage:
-        return self._open(self.dataset_root, "SOUNDHARVEST_DATASET_ROOT", "data/datasets")
+        return Storage(root_url("datasets", self.dataset_root))
+
+    def probe_writable(self, *roots: str) -> None:
+        """Write and remove a probe file in each named root ("audio", "catalog", "datasets");
+        `StorageUnwritable` names the first that cannot be written and its variable."""
+        for root in roots:
+            configured = getattr(self, f"{root.removesuffix('s')}_root")
+            # The variable is named even when a field set the root: it is where people look.
+            url = root_url(root, configured)
+            probe_writable(lambda url=url: Storage(url), root, ROOTS[root][0])

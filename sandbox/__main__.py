@@ -28,9 +28,18 @@ def _audio_sizes(text: str) -> AudioSizes:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m sandbox", description="Local stand-in for the CAMB.AI text-to-sound API."
+        prog="python -m sandbox",
+        description="Local stand-in for the CAMB.AI text-to-sound API, over real HTTP. Prints "
+        "SANDBOX_URL=http://HOST:PORT/apis once it listens; runs until SIGINT/SIGTERM. What a "
+        "run id gives is fixed by sandbox/rules.py (id % 100 == 99: not a text-to-sound run; "
+        "% 50 == 13: failed; % 10 == 7: pending; otherwise ready).",
+        epilog="Faults can also be changed while it runs: POST /_sandbox/faults with the "
+        'Faults fields as JSON, POST /_sandbox/script {"target": "download", "kinds": '
+        '["stall"]} for scripted connection faults (listed in sandbox/server.py); '
+        "GET /_sandbox/stats counts requests. Example: python -m sandbox --api-key k "
+        "--throttle-rate 0.1 --expired-run 1061 --result-error 1059:500",
     )
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
     parser.add_argument("--api-key", help="required key; without it any non-empty key passes")
     parser.add_argument("--access-log", action="store_true", help="log every request")
@@ -40,32 +49,129 @@ def _parser() -> argparse.ArgumentParser:
         help="size of each run's decoded audio, MB: '50', or a range spread over the runs "
         "like '0.5-1.5' (default: the rules' short clips)",
     )
-    faults = parser.add_argument_group("faults")
+    faults = parser.add_argument_group(
+        "faults", "random shares are drawn per request from --seed; all default to none"
+    )
     defaults = Faults()
-    for flag, name, kind in (
-        ("--latency", "latency_s", float),
-        ("--download-latency", "download_latency_s", float),
-        ("--throttle-rate", "throttle_rate", float),
-        ("--retry-after", "retry_after", str),
-        ("--server-error-rate", "server_error_rate", float),
-        ("--drop-rate", "drop_rate", float),
-        ("--truncate-rate", "truncate_rate", float),
-        ("--expire-rate", "expire_rate", float),
-        ("--url-ttl", "url_ttl_s", float),
-        ("--download-base-url", "download_base_url", str),
-        ("--redirect-downloads-to", "redirect_downloads_to", str),
-        ("--seed", "seed", int),
+    for flag, name, kind, meta, text in (
+        ("--latency", "latency_s", float, "S", "delay before every API answer"),
+        (
+            "--download-latency",
+            "download_latency_s",
+            float,
+            "S",
+            "delay before a download's first byte",
+        ),
+        ("--throttle-rate", "throttle_rate", float, "SHARE", "share of API calls answered 429"),
+        (
+            "--retry-after",
+            "retry_after",
+            str,
+            "N|date:N",
+            "Retry-After of a 429: N seconds, or an HTTP date N seconds ahead",
+        ),
+        (
+            "--server-error-rate",
+            "server_error_rate",
+            float,
+            "SHARE",
+            "share of API calls answered 500, 502 (a gateway's HTML) or 503",
+        ),
+        (
+            "--drop-rate",
+            "drop_rate",
+            float,
+            "SHARE",
+            "share of requests (API and downloads) closed without an answer",
+        ),
+        (
+            "--truncate-rate",
+            "truncate_rate",
+            float,
+            "SHARE",
+            "share of downloads cut after about half of the announced body",
+        ),
+        (
+            "--expire-rate",
+            "expire_rate",
+            float,
+            "SHARE",
+            "share of downloads answered 403 'Request has expired' (a fresh URL works)",
+        ),
+        ("--url-ttl", "url_ttl_s", float, "S", "lifetime of the presigned download URLs"),
+        (
+            "--download-base-url",
+            "download_base_url",
+            str,
+            "ORIGIN",
+            "origin put into download "
+            "URLs instead of the sandbox's own (e.g. a proxy in front of it)",
+        ),
+        (
+            "--redirect-downloads-to",
+            "redirect_downloads_to",
+            str,
+            "ORIGIN",
+            "downloads answer 307 to this origin (redirect tests)",
+        ),
+        ("--seed", "seed", int, "N", "seed of the random fault draws"),
     ):
-        faults.add_argument(flag, dest=name, type=kind, default=getattr(defaults, name))
-    faults.add_argument("--bulk-min-ids", dest="bulk_min_ids", type=int, default=1)
-    for flag, name, kind, meta in (
-        ("--result-error", "result_errors", _run_status, "RUN:STATUS"),
-        ("--bulk-error", "bulk_errors", _run_status, "RUN:STATUS"),
-        ("--expired-run", "expired_runs", int, "RUN"),
-        ("--bulk-omit", "bulk_omit", int, "RUN"),
-        ("--bulk-stranger", "bulk_strangers", int, "RUN"),
+        faults.add_argument(
+            flag,
+            dest=name,
+            type=kind,
+            default=getattr(defaults, name),
+            metavar=meta,
+            help=text if getattr(defaults, name) is None else f"{text} (default: %(default)s)",
+        )
+    faults.add_argument(
+        "--bulk-min-ids",
+        dest="bulk_min_ids",
+        type=int,
+        default=1,
+        metavar="N",
+        help="bulk calls with fewer ids are refused with 422, as some API docs say (default 1)",
+    )
+    for flag, name, kind, meta, text in (
+        (
+            "--result-error",
+            "result_errors",
+            _run_status,
+            "RUN:STATUS",
+            "this run's single-result call always answers STATUS",
+        ),
+        (
+            "--bulk-error",
+            "bulk_errors",
+            _run_status,
+            "RUN:STATUS",
+            "every bulk call that includes this run answers STATUS",
+        ),
+        (
+            "--expired-run",
+            "expired_runs",
+            int,
+            "RUN",
+            "this run's downloads always answer 403 expired",
+        ),
+        ("--bulk-omit", "bulk_omit", int, "RUN", "this run is left out of every bulk answer"),
+        (
+            "--bulk-stranger",
+            "bulk_strangers",
+            int,
+            "RUN",
+            "this run is added to every bulk answer, though nobody asked",
+        ),
     ):
-        faults.add_argument(flag, dest=name, type=kind, action="append", default=[], metavar=meta)
+        faults.add_argument(
+            flag,
+            dest=name,
+            type=kind,
+            action="append",
+            default=[],
+            metavar=meta,
+            help=f"{text}; repeat for more runs",
+        )
     return parser
 
 

@@ -45,8 +45,11 @@ class Clip:
     audio_type: str | None = "sound"
     silent: bool = False
     seed: int | None = None  # same seed, same audio (an exact duplicate)
+    samples: np.ndarray | None = None  # frames x channels at `rate`, instead of noise
 
     def signal(self) -> np.ndarray:
+        if self.samples is not None:
+            return self.samples
         if self.silent:
             return np.zeros((round(self.seconds * self.rate), self.channels))
         seed = self.run_id if self.seed is None else self.seed

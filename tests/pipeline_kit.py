@@ -17,6 +17,7 @@ from dagster import materialize
 from assets.audio import sound_files
 from assets.catalog import sound_catalog
 from assets.manifests import run_manifest
+from assets.partitions import run_tags
 from resources.camb_resource import CambResource
 from resources.storage_resource import StorageResource
 
@@ -79,9 +80,11 @@ def run_range(
     **kwargs,
 ):
     """Materialize the days first..last in one run, as a single-run backfill does."""
-    tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
     return materialize(
-        assets, resources=resources(sandbox, storage, **(camb or {})), tags=tags, **kwargs
+        assets,
+        resources=resources(sandbox, storage, **(camb or {})),
+        tags=run_tags(first, last),
+        **kwargs,
     )
 
 

@@ -73,3 +73,22 @@ def test_the_cadence_is_configurable_and_checked(monkeypatch):
     monkeypatch.setenv(DATASET_CRON_ENV, "at three")
     with pytest.raises(ValueError, match="SOUNDHARVEST_DATASET_CRON='at three'"):
         dataset_cron()
+
+
+def test_a_snapshot_waits_while_an_upstream_day_is_in_progress():
+    instance = DagsterInstance.ephemeral()
+    tick = Ticks(instance)
+    assert tick(2026, 11, 2, 2, 0) == {}
+    updated(instance, "sound_catalog", "2026-11-01")
+    updated(instance, "sound_features", "2026-11-01")
+    # A harvest of the next day was created (queued or running) before the 03:00 tick.
+    harvest = instance.create_run_for_job(
+        defs.resolve_implicit_global_asset_job_def(),
+        asset_selection=frozenset(map(AssetKey, ("run_manifest", "sound_files", "sound_catalog"))),
+        tags={"dagster/partition": "2026-11-02"},
+    )
+    assert tick(2026, 11, 3, 3, 0, 30) == {}  # the tick passed, but 11-02 is in progress
+    assert tick(2026, 11, 3, 3, 5) == {}
+    instance.report_run_failed(harvest)  # the harvest ends (here: fails, catalog untouched)
+    assert tick(2026, 11, 3, 3, 6) == {"ml_dataset": {None}}  # the change at 03:00 is served
+    assert tick(2026, 11, 3, 3, 7) == {}

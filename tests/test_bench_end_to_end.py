@@ -37,7 +37,9 @@ def test_every_figure_is_measured_on_verified_bytes_and_printed_with_its_target(
     report = bench.main(TINY)
 
     figures = report.figures
-    assert set(figures) == {"A", "B", "P", "S", "rerun", "rss", "year_setup", "year"}
+    assert set(figures) == {
+        "A", "B", "P", "S", "rerun", "P_task", "rerun_task", "rss", "year_setup", "year"
+    }  # fmt: skip
     assert all(f.seconds > 0 for f in figures.values())
     # A fetched its 3-run sample, one raw-bytes call each, and was scaled to the 12 runs.
     assert (figures["A"].stats["single_requests"], figures["A"].note) == (3, "3 runs x 4")
@@ -48,6 +50,11 @@ def test_every_figure_is_measured_on_verified_bytes_and_printed_with_its_target(
         assert 1 <= stats["max_in_flight"] <= 4, name
     assert figures["S"].stats["api_requests"] == 1  # its one run, not ready
     assert figures["rerun"].stats["downloads"] == figures["rerun"].stats["api_requests"] == 0
+    # P_task: one status call per task, the same bulk lookups; its rerun asks nothing.
+    stats = figures["P_task"].stats
+    assert (stats["status_requests"], stats["downloads"]) == (12, 12)
+    assert 1 <= stats["max_in_flight"] <= 4
+    assert figures["rerun_task"].stats["api_requests"] == 0
     assert figures["rss"].stats["downloads"] == 3
     assert figures["rss"].peak_rss > 10 * 2**20  # a Python process tree, polled
     assert figures["year_setup"].stats["downloads"] == 0  # adopted from disk
@@ -59,7 +66,7 @@ def test_every_figure_is_measured_on_verified_bytes_and_printed_with_its_target(
     for label in bench.LABELS.values():
         assert label in out
     targets = [line for line in out.splitlines() if line.rstrip().endswith(("PASS", "FAIL"))]
-    assert len(targets) == len(report.targets()) == 10
+    assert len(targets) == len(report.targets()) == 13
     assert "T*" in out
 
 

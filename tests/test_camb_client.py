@@ -21,6 +21,7 @@ from resources.camb_client import (
     interpret_result,
 )
 from resources.camb_resource import CambResource
+from resources.first_contact import DownloadPolicyError
 from resources.redact import RedactingFilter, SecretUrl, install_http_log_redaction
 from resources.retry import parse_retry_after
 from sandbox import audio_params, delivered_format, run_state
@@ -203,11 +204,13 @@ def test_audio_whose_header_disagrees_with_its_bytes_is_downloaded_again(sandbox
 
 def test_plain_http_downloads_need_an_allowed_host(sandbox, tmp_path):
     run_ids = ready_ids(7000, 3)
-    outcomes = harvest(settings_for(sandbox, download_allow_hosts=frozenset()), run_ids, tmp_path)
+    # Every download refused and none allowed: the allow list is missing a host (an
+    # operator's mistake, tests/test_operator_errors.py), not three failed runs.
+    with pytest.raises(DownloadPolicyError) as refused:
+        harvest(settings_for(sandbox, download_allow_hosts=frozenset()), run_ids, tmp_path)
 
-    for outcome in outcomes.values():
-        assert isinstance(outcome, Failed)
-        assert "not allowed" in outcome.reason and "?" not in outcome.reason
+    message = str(refused.value)
+    assert "not allowed" in message and "?" not in message
     assert sandbox.stats()["downloads"] == 0
 
 

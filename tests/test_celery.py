@@ -2,8 +2,8 @@
 PostgreSQL as the instance, the sandbox as the API, a local folder as the shared storage.
 
 Everything starts on loopback as a deployment runs it: `dagster-celery worker start` with
-`deploy/celery.yaml`, then `dg launch --partition-range` with
-SOUNDHARVEST_EXECUTOR=celery. Run it alone with `pytest tests/test_celery.py -s` (prints the
+`deploy/celery.yaml`, then `dg launch --partition-range` of the harvest and the features
+with SOUNDHARVEST_EXECUTOR=celery. Run it alone with `pytest tests/test_celery.py -s` (prints the
 backfill's time).
 """
 
@@ -16,6 +16,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pyarrow.dataset as ds
 import pytest
 from celery import Celery
 from dagster import DagsterEventType, DagsterInstance
@@ -23,7 +24,7 @@ from dagster import DagsterEventType, DagsterInstance
 from sandbox import run_state
 
 from conftest import SANDBOX_KEY
-from pipeline_kit import dg_launch
+from pipeline_kit import HARVEST, dg_launch
 from test_cli import PROJECT, read_catalog
 
 pytestmark = pytest.mark.slow
@@ -86,8 +87,9 @@ def test_a_backfill_runs_its_steps_on_a_celery_worker(
         wait_for_worker(name, env["CELERY_BROKER_URL"], worker, log)
         print(f"\nworker up in {time.monotonic() - t0:.1f} s")
         started = time.monotonic()
+        days = f"{DAYS[0]}...{DAYS[-1]}"
         done = subprocess.run(
-            dg_launch("--partition-range", f"{DAYS[0]}...{DAYS[-1]}"),
+            dg_launch("--partition-range", days, select=f"{HARVEST},sound_features"),
             env=env, cwd=PROJECT, capture_output=True, text=True, timeout=400,
         )  # fmt: skip
         elapsed = time.monotonic() - started
@@ -99,8 +101,17 @@ def test_a_backfill_runs_its_steps_on_a_celery_worker(
     print(f"\nCelery backfill of {len(DAYS)} days: {elapsed:.1f} s")
     catalog = read_catalog(tmp_path)
     assert sorted(catalog.date.astype(str).unique()) == list(DAYS)
-    live = catalog[catalog.status != "rejected"]
+    live = catalog[(catalog.status != "rejected") & catalog.run_id.notna()]  # tasks resolved
     assert (live[live.run_id.map(run_state) == "ready"].status == "ok").all()
+    # Features too, though a prefork child may not start the features' process pool.
+    features = ds.dataset(tmp_path / "catalog" / "sound_features", partitioning="hive")
+    measured = features.to_table().to_pandas()
+    ok = catalog[catalog.status == "ok"]
+    assert sorted(zip(measured.date.astype(str), measured.run_id, strict=True)) == sorted(
+        zip(ok.date.astype(str), ok.run_id, strict=True)
+    )
+    assert measured.error.isna().all() and measured.lufs.notna().all()
+    assert set(measured.computed_by) == {"sound_features"}
     # One sound_files step at a time here, holding its share of the total: the worker read
     # the pool's limit from PostgreSQL.
     assert 1 <= sandbox.stats()["max_in_flight"] <= TOTAL // 4
@@ -117,7 +128,9 @@ def test_a_backfill_runs_its_steps_on_a_celery_worker(
         if event.event_type == DagsterEventType.ENGINE_EVENT
         and "in celery worker" in (event.message or "")
     }
-    assert set(on_worker) == {"run_manifest", "sound_files", "sound_catalog"}
+    assets = {step for step in on_worker if not step.startswith("freshness_check")}
+    assert assets == {"run_manifest", "sound_files", "sound_catalog", "sound_features"}
+    assert len(on_worker) == len(assets) + 1  # sound_catalog's freshness check came along
     assert {worker.split("@")[0] for worker in on_worker.values()} == {name}
     succeeded = {e.step_key for e in events if e.event_type == DagsterEventType.STEP_SUCCESS}
     assert succeeded == set(on_worker)

@@ -15,6 +15,7 @@ from assets.core.dataset_spec import DatasetConfigError, DatasetSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["a dog barks", "rain on a tin roof", "door creaks", "crowd cheering", "sea waves"]
+PROMPT_RULE = DatasetSpec(group_by="prompt")  # the rule before similarity groups
 
 
 def rows(day: str, run_ids, **overrides) -> pd.DataFrame:
@@ -34,6 +35,7 @@ def rows(day: str, run_ids, **overrides) -> pd.DataFrame:
             "subtype": "PCM_16",
             "prompt": [f"{PROMPTS[i % len(PROMPTS)]} {i % 40}" for i in run_ids],
             "audio_type": "sound",
+            "task_id": pd.array([f"task-{i}" for i in run_ids], dtype="string"),
             "peak_dbfs": -6.0,
             "rms_dbfs": -20.0,
             "lufs": -20.0,
@@ -55,8 +57,8 @@ def chosen(frame: pd.DataFrame, spec: DatasetSpec):
     return selection, selection.rows.to_pandas()
 
 
-def splits_of(frame: pd.DataFrame, spec: DatasetSpec | None = None) -> dict[int, str]:
-    _, picked = chosen(frame, spec or DatasetSpec())
+def splits_of(frame: pd.DataFrame, spec: DatasetSpec = PROMPT_RULE) -> dict[int, str]:
+    _, picked = chosen(frame, spec)
     return dict(zip(picked["run_id"], picked["split"], strict=True))
 
 
@@ -70,7 +72,7 @@ def test_a_run_keeps_its_split_when_days_are_added_or_others_filtered_out():
     assert {run: later[run] for run in first} == first
 
     short = three_days.assign(duration_s=[0.5 if i % 3 else 2.0 for i in three_days["run_id"]])
-    filtered = splits_of(short, DatasetSpec(min_duration_s=1.0))
+    filtered = splits_of(short, DatasetSpec(group_by="prompt", min_duration_s=1.0))
     assert 0 < len(filtered) < len(later)
     assert {run: later[run] for run in filtered} == filtered
 
@@ -83,7 +85,7 @@ def test_no_prompt_lands_in_two_splits_however_it_is_written():
         for i in range(1, 1001)
     ]
     frame.loc[frame.index[:10], "prompt"] = None  # no prompt: grouped by run id
-    _, selected = chosen(frame, DatasetSpec())
+    _, selected = chosen(frame, PROMPT_RULE)
 
     by_prompt = selected.groupby(selected["text"].map(normalise_prompt))["split"].nunique()
     assert by_prompt.drop(index="", errors="ignore").max() == 1
@@ -92,14 +94,14 @@ def test_no_prompt_lands_in_two_splits_however_it_is_written():
     no_prompt = selected[selected["text"] == ""]  # grouped by run id: each its own draw
     assert len(no_prompt) == 10
     for row in no_prompt.itertuples():
-        assert row.split == split_of(f"run:{row.run_id}", DatasetSpec())
+        assert row.split == split_of(f"run:{row.run_id}", PROMPT_RULE)
 
 
 def test_normalised_prompts():
     got = [normalise_prompt(p) for p in ["A  Dog\tBarks ", "ａ dog barks", "STRASSE", None, " "]]
     assert got == ["a dog barks", "a dog barks", "strasse", "", ""]
     frame = rows("2026-11-01", [1, 2, 3], prompt=["Straße", "STRASSE", "strasse "])
-    expected = split_of("prompt:strasse", DatasetSpec())
+    expected = split_of("prompt:strasse", PROMPT_RULE)
     assert set(splits_of(frame).values()) == {expected}
 
 

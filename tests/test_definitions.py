@@ -18,6 +18,7 @@ def test_definitions_load_with_the_three_assets_and_their_checks():
         "catalog_contract",
         "ok_files_exist",
         "no_pending_runs",
+        "manifest_present",
         "freshness_check",  # pipelines/freshness.py
     }
 

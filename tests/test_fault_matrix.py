@@ -487,9 +487,9 @@ def test_unwritable_storage_fails_clearly_and_keeps_the_catalog(
     result = run(sandbox, broken, raise_on_error=False)
 
     assert not result.success
-    [message] = failure_messages(result)
-    assert message.startswith(f"{DAY}: cannot ") and audio_root in message
-    assert "\n" not in message
+    [message] = failure_messages(result)  # found by the write probe before any API call
+    assert message.startswith(f"the audio root {audio_root} cannot be written")
+    assert "SOUNDHARVEST_AUDIO_ROOT" in message and "\n" not in message
     assert Path(catalog_path(storage)).read_bytes() == before
     assert not leftovers(tmp_path, scratch)
 

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
-from assets.core.day_summary import DaySummary, reason_group
+from assets.core.day_summary import DaySummary
+from assets.core.reasons import reason_group
 from assets.metadata import failure_reasons
 from sandbox import Faults
 

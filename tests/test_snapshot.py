@@ -150,7 +150,14 @@ def test_nemo_lines_point_at_files_that_exist_with_their_durations(tmp_path, cat
         lines = [json.loads(line) for line in path.read_text().splitlines()]
         assert len(lines) == built.manifest["counts"][split]
         for line in lines:
-            assert set(line) == {"audio_filepath", "duration", "text", "run_id", "audio_type"}
+            assert set(line) == {
+                "audio_filepath",
+                "duration",
+                "text",
+                "run_id",
+                "audio_type",
+                "task_id",
+            }
             info = sf.info(line["audio_filepath"])
             assert line["duration"] == pytest.approx(info.duration)
             assert line["text"] == text_of(rows.loc[line["run_id"]])

@@ -19,6 +19,7 @@ from aiohttp.abc import AbstractResolver
 from client_helpers import harvest, ready_ids, settings_for
 
 from resources.camb_client import Failed, Fetched
+from resources.first_contact import DownloadPolicyError
 from resources.netguard import DownloadPolicy, GuardedResolver, UnsafeDownload, unsafe_kind
 from sandbox import Decoy
 
@@ -41,14 +42,19 @@ def test_the_decoy_never_sees_a_connection(sandbox, tmp_path, decoy, scheme, rou
     fault = "download_base_url" if route == "direct" else "redirect_downloads_to"
     sandbox.set_faults(**{fault: origin})
     run_ids = ready_ids(20_000, 3)
-    outcomes = harvest(settings_for(sandbox, download_allow_hosts=SANDBOX_HOST), run_ids, tmp_path)
-
-    assert decoy.accepted == 0
-    for outcome in outcomes.values():
-        assert isinstance(outcome, Failed) and "download refused" in outcome.reason
-        assert decoy.url_host in outcome.reason and "?" not in outcome.reason
-    if route == "redirect":
+    settings = settings_for(sandbox, download_allow_hosts=SANDBOX_HOST)
+    if route == "redirect":  # the first hop was allowed: each refusal is its run's own
+        outcomes = harvest(settings, run_ids, tmp_path)
+        reasons = [outcome.reason for outcome in outcomes.values()]
+        assert all(isinstance(outcome, Failed) for outcome in outcomes.values())
+        assert all("download refused" in reason for reason in reasons)
         assert sandbox.stats()["download_redirects"] == len(run_ids)  # the hop was offered
+    else:  # every download refused, none allowed: the operator's mistake, one message
+        with pytest.raises(DownloadPolicyError) as refused:
+            harvest(settings, run_ids, tmp_path)
+        reasons = [str(refused.value)]
+    assert decoy.accepted == 0
+    assert all(decoy.url_host in reason and "?" not in reason for reason in reasons)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -57,10 +63,11 @@ def test_a_name_is_refused_for_the_address_it_resolves_to(sandbox, tmp_path):
     with Decoy("127.0.0.1") as decoy:
         sandbox.set_faults(download_base_url=decoy.origin("https", "localhost"))
         [run_id] = ready_ids(20_100, 1)
-        outcome = harvest(settings_for(sandbox), [run_id], tmp_path)[run_id]
+        with pytest.raises(DownloadPolicyError) as refused:  # the only download, refused
+            harvest(settings_for(sandbox), [run_id], tmp_path)
 
-    assert isinstance(outcome, Failed)
-    assert "download host localhost (" in outcome.reason and "loopback" in outcome.reason
+    message = str(refused.value)
+    assert "download host localhost (" in message and "loopback" in message
     assert decoy.accepted == 0
 
 

@@ -10,9 +10,15 @@
   `test_resolved_runs_join_bulk_batches_while_tasks_are_still_asked`
 - a task id is one path segment: `test_a_task_id_never_reaches_another_endpoint`
 - the vendor SDK's status call: `test_the_vendor_sdk_reads_task_statuses`
+- kill -9 in the middle of a task-id day, then a run that completes without asking again
+  what was checkpointed: `test_after_kill_9_nothing_checkpointed_is_asked_again`
 """
 
 import asyncio
+import json
+import multiprocessing
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -21,8 +27,17 @@ import pytest
 from client_helpers import settings_for
 
 from assets.core.catalog import validate_invariants
-from resources.camb_client import CambAuthError, CambClient, CambConfigError
-from resources.task_resolver import NO_SUCH_TASK, TaskAnswer, TaskResolver
+from assets.core.manifest import load_day
+from assets.core.task_map import TASK_STATE
+from assets.state import state_relpath
+from resources.camb_client import (
+    DAY_BUDGET_SPENT,
+    Answer,
+    CambAuthError,
+    CambClient,
+    CambConfigError,
+)
+from resources.task_resolver import NO_SUCH_TASK, TaskAnswer, TaskResolver, interpret_status
 from sandbox import run_state
 from sandbox.rules import task_fate, task_id_for
 
@@ -44,12 +59,17 @@ def resolve(settings, task_ids, run_ids=(), workdir: Path | None = None, **optio
     def record(answer: TaskAnswer) -> None:
         assert answer.task_id not in answers, "a task was asked twice"
         answers[answer.task_id] = answer
+        MOMENTS.append(("answer", time.monotonic()))
 
     async def go() -> dict:
         async with CambClient(settings) as client:
             resolver = TaskResolver(task_ids, record, concurrency=settings.max_concurrency)
             harvest = client.harvest(run_ids, workdir, resolve=resolver, **options)
-            return {outcome.run_id: outcome async for outcome in harvest}
+            outcomes = {}
+            async for outcome in harvest:
+                outcomes[outcome.run_id] = outcome
+                MOMENTS.append(("outcome", time.monotonic()))
+            return outcomes
 
     outcomes = asyncio.run(go())
     for outcome in outcomes.values():
@@ -57,9 +77,95 @@ def resolve(settings, task_ids, run_ids=(), workdir: Path | None = None, **optio
     return answers, outcomes
 
 
+MOMENTS: list[tuple[str, float]] = []  # what `resolve` saw happen, and when
+
+
 def ready_tasks(start: int, count: int) -> list[str]:
     ids = [i for i in range(start, start + 3 * count) if run_state(i) == "ready"][:count]
     return [task_id_for(i) for i in ids]
+
+
+# -- the mapping, row by row ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (200, {"status": "SUCCESS", "run_id": 42}, ("resolved", 42, None, True)),
+        (200, {"status": "SUCCESS", "run_id": "42"}, ("resolved", 42, None, True)),
+        (200, {"status": "SUCCESS", "run_id": None}, ("failed", None, "without a run id", False)),
+        (200, {"status": "SUCCESS", "run_id": True}, ("failed", None, "without a run id", False)),
+        (200, {"status": "PENDING", "run_id": None}, ("pending", None, "PENDING", False)),
+        (200, {"status": "RUNNING"}, ("pending", None, "task status RUNNING", False)),
+        (200, {}, ("pending", None, "no status", False)),
+        (
+            200,
+            {"status": "ERROR", "exception_reason": "INTERNAL_ERROR", "message": "boom"},
+            ("failed", None, "task status ERROR: INTERNAL_ERROR: boom", True),
+        ),
+        (200, {"status": "TIMEOUT"}, ("failed", None, "task status TIMEOUT", True)),
+        (
+            200,
+            {"status": "payment_required", "exception_reason": "PAYMENT_REQUIRED"},
+            ("failed", None, "PAYMENT_REQUIRED: PAYMENT_REQUIRED", True),
+        ),
+        (
+            200,
+            {"status": "ERROR", "message": "see https://h/x?X-Amz-Signature=s3cr3t"},
+            ("failed", None, "https://h/x", True),
+        ),
+        (404, None, ("failed", None, NO_SUCH_TASK, True)),
+        (422, None, ("failed", None, "HTTP 422", False)),
+        (None, None, ("failed", None, "no answer", False)),
+    ],
+)
+def test_each_status_answer_maps_to_its_outcome(status, body, expected):
+    problem = None if body is not None else ("no answer" if status is None else f"HTTP {status}")
+    answer = interpret_status("t-1", Answer(status, body, problem))
+    assert (answer.status, answer.run_id, answer.final) == (expected[0], expected[1], expected[3])
+    if expected[2]:
+        assert expected[2] in answer.reason
+    assert "s3cr3t" not in (answer.reason or "")
+
+
+def test_absurd_task_ids_are_rejected_with_a_reason(tmp_path):
+    import fsspec
+
+    rows = ["", "   ", "x" * 201, "bell\x07", "zero\u200bwidth", "..", "ok-1", "ok-1", "ok 2"]
+    lines = "".join(json.dumps({"task_id": r}) + "\n" for r in rows)
+    (tmp_path / "2026-11-01.jsonl").write_text(lines)
+    frame = load_day(fsspec.filesystem("file"), str(tmp_path), "2026-11-01")
+    assert frame["status"].tolist() == ["rejected"] * 6 + ["accepted", "rejected", "accepted"]
+    assert frame["error"].tolist()[:6] == [
+        "task_id is empty",
+        "task_id is empty",
+        "task_id of 201 characters (at most 200)",
+        "task_id holds a control or invisible character ('\\x07')",
+        "task_id holds a control or invisible character ('\\u200b')",
+        "task_id '..' is not an id",
+    ]
+    assert frame["error"][7].startswith("duplicate of task_id 'ok-1' at")
+    assert frame["run_id"].isna().all()
+
+
+def test_the_catalog_contract_allows_no_run_id_only_to_unresolved_tasks():
+    rows = pd.DataFrame(
+        {
+            "run_id": pd.array([None, None, None, 5], "Int64"),
+            "status": ["pending", "failed", "ok", "failed"],
+            "error": ["task status PENDING", "no such task", None, "x"],
+            "uri": [None, None, "/a.wav", None],
+            "size_bytes": pd.array([None, None, 1, None], "Int64"),
+            "sha256": [None, None, "0" * 64, None],
+            "task_id": ["t-1", "t-2", "t-3", None],
+        }
+    )
+    assert validate_invariants(rows) == ["not rejected but no run_id: task_id t-3 (1 row)"]
+    rows.loc[2, "task_id"] = "t-1"
+    rows.loc[2, ["status", "error"]] = ["pending", "again"]
+    assert validate_invariants(rows) == [
+        "run id (task id if none) on more than one row that is not rejected: task_id t-1 (2 rows)"
+    ]
 
 
 # -- the pipeline -----------------------------------------------------------------------------
@@ -137,6 +243,20 @@ def test_a_rerun_of_a_resolved_day_asks_nothing(sandbox, tmp_path, scratch):
     assert sandbox.stats()["api_requests"] == 0
 
 
+def test_tasks_the_day_budget_left_unasked_are_pending_saying_so(
+    sandbox, tmp_path, scratch, monkeypatch
+):
+    storage = local_storage(tmp_path)
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "manifests" / f"{DAY}.csv").write_text("task_id\ntask-1001\ntask-1002\n")
+    monkeypatch.setenv("SOUNDHARVEST_DAY_BUDGET_S", "0.000001")  # spent before any call
+    assert run(sandbox, storage).success
+    catalog = read_catalog(storage)
+    assert catalog["status"].tolist() == ["pending", "pending"]
+    assert catalog["error"].str.contains(DAY_BUDGET_SPENT).all()
+    assert sandbox.stats()["api_requests"] == 0
+
+
 # -- the client -------------------------------------------------------------------------------
 
 
@@ -144,7 +264,11 @@ def test_resolved_runs_join_bulk_batches_while_tasks_are_still_asked(sandbox, tm
     sandbox.set_faults(latency_s=0.03)
     tasks = ready_tasks(3000, 40)
     settings = settings_for(sandbox, max_concurrency=4)
+    MOMENTS.clear()
     answers, outcomes = resolve(settings, tasks, workdir=tmp_path)
+    # Runs are fetched while other tasks are still being asked about.
+    first_outcome = min(t for what, t in MOMENTS if what == "outcome")
+    assert first_outcome < max(t for what, t in MOMENTS if what == "answer")
     assert {a.status for a in answers.values()} == {"resolved"}
     assert sorted(outcomes) == sorted(task_fate(t)[0] for t in tasks)
     assert {o.status for o in outcomes.values()} == {"ok"}
@@ -208,3 +332,47 @@ def test_the_vendor_sdk_reads_task_statuses(sandbox):
     assert tta.get_text_to_audio_status(task_id_for(1234, "pending")).status == "PENDING"
     unpaid = tta.get_text_to_audio_status(task_id_for(1234, "payment"))
     assert (unpaid.status, unpaid.exception_reason) == ("PAYMENT_REQUIRED", "PAYMENT_REQUIRED")
+
+
+# -- kill -9 ----------------------------------------------------------------------------------
+
+
+def _materialize_in_child(sandbox, storage, checkpoint_s: str) -> None:
+    os.environ["SOUNDHARVEST_CHECKPOINT_S"] = checkpoint_s
+    os._exit(0 if run(sandbox, storage, camb={"max_concurrency": 2}).success else 1)
+
+
+def test_after_kill_9_nothing_checkpointed_is_asked_again(sandbox, tmp_path, scratch, monkeypatch):
+    tasks = ready_tasks(7000, 40)
+    storage = local_storage(tmp_path)
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "manifests" / f"{DAY}.csv").write_text("task_id\n" + "\n".join(tasks) + "\n")
+    answers = tmp_path / "catalog" / state_relpath(TASK_STATE, DAY)
+    sandbox.set_faults(latency_s=0.05)  # a few seconds of work at two calls at a time
+    # A forked child (dagster already imported: no start-up to wait for), killed with
+    # SIGKILL once its first checkpoint (every outcome: SOUNDHARVEST_CHECKPOINT_S=0) is saved.
+    child = multiprocessing.get_context("fork").Process(
+        target=_materialize_in_child, args=(sandbox, storage, "0")
+    )
+    child.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not answers.exists() and child.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert child.is_alive(), "the run ended before the kill"
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.join()
+    saved = pd.read_parquet(answers)
+    checkpointed = set(saved.loc[saved["final"], "task_id"])
+    assert 0 < len(checkpointed) < len(tasks)
+
+    time.sleep(0.5)  # the sandbox finishes answering the dead child's calls (0.05 s latency)
+    sandbox.reset()
+    monkeypatch.setenv("SOUNDHARVEST_CHECKPOINT_S", "0")
+    assert run(sandbox, storage, camb={"max_concurrency": 2}).success
+    polls = sandbox.stats()["status_polls"]
+    assert set(polls) == set(tasks) - checkpointed and set(polls.values()) == {1}
+    catalog = read_catalog(storage)
+    assert sorted(catalog["task_id"]) == sorted(tasks) and (catalog["status"] == "ok").all()
+    assert_ok_rows_verify(catalog)

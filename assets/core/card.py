@@ -77,8 +77,10 @@ def card(
     version: str,
     dropped: dict[str, int],
     hf_files: dict[str, str],
+    groups: dict[str, int] | None = None,
 ) -> str:
-    """The card's Markdown; ``hf_files`` maps each split with rows to its ``hf/`` glob."""
+    """The card's Markdown; ``hf_files`` maps each split with rows to its ``hf/`` glob;
+    ``groups``: the counts of similarity groups (``GroupStats``), when splits follow them."""
     front = ["---", "configs:", "- config_name: default", "  data_files:"]
     for split, pattern in hf_files.items():
         front += [f"  - split: {split}", f"    path: {pattern}"]
@@ -107,8 +109,7 @@ def card(
         "",
         summary.astype(object).to_markdown(floatfmt=".3f"),  # object: ints stay ints
         "",
-        "Splits come from a stable hash of the group key "
-        f"(`{spec.group_by}`, seed `{spec.split_seed}`): one prompt never spans two splits.",
+        *_splits_rule(spec, groups),
         "",
         "## Audio",
         "",
@@ -138,6 +139,41 @@ def card(
         "",
     ]
     return "\n".join(lines)
+
+
+def _splits_rule(spec: DatasetSpec, groups: dict[str, int] | None) -> list[str]:
+    if groups is None:
+        return [
+            "Splits come from a stable hash of the group key "
+            f"(`{spec.group_by}`, seed `{spec.split_seed}`): one prompt never spans two splits."
+        ]
+    labels = {
+        "groups": "groups",
+        "largest_group": "runs in the largest group",
+        "prompt_links": "near-duplicate prompt links (pairs of distinct prompts)",
+        "audio_links": "same-sound audio links (pairs of clips)",
+        "prompt_links_split_before": "prompt links the prompt hash split (leakage avoided)",
+        "audio_links_split_before": "audio links the prompt hash split (leakage avoided)",
+        "links_split_now": "links crossing splits in this snapshot",
+        "kept": "runs that kept their split from the previous snapshot",
+        "bridged": "new runs joining a group already in two splits",
+        "near_audio_dropped": "clips dropped as the same sound as an earlier one",
+    }
+    table = pd.DataFrame(
+        {"similarity groups": list(labels.values()), "count": [groups[k] for k in labels]}
+    )
+    return [
+        "Runs whose prompts are near-copies (take numbers, word order, punctuation, a stray "
+        f"word: Jaccard similarity at least {spec.prompt_similarity}) or whose clips are the "
+        f"same sound (fingerprint correlation at least {spec.audio_similarity}) form one "
+        "group, and a group never spans two splits. A run keeps the split it had in the "
+        "previous snapshot; a new group draws its split from a stable hash (seed "
+        f"`{spec.split_seed}`). A new run that links groups already in two splits goes to "
+        "the split holding most of its group's earlier runs (ties to train): the links it "
+        "makes across splits are counted below.",
+        "",
+        table.to_markdown(index=False),
+    ]
 
 
 def _counts(label: str, values: pd.Series) -> str:

@@ -7,9 +7,13 @@ The plain logic behind `ml_dataset` (docs/ml.md has the user's view):
 2. one row per run id: the earliest day wins;
 3. the filters of the spec, each counted in ``dropped``;
 4. optionally one row per audio sha256 (exact duplicates): the earliest (day, run id) wins;
-5. a split per row from a stable hash of its group key (the normalised prompt by default,
-   the run id for runs without one), so a prompt never lands in two splits and a run keeps
-   its split whatever other days or filters do;
+   with `dedupe_near_audio`, one row per cluster of the same sound too;
+5. a split per row: by default (`group_by: similarity`) runs whose prompts are near-copies
+   or whose clips are the same sound share a group, a group never spans two splits, and a
+   run keeps the split it had in the previous snapshot (assets/core/groups.py); with
+   `group_by: prompt` or `run_id`, a stable hash of the normalised prompt (or the run id),
+   so a prompt never lands in two splits and a run keeps its split whatever other days or
+   filters do;
 6. a version derived from the selected rows and the spec.
 
 No `from __future__ import annotations` here: `DatasetSpec` is the base of a Dagster Config.
@@ -21,6 +25,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import IO
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -28,7 +33,8 @@ import pyarrow.dataset as ds
 import pyarrow.ipc
 
 from assets.core.dataset_spec import SPLITS, DatasetSpec
-from assets.core.features import METRICS
+from assets.core.features import FEATURES_SCHEMA, METRICS
+from assets.core.groups import GroupStats, assign, audio_pairs, near_audio_keep
 from resources.storage import Storage
 
 # Bumped when the snapshot's layout or the meaning of a column changes: a new version then.
@@ -36,12 +42,12 @@ LAYOUT_VERSION = 1
 
 CATALOG_COLUMNS = (
     "run_id", "uri", "size_bytes", "sha256", "sample_rate", "channels", "frames", "duration_s",
-    "subtype", "prompt", "audio_type",
+    "subtype", "prompt", "audio_type", "task_id",
 )  # fmt: skip
 # The columns of a selected row, in this order (they feed the version).
 ROW_COLUMNS = (
     "run_id", "date", "split", "sha256", "size_bytes", "uri", "text", "audio_type",
-    "duration_s", "frames", "sample_rate", "channels", "subtype", *METRICS,
+    "duration_s", "frames", "sample_rate", "channels", "subtype", "task_id", *METRICS,
 )  # fmt: skip
 ROW_SCHEMA = pa.schema(
     [
@@ -58,11 +64,13 @@ ROW_SCHEMA = pa.schema(
         ("sample_rate", pa.int32()),
         ("channels", pa.int32()),
         ("subtype", pa.string_view()),
+        ("task_id", pa.string_view()),  # the task the run came from, when the manifest said
         *((name, pa.bool_() if name == "is_silent" else pa.float64()) for name in METRICS),
     ]
 )
 assert tuple(ROW_SCHEMA.names) == ROW_COLUMNS
 _HIVE_DATE = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
+AUDIO_COLUMNS = ("audio_profile", "audio_fingerprint")  # read for grouping, not exported
 
 
 # -- reading ------------------------------------------------------------------------------
@@ -74,41 +82,64 @@ def read_rows(catalog: Storage) -> pl.LazyFrame:
     only the columns and rows needed are ever read."""
     rows = _scan(catalog, "sound_catalog")
     if rows is None:
-        return pl.from_arrow(_empty(["date", *CATALOG_COLUMNS, *METRICS])).lazy()  # type: ignore[union-attr]
-    rows = rows.filter(pl.col("status") == "ok").select("date", *CATALOG_COLUMNS)
-    features = _scan(catalog, "sound_features")
+        empty = pl.from_arrow(_empty(["date", *CATALOG_COLUMNS, *METRICS]))
+        return empty.lazy().with_columns(_no_audio())  # type: ignore[union-attr]
+    # ok rows always have a run id: a task that never resolved is never selected.
+    ok = (pl.col("status") == "ok") & pl.col("run_id").is_not_null()
+    rows = rows.filter(ok).select("date", *CATALOG_COLUMNS)
+    features = _scan(catalog, "sound_features", FEATURES_SCHEMA)
     if features is None:
         return rows.with_columns(
             pl.lit(None, pl.Boolean if name == "is_silent" else pl.Float64).alias(name)
             for name in METRICS
-        )
+        ).with_columns(_no_audio())
     # One features row per day and run id; its figures count only if it measured this very
     # file (same sha256). Joining on the integers and comparing 64-bit hashes of the sha256
     # after (polars' hash: stable within the process) is far cheaper in time and memory
     # than carrying and joining the 64-character strings.
     keys = ["date", "run_id"]
+    measured = (*METRICS, *AUDIO_COLUMNS)
     features = features.filter(pl.col("error").is_null()).select(
-        *keys, pl.col("sha256").hash().alias("measured"), *METRICS
+        *keys, pl.col("sha256").hash().alias("measured"), *measured
     )
     same_file = pl.col("measured") == pl.col("sha256").hash()
     return (
         rows.join(features, on=keys, how="left")
-        .with_columns(pl.when(same_file).then(pl.col(name)).alias(name) for name in METRICS)
+        .with_columns(pl.when(same_file).then(pl.col(name)).alias(name) for name in measured)
         .drop("measured")
     )
 
 
-def _scan(storage: Storage, name: str) -> pl.LazyFrame | None:
+def _no_audio() -> list[pl.Expr]:
+    return [pl.lit(None, pl.Binary).alias(name) for name in AUDIO_COLUMNS]
+
+
+def _scan(storage: Storage, name: str, schema: pa.Schema | None = None) -> pl.LazyFrame | None:
     """A hive-partitioned tree (`name/date=D/*.parquet`) as a lazy frame, None if empty.
 
     Local trees are scanned by polars itself (streamed, a fraction of the memory); other
-    storage through pyarrow's dataset on the fsspec filesystem (same rows, slower)."""
+    storage through pyarrow's dataset on the fsspec filesystem (same rows, slower). With a
+    ``schema``, files written before a column existed read it as nulls."""
     files = storage.fs.glob(f"{storage.path(name)}/date=*/*.parquet")
     if not files:
         return None
     if storage.is_local():
-        return pl.scan_parquet(files, hive_partitioning=True, hive_schema={"date": pl.String})
-    dataset = ds.dataset(files, filesystem=storage.fs, format="parquet", partitioning=_HIVE_DATE)
+        return pl.scan_parquet(
+            files,
+            schema=None
+            if schema is None
+            else pl.Schema(pl.from_arrow(schema.empty_table()).schema),
+            hive_partitioning=True,
+            hive_schema={"date": pl.String},
+            missing_columns="insert",
+        )
+    dataset = ds.dataset(
+        files,
+        filesystem=storage.fs,
+        format="parquet",
+        partitioning=_HIVE_DATE,
+        schema=(None if schema is None else pa.unify_schemas([schema, _HIVE_DATE.schema])),
+    )
     return pl.scan_pyarrow_dataset(dataset)
 
 
@@ -128,6 +159,8 @@ class Selection:
     rows: pa.Table  # ROW_SCHEMA, ordered by split then run id
     considered: int  # distinct ok run ids
     dropped: dict[str, int] = field(default_factory=dict)  # reason -> rows
+    groups: GroupStats | None = None  # group_by similarity: what the card says of its groups
+    assignments: pl.DataFrame | None = None  # group_by similarity: run_id, split (kept)
 
     def why_empty(self) -> str:
         if not self.considered:
@@ -163,13 +196,18 @@ def filters(spec: DatasetSpec) -> list[tuple[pl.Expr, str]]:
     return [(expr, why) for expr, why in found if expr is not None]
 
 
-def select(rows: pl.LazyFrame | pl.DataFrame, spec: DatasetSpec) -> Selection:
+def select(
+    rows: pl.LazyFrame | pl.DataFrame, spec: DatasetSpec, previous: pl.DataFrame | None = None
+) -> Selection:
     """The rows of a snapshot, with their split (see the module docstring for the order).
 
     The catalog is read by one streamed polars query that keeps each run's earliest day
     with a semi join on a narrow aggregate (no sort of the wide rows); the earliest run of
-    each sha256 is found the same way."""
+    each sha256 is found the same way. ``previous``: (run_id, split) of the previous
+    snapshot, which `group_by: similarity` keeps (assets/core/groups.py)."""
     rows = rows.lazy()
+    present = rows.collect_schema().names()
+    rows = rows.with_columns(e for e in _no_audio() if e.meta.output_name() not in present)
     earliest = rows.group_by("run_id").agg(pl.col("date").min())
     rows = rows.join(earliest, on=["run_id", "date"], how="semi")
     steps = filters(spec)
@@ -178,7 +216,12 @@ def select(rows: pl.LazyFrame | pl.DataFrame, spec: DatasetSpec) -> Selection:
         failed = (
             pl.when(expr.fill_null(False).not_()).then(pl.lit(index, pl.Int32)).otherwise(failed)
         )
-    frame = rows.with_columns(failed.alias("failed")).collect(engine="streaming")
+    # Fingerprints are read later, for the few clips that need comparing (audio_links).
+    frame = (
+        rows.drop("audio_fingerprint")
+        .with_columns(failed.alias("failed"))
+        .collect(engine="streaming")
+    )
     counts = dict(frame["failed"].value_counts().iter_rows())
     selection = Selection(_empty(ROW_COLUMNS), considered=frame.height)
     selection.dropped = {why: counts.get(index, 0) for index, (_, why) in enumerate(steps)}
@@ -189,15 +232,65 @@ def select(rows: pl.LazyFrame | pl.DataFrame, spec: DatasetSpec) -> Selection:
         selection.dropped["same audio as an earlier run"] = frame.height - kept.height
         frame = kept
 
-    groups = group_keys(frame, spec.group_by)
-    splits = split_table(groups, spec)
-    frame = frame.with_columns(
-        text=pl.col("prompt").fill_null(""),
-        split=groups.replace_strict(splits["group"], splits["split"]),
-    )
+    if spec.group_by == "similarity":
+        frame, split = _similarity_splits(frame, rows, spec, previous, selection)
+    else:
+        groups = group_keys(frame, spec.group_by)
+        splits = split_table(groups, spec)
+        split = groups.replace_strict(splits["group"], splits["split"])
+    frame = frame.with_columns(text=pl.col("prompt").fill_null(""), split=split)
     order = pl.col("split").replace_strict(SPLITS, list(range(len(SPLITS))))
     selection.rows = rows_table(frame.sort(order, "run_id"))
+    if spec.group_by == "similarity":
+        selection.assignments = frame.select("run_id", "split")
     return selection
+
+
+def _similarity_splits(
+    frame: pl.DataFrame,
+    rows: pl.LazyFrame,
+    spec: DatasetSpec,
+    previous: pl.DataFrame | None,
+    selection: Selection,
+) -> tuple[pl.DataFrame, pl.Series]:
+    """(the rows left, their splits) under `group_by: similarity` (assets/core/groups.py);
+    the counts go to ``selection.groups``, near-duplicate audio dropped to its drops."""
+    pairs = audio_pairs(frame, lambda index: _fingerprints(rows, frame[index]), spec)
+    if spec.dedupe_near_audio:
+        keep = near_audio_keep(frame, pairs)
+        selection.dropped["near-identical audio to an earlier run"] = int((~keep).sum())
+        renumber = np.cumsum(keep) - 1
+        pairs = renumber[pairs[keep[pairs].all(axis=1)]].reshape(-1, 2)
+        frame = frame.filter(pl.Series(keep))
+    old = group_keys(frame, "prompt")
+    table = split_table(old, spec)
+    index = {name: i for i, name in enumerate(SPLITS)}
+    old_splits = old.replace_strict(table["group"], table["split"]).replace_strict(index)
+    frame = frame.with_columns(_prompt_key=normalised_prompts(frame))
+    split, stats = assign(frame, pairs, spec, previous, old_splits.to_numpy())
+    selection.groups = GroupStats(
+        **{
+            **stats.as_dict(),
+            "near_audio_dropped": selection.dropped.get(
+                "near-identical audio to an earlier run", 0
+            ),
+        }
+    )
+    return frame.drop("_prompt_key"), pl.Series("split", np.array(SPLITS)[split], pl.String)
+
+
+def _fingerprints(rows: pl.LazyFrame, wanted: pl.DataFrame) -> list[bytes]:
+    """The fingerprints of ``wanted``'s (date, run_id), in its order."""
+    keys = wanted.select("date", "run_id").with_row_index("_at").lazy()
+    found = (
+        rows.select("date", "run_id", "audio_fingerprint")
+        .join(keys, on=["date", "run_id"], how="inner")
+        .collect(engine="streaming")
+        .sort("_at")
+    )
+    if found.height != wanted.height:
+        raise ValueError(f"fingerprints: {wanted.height} wanted, {found.height} found")
+    return found["audio_fingerprint"].to_list()
 
 
 def normalise_prompt(prompt: str | None) -> str:
@@ -205,18 +298,21 @@ def normalise_prompt(prompt: str | None) -> str:
     return " ".join(unicodedata.normalize("NFKC", prompt or "").casefold().split())
 
 
-def group_keys(rows: pl.DataFrame, group_by: str) -> pl.Series:
-    """`prompt:<normalised prompt>`, or `run:<run id>` (for runs without a prompt too).
+def normalised_prompts(rows: pl.DataFrame) -> pl.Series:
+    """Each row's prompt normalised ("" for none). In Python, once per distinct prompt, so
+    the rule is exactly `normalise_prompt` (str.casefold and all), whatever the row count."""
+    distinct = rows["prompt"].drop_nulls().unique()
+    return rows["prompt"].replace_strict(
+        distinct, [normalise_prompt(p) for p in distinct], default="", return_dtype=pl.String
+    )
 
-    Prompts are normalised in Python, once per distinct prompt, so the rule is exactly
-    `normalise_prompt` (str.casefold and all), whatever the row count."""
+
+def group_keys(rows: pl.DataFrame, group_by: str) -> pl.Series:
+    """`prompt:<normalised prompt>`, or `run:<run id>` (for runs without a prompt too)."""
     by_run = pl.lit("run:") + pl.col("run_id").cast(pl.String)
     if group_by == "run_id":
         return rows.select(by_run.alias("group"))["group"]
-    distinct = rows["prompt"].drop_nulls().unique()
-    normalised = rows["prompt"].replace_strict(
-        distinct, [normalise_prompt(p) for p in distinct], default="", return_dtype=pl.String
-    )
+    normalised = normalised_prompts(rows)
     group = pl.when(normalised != "").then(pl.lit("prompt:") + normalised).otherwise(by_run)
     return rows.select(group.alias("group"))["group"]
 

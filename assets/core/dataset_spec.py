@@ -6,9 +6,14 @@ declares the asset's config, does not import the query engine.
 No `from __future__ import annotations` here: `DatasetSpec` is the base of a Dagster Config.
 """
 
+import hashlib
+import json
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from assets.core.audio_fingerprint import DEFAULT_THRESHOLD as AUDIO_THRESHOLD
+from assets.core.prompt_similarity import DEFAULT_THRESHOLD as PROMPT_THRESHOLD
 
 SPLITS = ("train", "validation", "test")
 AUDIO_TYPES = ("sound", "music")  # what the text-to-sound API accepts
@@ -28,6 +33,11 @@ class DatasetSpec(BaseModel):
     dedupe_audio: bool = Field(
         True, description="Keep one row per audio sha256 (the earliest day, then run id)."
     )
+    dedupe_near_audio: bool = Field(
+        False,
+        description="Keep one row per cluster of the same sound (fingerprints, not bytes): "
+        "the earliest day, then run id.",
+    )
     min_duration_s: float | None = Field(None, description="Shortest clip kept, in seconds.")
     max_duration_s: float | None = Field(None, description="Longest clip kept, in seconds.")
     audio_types: list[str] | None = Field(
@@ -45,10 +55,21 @@ class DatasetSpec(BaseModel):
     train_ratio: float = Field(0.8, description="Share of groups in train.")
     validation_ratio: float = Field(0.1, description="Share of groups in validation.")
     test_ratio: float = Field(0.1, description="Share of groups in test.")
-    group_by: Literal["prompt", "run_id"] = Field(
-        "prompt",
-        description="Rows of one group share a split: the normalised prompt (runs without "
-        "one by run id), or the run id alone.",
+    group_by: Literal["similarity", "prompt", "run_id"] = Field(
+        "similarity",
+        description="Rows of one group share a split. similarity: runs whose prompts are "
+        "near-copies or whose clips are the same sound, each run keeping its earlier split; "
+        "prompt: the normalised prompt (runs without one by run id); run_id: the run alone.",
+    )
+    prompt_similarity: float = Field(
+        PROMPT_THRESHOLD,
+        description="Jaccard similarity of two prompts' words and word trigrams (numbers, "
+        "punctuation and take markers left out) from which they share a group.",
+    )
+    audio_similarity: float = Field(
+        AUDIO_THRESHOLD,
+        description="Correlation of two clips' fingerprints from which they are the same "
+        "sound (share a group; dedupe_near_audio keeps one).",
     )
     split_seed: str = Field(
         "soundharvest", description="Salt of the split hash: change it to draw new splits."
@@ -123,6 +144,12 @@ class DatasetSpec(BaseModel):
             ),
             _unless(self.shard_max_bytes > 0, "shard_max_bytes: must be above 0"),
             _unless(self.shard_max_rows > 0, "shard_max_rows: must be above 0"),
+            _unless(0 < self.prompt_similarity <= 1, "prompt_similarity: must be in (0, 1]"),
+            _unless(0 < self.audio_similarity <= 1, "audio_similarity: must be in (0, 1]"),
+            _unless(
+                not self.dedupe_near_audio or self.group_by == "similarity",
+                "dedupe_near_audio: needs group_by similarity (its fingerprints)",
+            ),
         ]
         problems = [problem for problem in problems if problem]
         if problems:
@@ -142,6 +169,12 @@ class DatasetSpec(BaseModel):
 
     def canonical(self) -> dict:
         return self.model_dump(mode="json")
+
+    def draw(self) -> str:
+        """Which draw of splits this is: the seed and the ratios. Sticky splits are kept per
+        draw, so a new seed (or new ratios) draws afresh, and going back finds the old."""
+        key = json.dumps([self.split_seed, self.train_ratio, self.validation_ratio])
+        return hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
 
 
 def _unless(holds: bool, problem: str) -> str:

@@ -37,6 +37,7 @@ _CODE = (
     "assets/core/sweep.py",
     "assets/core/task_map.py",
     "assets/core/day_summary.py",
+    "assets/core/reasons.py",
     "assets/core/day_fingerprint.py",
     "assets/publish.py",
     "assets/state.py",

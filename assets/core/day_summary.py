@@ -4,12 +4,13 @@ Plain and small, so a day whose inputs did not change can show its figures from 
 kept with its fingerprint (`assets/core/day_fingerprint.py`) instead of re-reading its rows.
 """
 
-import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pandas as pd
+
+from assets.core.reasons import reason_group
 
 TOP_REASONS = 5
 PREVIEW_COLUMNS = [
@@ -21,16 +22,6 @@ PREVIEW_COLUMNS = [
     "channels",
     "size_bytes",
 ]
-
-# Numbers (run ids, attempts, days, lines) and quoted values vary between rows failing for
-# one reason; HTTP status codes say which reason it is, so they stay.
-_VARYING = re.compile(r"(?<!HTTP )(?<!status )\b\d+(?:\.\d+)?\b|'[^']*'")
-
-
-def reason_group(error: str) -> str:
-    """The form shared by one reason's variants: "run 2001 after 8 attempts" -> "run N after N
-    attempts"."""
-    return _VARYING.sub(lambda m: "'…'" if m.group().startswith("'") else "N", error)
 
 
 @dataclass(frozen=True)

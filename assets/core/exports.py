@@ -42,6 +42,7 @@ HF_SCHEMA = pa.schema(
         ("channels", pa.int32()),
         ("audio_type", pa.string()),
         ("sha256", pa.string()),  # of the stored original
+        ("task_id", pa.string()),
         *((name, pa.bool_() if name == "is_silent" else pa.float64()) for name in METRICS),
     ]
 )
@@ -280,6 +281,7 @@ def _hf_table(rows: pa.Table, audio: pa.Array, rates: Any, channels: Any) -> pa.
         "channels": channels,
         "audio_type": rows["audio_type"],
         "sha256": rows["sha256"],
+        "task_id": rows["task_id"],
         **{name: rows[name] for name in METRICS},
     }
     return pa.table([columns[name] for name in HF_SCHEMA.names], names=HF_SCHEMA.names)
@@ -291,7 +293,7 @@ def _hf_table(rows: pa.Table, audio: pa.Array, rates: Any, channels: Any) -> pa.
 def write_nemo(files: SnapshotFiles, split: str, rows: pa.Table) -> None:
     """``nemo/{split}.jsonl``: one line per clip, pointing at the stored original."""
     columns = {"uri": "audio_filepath", "duration_s": "duration", "text": "text"}
-    columns |= {"run_id": "run_id", "audio_type": "audio_type"}
+    columns |= {"run_id": "run_id", "audio_type": "audio_type", "task_id": "task_id"}
     lines = pl.from_arrow(rows.select(list(columns))).rename(columns)
     local = files.scratch(".jsonl")
     lines.write_ndjson(local)  # type: ignore[union-attr]
@@ -313,6 +315,7 @@ def sample_json(row: Any, spec: DatasetSpec) -> bytes:
         "channels": channels,
         "audio_type": row.audio_type,
         "sha256": row.sha256,
+        "task_id": row.task_id,
         **{name: _json_number(getattr(row, name)) for name in METRICS},
     }
     return json.dumps(record, ensure_ascii=False, allow_nan=False).encode()

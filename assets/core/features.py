@@ -15,7 +15,9 @@ the file's length) gives:
 - ``clipped_fraction``: share of samples at or above ``clip_threshold_dbfs``;
 - ``silence_fraction``, ``leading_silence_s``, ``trailing_silence_s``: the clip is cut into
   windows of ``silence_window_ms``; a window is silent when its RMS (over all channels) is
-  below ``silence_threshold_dbfs``; ``is_silent`` when every window is.
+  below ``silence_threshold_dbfs``; ``is_silent`` when every window is;
+- ``audio_profile``, ``audio_fingerprint``: what the clip sounds like, for finding copies of
+  it (``assets/core/audio_fingerprint.py``; its first 1.7 s only).
 
 Only the 100 ms sums are kept for the gating (a float per channel per 100 ms: 36,000 per
 channel for an hour), the rest is a handful of running totals.
@@ -28,7 +30,7 @@ import multiprocessing
 import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -40,6 +42,7 @@ import pandas as pd
 import pyarrow as pa
 import soundfile as sf
 
+from assets.core.audio_fingerprint import FINGERPRINT_VERSION, Fingerprinter
 from assets.core.catalog import table_bytes, with_nullable_ints
 from assets.core.settings import SettingsError
 from assets.core.stored import local_path, open_stored
@@ -77,6 +80,8 @@ FEATURES_SCHEMA = with_nullable_ints(
             ("leading_silence_s", pa.float64()),
             ("trailing_silence_s", pa.float64()),
             ("is_silent", pa.bool_()),
+            ("audio_profile", pa.binary()),  # assets/core/audio_fingerprint.py
+            ("audio_fingerprint", pa.binary()),
             ("params", pa.string()),  # the thresholds the row was computed with, as JSON
             ("computed_by", pa.string()),  # "harvest" or "sound_features"
             ("computed_at", pa.timestamp("us", tz="UTC")),
@@ -98,6 +103,7 @@ class FeatureParams:
     silence_threshold_dbfs: float = -60.0
     silence_window_ms: float = 10.0
     clip_threshold_dbfs: float = -0.001  # about 4 LSB of 16-bit below full scale
+    fingerprint: int = FINGERPRINT_VERSION  # rows of an older fingerprint are measured again
 
     def __post_init__(self) -> None:
         if not -200 < self.silence_threshold_dbfs <= 0:
@@ -170,6 +176,7 @@ class Meter:
         self.silence_power = 10 ** (params.silence_threshold_dbfs / 10)
         self.silent_frames = self.leading = self.trailing = 0
         self.heard = False  # a window above the threshold has been seen
+        self.fingerprint = Fingerprinter(rate, channels)
         self._work: np.ndarray | None = None
         self._flags = self._power = np.empty(0)
 
@@ -178,6 +185,7 @@ class Meter:
         # mapped and zeroed by the kernel each time (glibc hands big blocks to mmap), which
         # doubled the CPU time in worker processes.
         frames = len(block)
+        self.fingerprint.add(block)
         work, flags, power = self._buffers(frames)
         self.frames += frames
         magnitude = np.abs(block, out=work)
@@ -221,6 +229,7 @@ class Meter:
                 self.silence.filled,
             )
         samples = self.frames * self.channels
+        profile, fingerprint = self.fingerprint.result()
         return {
             "peak_dbfs": _db(self.peak, 20),
             "rms_dbfs": _db(self.sum_squares / samples, 10),
@@ -230,6 +239,8 @@ class Meter:
             "leading_silence_s": self.leading / self.rate,
             "trailing_silence_s": self.trailing / self.rate,
             "is_silent": self.silent_frames == self.frames,
+            "audio_profile": profile,
+            "audio_fingerprint": fingerprint,
         }
 
     def integrated_loudness(self) -> float | None:
@@ -314,13 +325,19 @@ def measure_all(
 
 
 @functools.cache
-def worker_pool(workers: int) -> ProcessPoolExecutor:
+def worker_pool(workers: int) -> Executor:
     """One pool per size for the life of the process, so workers start once.
 
     Not fork: the caller (Dagster) runs threads, and forking a threaded process is unsafe.
     A fork server starts clean and imports this module once; each worker is forked from it,
     then (like any non-fork start) imports the caller's main module: seconds, paid once.
+
+    A daemonic process may not start processes at all, and a Celery prefork worker runs its
+    steps in one: there the workers are threads (libsndfile and scipy's filter release the
+    GIL for part of each block; docs/ml.md has the figures).
     """
+    if multiprocessing.current_process().daemon:
+        return ThreadPoolExecutor(workers, thread_name_prefix="features")
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
     return ProcessPoolExecutor(workers, mp_context=context)

@@ -7,6 +7,8 @@
 {DATASET_ROOT}/v=<version>/nemo/<split>.jsonl
 {DATASET_ROOT}/v=<version>/webdataset/<split>-00000i.tar
 {DATASET_ROOT}/v=<version>/manifest.json    every file with size and sha256, config, counts
+{DATASET_ROOT}/_state/assignments/draw=<draw>.parquet   run_id -> split, kept from snapshot
+                                            to snapshot (group_by: similarity)
 ```
 
 Every file is published whole (``Storage``), ``manifest.json`` last; then every file listed
@@ -16,6 +18,7 @@ attempt, rewritten by the next build of the same version. A version whose files 
 place is not written again.
 """
 
+import io
 import json
 import logging
 import tempfile
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import polars as pl
 
 from assets.core.card import PLOTS, card, plots, split_summary, summary_frame
 from assets.core.dataset import Selection, by_split, read_rows, select, snapshot_version
@@ -34,6 +38,7 @@ from resources.storage import Storage
 
 LATEST = "LATEST"
 MANIFEST = "manifest.json"
+ASSIGNMENTS = "_state/assignments"  # sticky splits, one file per draw (seed and ratios)
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,9 @@ def build_snapshot(
     """Select, version and (unless already complete) write a snapshot; then move LATEST."""
     log = log or logging.getLogger(__name__)
     spec.check()
-    selection = select(read_rows(catalog), spec)
+    sticky = spec.group_by == "similarity"
+    previous = read_assignments(out, spec) if sticky else None
+    selection = select(read_rows(catalog), spec, previous)
     if not selection.rows.num_rows:
         return Snapshot(selection, None)
     version = snapshot_version(selection.rows, spec)
@@ -78,10 +85,40 @@ def build_snapshot(
             raise SnapshotError(f"snapshot {version}: files not in place after writing: {missing}")
     else:
         log.info(f"snapshot {version} is already complete: nothing to write")
+    if sticky:  # before LATEST moves: a crash between leaves splits no snapshot has shown
+        write_assignments(out, spec, previous, selection)
     if read_latest(out) != version:
         out.write_bytes(f"{version}\n".encode(), LATEST)
     pngs = {name: out.read_bytes(f"{prefix}/{name}") for name in PLOTS.values()}
     return Snapshot(selection, version, out.uri(prefix), written, manifest, pngs)
+
+
+def assignments_relpath(spec: DatasetSpec) -> str:
+    return f"{ASSIGNMENTS}/draw={spec.draw()}.parquet"
+
+
+def read_assignments(out: Storage, spec: DatasetSpec) -> pl.DataFrame | None:
+    """(run_id, split) of every run a snapshot of this draw has placed, None before the
+    first."""
+    try:
+        return pl.read_parquet(io.BytesIO(out.read_bytes(assignments_relpath(spec))))
+    except FileNotFoundError:
+        return None
+
+
+def write_assignments(
+    out: Storage, spec: DatasetSpec, previous: pl.DataFrame | None, selection: Selection
+) -> None:
+    """The splits of this snapshot's runs, and of earlier runs it left out (a filter may
+    bring them back: they come back to their split)."""
+    assert selection.assignments is not None
+    current = selection.assignments.select(pl.col("run_id").cast(pl.Int64), "split")
+    if previous is not None:
+        earlier = previous.select(pl.col("run_id").cast(pl.Int64), "split")
+        current = pl.concat([earlier.join(current, on="run_id", how="anti"), current])
+    buffer = io.BytesIO()
+    current.sort("run_id").write_parquet(buffer, compression="zstd")
+    out.write_bytes(buffer.getvalue(), assignments_relpath(spec), if_changed=True)
 
 
 def write_snapshot(
@@ -104,7 +141,8 @@ def write_snapshot(
         summary_rows = summary_frame(rows)
         for name, png in plots(summary_rows).items():
             files.put(png, name)
-        readme = card(summary_rows, spec, version, selection.dropped, hf_globs)
+        groups = None if selection.groups is None else selection.groups.as_dict()
+        readme = card(summary_rows, spec, version, selection.dropped, hf_globs, groups)
         files.put(readme.encode(), "README.md")
         summary = split_summary(summary_rows)
         manifest = {
@@ -115,6 +153,7 @@ def write_snapshot(
             "hours": {split: round(float(summary.loc[split, "hours"]), 6) for split in SPLITS},
             "considered": selection.considered,
             "dropped": selection.dropped,
+            "groups": groups,
             "files": [w.__dict__ for w in sorted(files.written, key=lambda w: w.path)],
         }
         # Written last: its presence marks the directory complete.

@@ -47,10 +47,10 @@ class TaskMap:
     """Answers by task id; `record` is called from the client's event loop thread."""
 
     def __init__(self, rows: pd.DataFrame | None) -> None:
-        records = [] if rows is None else rows.astype(object).where(rows.notna(), None)
-        self._rows: dict[str, dict[str, Any]] = (
-            {} if rows is None else {r["task_id"]: r for r in records.to_dict("records")}
-        )
+        self._rows: dict[str, dict[str, Any]] = {}
+        if rows is not None:  # pandas' NA becomes None
+            records = rows.astype(object).where(rows.notna(), None).to_dict("records")
+            self._rows = {row["task_id"]: row for row in records}
         self._lock = threading.Lock()
         self.answered: set[str] = set()  # tasks answered in this materialization
 
@@ -101,9 +101,16 @@ class TaskMap:
         return pd.DataFrame(rows, columns=TASK_SCHEMA.names)
 
 
+def has_tasks(manifest: pd.DataFrame) -> bool:
+    """Does any row of the day name a task? (Else there are no task answers to read.)"""
+    return bool(manifest["task_id"].notna().any())
+
+
 def resolve_rows(manifest: pd.DataFrame, tasks: pd.DataFrame | None) -> pd.DataFrame:
     """The manifest's rows with resolved run ids filled in; rows of unresolved tasks get
     their task's status and error, disagreeing and duplicate rows become `rejected`."""
+    if not has_tasks(manifest):
+        return manifest  # run ids only: duplicates were rejected as the manifest was read
     out = manifest.copy()
     answers = {} if tasks is None else tasks.set_index("task_id").to_dict("index")
     owner: dict[int, str] = {}  # run id -> "file:line" of the first row that has it

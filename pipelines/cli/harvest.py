@@ -1,0 +1,266 @@
+"""`soundharvest harvest D | A...B`: harvest days, watch them, end with what the catalog says."""
+
+import datetime as dt
+import os
+import re
+import time
+import traceback
+from pathlib import Path
+
+import click
+from rich.markup import escape
+
+from pipelines.cli.output import (
+    EXIT_FAILED,
+    EXIT_OPERATOR,
+    EXIT_STOPPED,
+    console,
+    err_console,
+    stop,
+)
+from pipelines.instance_home import prepare
+
+ASSETS = ["run_manifest", "sound_files", "sound_catalog"]
+FEATURES = "sound_features"
+PROJECT = Path(__file__).resolve().parents[2]
+# The harvest's own progress lines (assets/core/harvest.py): the plan, then done/total.
+_PLAN = re.compile(r"^(\d{4}-\d\d-\d\d): \d+ runs: .* (\d+) to adopt, (\d+) to fetch")
+_DONE = re.compile(r"^(\d{4}-\d\d-\d\d): (\d+)/(\d+) runs")
+_DAY_LINE = re.compile(r"^\d{4}-\d\d-\d\d: ")
+PLAIN_EVERY_S = 10.0
+
+
+def parse_days(text: str) -> list[str]:
+    """`D` or `A...B` (inclusive) as a list of days; a usage error when it is not one."""
+    first, sep, last = text.partition("...")
+    try:
+        start = dt.date.fromisoformat(first)
+        end = dt.date.fromisoformat(last) if sep else start
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r}: expected a day D or a range A...B (YYYY-MM-DD)"
+        ) from None
+    today = dt.datetime.now(dt.UTC).date()
+    if end < start:
+        raise click.BadParameter(f"{text!r}: the range ends before it starts")
+    if end >= today:
+        raise click.BadParameter(f"{text!r}: a day can be harvested once it has ended (UTC)")
+    return [(start + dt.timedelta(days=n)).isoformat() for n in range((end - start).days + 1)]
+
+
+@click.command(
+    short_help="Harvest a day or a range of days.",
+    epilog="Exit status: 0 every day materialized; 1 a run failed (an API outage, a day that "
+    "failed: run it again later); 3 a configuration mistake (the last line names the setting); "
+    "130 stopped by Ctrl-C or SIGTERM.",
+)
+@click.argument("days", metavar="D | A...B", callback=lambda _c, _p, v: parse_days(v))
+@click.option("--features", is_flag=True, help="Also measure sound_features for the days.")
+@click.option(
+    "--verbose", "-v", is_flag=True, help="Dagster's own log on the console, and tracebacks."
+)
+def harvest(days: list[str], features: bool, verbose: bool) -> None:
+    """Materialize run_manifest, sound_files and sound_catalog (and sound_features with
+    --features) for day D or the days A...B in one run, through pipelines.definitions and
+    the Dagster instance at DAGSTER_HOME, so the run shows in the UI as any other.
+
+    Shows progress per day, then a table per day read from the catalog (ok, pending,
+    failed, rejected, new files) and the most frequent failure reasons. On failure the last
+    line says why and what to do.
+
+    \b
+      soundharvest harvest 2026-11-01
+      soundharvest harvest 2026-10-01...2026-10-31 --features
+    """
+    if not os.environ.get("CAMB_API_KEY", "").strip():
+        stop("CAMB_API_KEY is not set: export CAMB_API_KEY=<your key>", EXIT_OPERATOR)
+    assets = [*ASSETS, FEATURES] if features else ASSETS
+    instance = _instance()
+    started = dt.datetime.now(dt.UTC)
+    from pipelines.cli.launch import harvest_job, launch
+
+    try:
+        job = harvest_job()
+    except Exception as exc:  # a structural setting (executor, backfill size, first day)
+        _traceback(verbose)
+        stop(f"the definitions do not load: {exc}: fix the setting named", EXIT_OPERATOR)
+    with _Progress(days, assets, verbose) as progress:
+        try:
+            launched = launch(
+                job, instance, days, assets, on_event=progress.event, quiet=not verbose
+            )
+        except KeyboardInterrupt:
+            _stopped(days)
+        except Exception as exc:
+            _traceback(verbose)
+            stop(f"the run could not be launched: {type(exc).__name__}: {exc}", EXIT_FAILED)
+    _summary(days, started)
+    if launched.success:
+        console.print(f"[green]harvested {_span(days)}[/] (run {launched.run_id})")
+        return
+    if verbose:
+        for failed in launched.failures:
+            err_console.print(failed.traceback, markup=False)
+    _fail(days, launched)
+
+
+def _stopped(days: list[str]) -> None:
+    stop(f"stopped as told; run `soundharvest harvest {_span(days)}` to go on", EXIT_STOPPED)
+
+
+def _traceback(verbose: bool) -> None:
+    if verbose:
+        err_console.print(traceback.format_exc(), markup=False)
+
+
+def _instance():
+    """The instance at DAGSTER_HOME; a missing folder is made, with the pool of
+    pipelines/dagster.yaml, and its storage is set up here, once, before any run."""
+    home = os.environ.get("DAGSTER_HOME", "").strip()
+    if not home:
+        stop(
+            f"DAGSTER_HOME is not set: export DAGSTER_HOME={PROJECT / '.dagster_home'} "
+            "(any folder; the UI reads the same)",
+            EXIT_OPERATOR,
+        )
+    path = Path(home)
+    if path.exists() and not path.is_dir():
+        stop(f"DAGSTER_HOME={home} is not a directory: point it at a folder", EXIT_OPERATOR)
+    from dagster import DagsterInstance
+
+    try:
+        # A new home gets the project's instance config; its storages are created once, under
+        # a lock, so two commands started at once on it never race (pipelines/instance_home.py).
+        prepare(path, None if path.exists() else PROJECT / "pipelines" / "dagster.yaml")
+        instance = DagsterInstance.get()
+        instance.get_runs(limit=1)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        stop(
+            f"the Dagster instance at {home} cannot be used: {first}: "
+            "check its dagster.yaml (soundharvest doctor)",
+            EXIT_OPERATOR,
+        )
+    return instance
+
+
+def _span(days: list[str]) -> str:
+    return days[0] if len(days) == 1 else f"{days[0]}...{days[-1]}"
+
+
+def _summary(days: list[str], started: dt.datetime) -> None:
+    """The table per day and the top reasons, read back from the catalog."""
+    from pipelines.cli.report import read_catalog, report, tables
+    from resources.roots import root_url
+    from resources.storage import Storage
+
+    try:
+        storage = Storage(root_url("catalog"))
+        rows = read_catalog(storage, days=days)
+    except Exception as exc:  # the failure (last line) says more than this
+        err_console.print(f"(the catalog could not be read for the summary: {exc})")
+        return
+    if rows is None or rows.empty:
+        console.print("no catalog rows for these days (no manifest: no runs)")
+        return
+    summary = report(storage.uri("sound_catalog"), rows, new_since=started, days=days)
+    for table in tables(summary, new=True):
+        console.print(table)
+
+
+def _fail(days: list[str], launched) -> None:
+    """Everything the failures said, then the last line: the reason and what to do."""
+    if not launched.failures:
+        stop(f"run {launched.run_id} failed: soundharvest harvest {_span(days)} -v shows why", 1)
+    if any(f.interrupted for f in launched.failures):
+        _stopped(days)
+    operator = next((f for f in launched.failures if f.operator), None)
+    first = operator or launched.failures[0]
+    lines = [line for f in launched.failures for line in f.message.splitlines() if line.strip()]
+    reason = first.message.strip().splitlines()[0]
+    for line in lines:
+        if line != reason:
+            err_console.print(f"  {line}", markup=False, soft_wrap=True)
+    if operator:
+        stop(f"{first.step}: {reason} (a setting to fix: nothing was retried)", EXIT_OPERATOR)
+    stop(
+        f"{first.step}: {reason} (run `soundharvest harvest {_span(days)}` again once it is "
+        "fixed or has passed; done days are kept)",
+        EXIT_FAILED,
+    )
+
+
+class _Progress:
+    """A bar per day on a terminal; plain lines (at most every 10 s per day) otherwise."""
+
+    def __init__(self, days: list[str], assets: list[str], verbose: bool) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.assets, self.verbose = assets, verbose
+        self.live = console.is_terminal and not verbose
+        self.done: dict[str, set[str]] = {day: set() for day in days}
+        self.fetch: dict[str, tuple[int, int]] = {}
+        self.said: dict[str, float] = {}
+        self.bars = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[stage]}"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not self.live,
+        )
+        self.tasks = {
+            day: self.bars.add_task(day, total=len(assets), stage="waiting") for day in days
+        }
+
+    def __enter__(self) -> "_Progress":
+        self.bars.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.bars.stop()
+
+    def event(self, entry) -> None:
+        from dagster import DagsterEventType
+
+        event = entry.dagster_event
+        if event is None:
+            self._message(entry)
+        elif event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
+            materialization = event.event_specific_data.materialization
+            day, asset = materialization.partition, materialization.asset_key.to_user_string()
+            if day in self.done and asset in self.assets:
+                self.done[day].add(asset)
+                self._show(day, f"{asset} done", force=True)
+        elif event.event_type == DagsterEventType.STEP_START and self._plain(event.step_key):
+            console.print(f"{event.step_key}: started", soft_wrap=True)
+
+    def _plain(self, step: str | None) -> bool:
+        """A plain line for this step's start: not on a terminal, one of ours (not a check's)."""
+        return not self.live and step in self.assets
+
+    def _message(self, entry) -> None:
+        text = entry.user_message or ""
+        if match := _PLAN.match(text):
+            day, adopt, fetch = match[1], int(match[2]), int(match[3])
+            self.fetch[day] = (0, adopt + fetch)
+            self._show(day, f"{adopt + fetch} runs to fetch", force=True)
+        elif match := _DONE.match(text):
+            day = match[1]
+            self.fetch[day] = (int(match[2]), int(match[3]))
+            self._show(day, f"{match[2]}/{match[3]} runs")
+        elif entry.level >= 30 and _DAY_LINE.match(text) and not self.verbose:
+            for line in text.splitlines():  # a day's warnings, as the steps said them
+                console.print(f"[yellow]![/] {escape(line)}", soft_wrap=True)
+
+    def _show(self, day: str, stage: str, *, force: bool = False) -> None:
+        if day not in self.tasks:
+            return
+        done, total = self.fetch.get(day, (0, 0))
+        in_fetch = "sound_files" not in self.done[day] and total
+        completed = len(self.done[day]) + (done / total if in_fetch else 0)
+        self.bars.update(self.tasks[day], completed=completed, stage=stage)
+        now = time.monotonic()
+        if not self.live and (force or now - self.said.get(day, 0) >= PLAIN_EVERY_S):
+            self.said[day] = now
+            console.print(f"{day}: {stage}", soft_wrap=True)

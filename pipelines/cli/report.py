@@ -1,0 +1,140 @@
+"""What the catalog says about some days: counts by status, new files, oldest pending, reasons.
+
+Plain pyarrow and pandas over `{CATALOG_ROOT}/sound_catalog` (any fsspec URL); no Dagster.
+Shared by `soundharvest status` and the table that ends `soundharvest harvest`.
+"""
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+from rich import box
+from rich.table import Table
+from rich.text import Text
+
+from assets.core.catalog import STATUSES
+from assets.core.reasons import reason_group
+from resources.storage import Storage
+
+_COLUMNS = ["run_id", "status", "error", "size_bytes", "first_seen_at", "fetched_at"]
+_DATE = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
+
+
+@dataclass(frozen=True)
+class DayCounts:
+    date: str
+    ok: int = 0
+    pending: int = 0
+    failed: int = 0
+    rejected: int = 0
+    new_files: int = 0  # ok rows fetched since `new_since`
+    new_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Reason:
+    status: str
+    reason: str
+    count: int
+
+
+@dataclass(frozen=True)
+class Report:
+    catalog: str
+    days: list[DayCounts]
+    reasons: list[Reason] = field(default_factory=list)  # most frequent first
+    oldest_pending: str | None = None  # the earliest day that still has pending rows
+
+    def as_json(self, *, new: bool) -> dict:
+        """Plain data; `new` keeps the days' new files and bytes (a harvest's, not a status)."""
+        data = asdict(self)
+        if not new:
+            for day in data["days"]:
+                del day["new_files"], day["new_bytes"]
+        return data
+
+
+def read_catalog(
+    storage: Storage, *, days: Iterable[str] | None = None, since: str | None = None
+) -> pd.DataFrame | None:
+    """The catalog rows of `days` (or of every day from `since`, or all); None if no catalog."""
+    root = storage.path("sound_catalog")
+    if not storage.fs.exists(root):
+        return None
+    dataset = ds.dataset(root, filesystem=storage.fs, format="parquet", partitioning=_DATE)
+    where = None
+    if days is not None:
+        where = ds.field("date").isin(list(days))
+    elif since is not None:
+        where = ds.field("date") >= since
+    return dataset.to_table(columns=[*_COLUMNS, "date"], filter=where).to_pandas()
+
+
+def report(
+    catalog: str,
+    rows: pd.DataFrame,
+    *,
+    new_since: dt.datetime | None = None,
+    top: int = 5,
+    days: Iterable[str] = (),
+) -> Report:
+    """Per-day counts (`days` without rows count zero: no manifest, no runs), the `top`
+    reasons rows are not ok, the oldest pending day."""
+    counted = []
+    for date, day in rows.groupby("date", sort=True):
+        counts = day["status"].value_counts()
+        new = day[day["status"] == "ok"]
+        if new_since is None:
+            new = new.iloc[0:0]
+        else:
+            new = new[new["fetched_at"] >= pd.Timestamp(new_since)]
+        counted.append(
+            DayCounts(
+                str(date),
+                **{s: int(counts.get(s, 0)) for s in STATUSES},
+                new_files=len(new),
+                new_bytes=int(new["size_bytes"].sum()),
+            )
+        )
+    seen = {day.date for day in counted}
+    counted = sorted(
+        [*counted, *(DayCounts(d) for d in days if d not in seen)], key=lambda d: d.date
+    )
+    pending = [day.date for day in counted if day.pending]
+    return Report(catalog, counted, top_reasons(rows, top), next(iter(pending), None))
+
+
+def top_reasons(rows: pd.DataFrame, top: int) -> list[Reason]:
+    """The most frequent reasons rows are not ok, grouped as the step metadata groups them."""
+    bad = rows[rows["status"] != "ok"]
+    if bad.empty:
+        return []
+    reasons = bad["error"].fillna("(no reason given)").astype(str).map(reason_group)
+    counted = pd.DataFrame({"status": bad["status"], "reason": reasons}).value_counts()
+    return [Reason(status, reason, int(n)) for (status, reason), n in counted.head(top).items()]
+
+
+def tables(report: Report, *, new: bool) -> list[Text | Table]:
+    """The report for the console: where the catalog is, a row per day (with new files when
+    `new`), the most frequent reasons."""
+    days = Table(box=box.SIMPLE_HEAD)
+    for name in ("day", *STATUSES, *(("new files", "new MB") if new else ())):
+        days.add_column(name, justify="left" if name == "day" else "right")
+    for day in report.days:
+        cells = [day.date, *(str(getattr(day, s)) for s in STATUSES)]
+        if new:
+            cells += [str(day.new_files), f"{day.new_bytes / 1e6:.1f}"]
+        days.add_row(*cells)
+    out: list[Text | Table] = [Text(f"catalog: {report.catalog}"), days]
+    if report.reasons:
+        reasons = Table(box=box.SIMPLE_HEAD, title="most frequent reasons", title_justify="left")
+        reasons.add_column("runs", justify="right")
+        reasons.add_column("status")
+        reasons.add_column("reason", overflow="fold")
+        for reason in report.reasons:
+            reasons.add_row(str(reason.count), reason.status, reason.reason)
+        out.append(reasons)
+    return out
