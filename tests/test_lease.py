@@ -2,6 +2,9 @@
 
 import os
 import socket
+import subprocess
+import sys
+from dataclasses import replace
 
 import pytest
 
@@ -79,3 +82,13 @@ def test_a_second_run_waits_bounded_then_stops_naming_the_holder(storage):
     with holding(second, 0.3, 0.05):
         assert first.try_acquire().run_id == "run-b"
     assert first.try_acquire() is None  # released at the end of the block
+
+
+def test_a_holder_killed_on_this_host_frees_the_day_at_once(storage):
+    clock = Clock()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    crashed, second = leases(storage, clock, "run-a", "run-b")
+    crashed.me = replace(crashed.me, pid=dead.pid)  # as if taken by that process, now gone
+    assert crashed.try_acquire() is None
+    assert second.try_acquire() is None  # well before the TTL

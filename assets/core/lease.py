@@ -5,7 +5,8 @@ bypasses the queue (the CLI, `dg launch`, a second instance) meets this lease in
 `{CATALOG_ROOT}/_state/lease/date=D.json`. A run that finds the day held waits, at most
 `SOUNDHARVEST_LEASE_WAIT_S`, then stops that day with a message naming the holder (run id,
 host, pid). The holder renews its lease every third of `SOUNDHARVEST_LEASE_TTL_S` while it
-works; a crashed holder's lease expires after that long and the next run takes it over.
+works; a crashed holder's lease expires after that long and the next run takes it over (at
+once when the holder ran on the same host and its process is gone).
 
 How the storages make "take it if free or expired" atomic:
 
@@ -60,6 +61,18 @@ class LeaseLost(Exception):
     """Another run took the day over: this run's lease had expired."""
 
 
+def _alive(pid: int) -> bool:
+    """Whether a process of this host runs under `pid`: a holder killed here (kill -9, OOM)
+    frees its day at once instead of after the TTL."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
 def _decode(data: bytes | None) -> Holder | None:
     if not data:
         return None
@@ -97,7 +110,12 @@ class DayLease:
         return json.dumps(asdict(me)).encode()
 
     def _free(self, holder: Holder | None) -> bool:
-        return holder is None or holder.expires_at <= self.clock() or self._is_me(holder)
+        return (
+            holder is None
+            or holder.expires_at <= self.clock()
+            or self._is_me(holder)
+            or (holder.host == self.me.host and not _alive(holder.pid))
+        )
 
     def _is_me(self, holder: Holder | None) -> bool:
         return holder is not None and holder.run_id == self.me.run_id
