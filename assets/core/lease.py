@@ -10,8 +10,8 @@ once when the holder ran on the same host and its process is gone).
 
 How the storages make "take it if free or expired" atomic:
 
-- local disk: each change happens under an exclusive `flock` of a hidden sidecar file,
-  which the kernel releases if the process dies;
+- local disk: each change happens under an exclusive `flock` of a sidecar file
+  (`date=D.lock`), which the kernel releases if the process dies;
 - S3: conditional PUTs: `If-None-Match: *` creates it only where none exists, `If-Match:
   <ETag>` replaces only the version that was read (a takeover or a renewal), so of two
   runs only one wins;
@@ -150,10 +150,11 @@ class DayLease:
     def _local(
         self, may_write: Callable[[Holder | None], bool], data: bytes | None
     ) -> Holder | None:
-        directory, name = os.path.split(self.path)
-        os.makedirs(directory, exist_ok=True)
-        with open(os.path.join(directory, f".{name}.lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        # Every read and write of the lease happens under the lock, so it is written in place
+        # (a crash mid-write leaves unreadable JSON, which counts as free).
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        with open(self.path.removesuffix(".json") + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released on close, or when the process dies
             try:
                 with open(self.path, "rb") as file:
                     held = _decode(file.read())
@@ -165,10 +166,8 @@ class DayLease:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.path)
             else:
-                temporary = os.path.join(directory, f".{name}.{os.getpid()}")
-                with open(temporary, "wb") as file:
+                with open(self.path, "wb") as file:
                     file.write(data)
-                os.replace(temporary, self.path)
             return None
 
     # -- S3: conditional PUTs ---------------------------------------------------------------
