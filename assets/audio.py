@@ -107,7 +107,9 @@ def sound_files(
         # like run ids, the other tasks are asked about beside the harvest (task_map.py).
         tasks = TaskMap(read_state(state, TASK_STATE, day) if has_tasks(manifest) else None)
         plan = tasks.plan(manifest[manifest["status"] == "accepted"])
-        fetch = partial(camb.harvest, task_ids=plan.poll, on_task=tasks.record)
+        fetch = partial(
+            camb.harvest, task_ids=plan.poll, on_task=tasks.record, task_joins=plan.joins
+        )
         features = HarvestFeatures() if measure_fresh else None
 
         def save(rows: pd.DataFrame) -> None:

@@ -71,6 +71,7 @@ def ml_dataset(context: AssetExecutionContext, config: DatasetConfig, storage: S
             "bytes": MetadataValue.int(int(total_bytes(snapshot.manifest))),
             "splits": MetadataValue.md(splits.to_markdown(floatfmt=".4f")),
             "dropped": MetadataValue.json(snapshot.selection.dropped),
+            "groups": MetadataValue.json(snapshot.manifest.get("groups") or {}),
             "durations": MetadataValue.md(f"![clip durations](data:image/png;base64,{png})"),
         }
     )

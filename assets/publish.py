@@ -98,7 +98,9 @@ def publish_day(
     if manifest is None or files is None:
         raise DayProblem("materialize run_manifest and sound_files first")
     tasks = read_state(catalog_store, TASK_STATE, day) if has_tasks(manifest) else None
-    catalog = mark_given_up(assemble(manifest, files, tasks), day, datetime.now(UTC), sweep)
+    polls = {} if tasks is None else dict(zip(tasks["task_id"], tasks["polls"], strict=True))
+    catalog = assemble(manifest, files, tasks)
+    catalog = mark_given_up(catalog, day, datetime.now(UTC), sweep, task_polls=polls)
     # A rerun that changed nothing finds the same bytes there and writes nothing.
     catalog_store.write_bytes(parquet_bytes(catalog), catalog_relpath(day), if_changed=True)
     published = DayCatalog(DaySummary.of(catalog), check_day(day, manifest, catalog, audio))

@@ -21,6 +21,7 @@ fails at once with `ERROR_KIND_KEY: OPERATOR` in the failure's metadata and its 
 """
 
 import datetime as dt
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, NoReturn, TypeVar
@@ -164,7 +165,9 @@ def fail(context: AssetExecutionContext, days: Days[Any], settings: PipelineSett
             f"{message}\nretrying in {settings.step_retry_delay_s:g} s "
             f"(retry {attempt + 1} of {settings.step_retries})"
         )
-        raise RetryRequested(
-            max_retries=settings.step_retries, seconds_to_wait=settings.step_retry_delay_s
-        ) from Failure(description=message)
+        # The delay is waited here, in the step, not by Dagster (`seconds_to_wait`): told to
+        # stop, a step raises at once, while the in-process executor's own wait for a retry
+        # cannot be interrupted (SIGTERM used to wait out all 300 s).
+        time.sleep(settings.step_retry_delay_s)
+        raise RetryRequested(max_retries=settings.step_retries) from Failure(description=message)
     raise Failure(description=message, allow_retries=False)

@@ -48,7 +48,7 @@ from resources.storage import Storage
 FIRST_DAY = pd.Timestamp("2025-01-01")
 PROMPTS = 200_000  # distinct prompts, drawn again and again across days
 TAKE_SHARE = 0.1  # rows whose prompt is a near-copy (take number, order, a stray word)
-COPY_SHARE = 0.01  # rows whose clip is the same sound as an earlier row's of the day
+COPY_SHARE = 0.01  # runs whose clip is the same sound as an earlier run's of the day
 STATUSES = ["ok", "pending", "failed", "rejected"]
 
 
@@ -76,19 +76,17 @@ def near_copy(prompt: str, rng: np.random.Generator) -> str:
 
 
 def synthetic_fingerprints(
-    rng: np.random.Generator, frames: np.ndarray, rates: np.ndarray
+    rng: np.random.Generator, frames: np.ndarray, rates: np.ndarray, copies: np.ndarray
 ) -> tuple[list[bytes], list[bytes]]:
     """Profiles and fingerprints of the size the real ones have (FRAMES x BANDS bytes for
-    clips of 1.7 s and more), random: distinct sounds; COPY_SHARE of the rows repeat an
-    earlier row's, as the same sound delivered twice."""
+    clips of 1.7 s and more), random: distinct sounds; ``copies`` maps a row to the earlier
+    row whose sound it repeats (-1: none)."""
     seconds = frames / rates
     lengths = np.clip(((seconds - 0.1) / HOP_S).astype(int) + 1, 1, FRAMES)
     levels = rng.integers(0, 2 * FLOOR_DB, (len(frames), FRAMES * BANDS), dtype=np.uint8)
     profiles = rng.integers(0, 2 * FLOOR_DB, (len(frames), BANDS), dtype=np.uint8)
-    copies = np.flatnonzero(rng.random(len(frames)) < COPY_SHARE)
-    originals = rng.integers(0, len(frames), len(copies))
-    levels[copies], profiles[copies] = levels[originals], profiles[originals]
-    lengths[copies] = lengths[originals]
+    copy = np.flatnonzero(copies >= 0)
+    levels[copy], profiles[copy] = levels[copies[copy]], profiles[copies[copy]]
     prints = [row[: n * BANDS].tobytes() for row, n in zip(levels, lengths, strict=True)]
     return [row.tobytes() for row in profiles], prints
 
@@ -106,6 +104,11 @@ def synthetic_catalog(catalog: Storage, days: int, runs: int, seed: int = 7) -> 
         rates = rng.choice([16000, 22050, 44100, 48000], runs)
         frames = rng.integers(rates // 2, rates * 30)
         channels = rng.choice([1, 2], runs)
+        # COPY_SHARE of the runs deliver the same sound as an earlier run of the day
+        copies = np.where(rng.random(runs) < COPY_SHARE, rng.integers(0, runs, runs), -1)
+        copies = np.where(copies < np.arange(runs), copies, -1)
+        copied = np.flatnonzero(copies >= 0)
+        frames[copied], rates[copied] = frames[copies[copied]], rates[copies[copied]]
         prompt_ids = rng.integers(0, PROMPTS, runs)  # repeats across days: shared groups
         takes = rng.random(runs) < TAKE_SHARE
         rows = pd.DataFrame(
@@ -133,9 +136,9 @@ def synthetic_catalog(catalog: Storage, days: int, runs: int, seed: int = 7) -> 
             rows[column] = rows[column].where(ok, None)
         catalog.write_bytes(parquet_bytes(rows), f"sound_catalog/date={day}/part-0.parquet")
         good = rows[ok]
-        profiles, prints = synthetic_fingerprints(
-            rng, good["frames"].to_numpy(int), good["sample_rate"].to_numpy(int)
-        )
+        profiles, prints = synthetic_fingerprints(rng, frames, rates, copies)
+        profiles = [profiles[i] for i in np.flatnonzero(ok)]
+        prints = [prints[i] for i in np.flatnonzero(ok)]
         features = pd.DataFrame(
             {
                 "run_id": good["run_id"],

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -179,10 +180,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m pipelines.demo",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=f"Days {FIRST_DAY}...{LAST_DAY} from data/manifests/; WAVs to data/audio/, the "
-        f"catalog to data/catalog/, snapshots to data/datasets/, the Dagster instance in "
-        f".dagster_home/, Dagster's log to {LOG.relative_to(PROJECT)}. `make demo` installs "
-        "first, then runs this.",
+        epilog=textwrap.fill(
+            f"Days {FIRST_DAY}...{LAST_DAY} from data/manifests/; WAVs to data/audio/, the "
+            "catalog to data/catalog/, snapshots to data/datasets/, the Dagster instance in "
+            f".dagster_home/, Dagster's log to {LOG.relative_to(PROJECT)}. No API key needed: "
+            "the sandbox's own is used. `make demo` installs first, then runs this.",
+            width=88,
+        ),
     )
     return parser.parse_args(argv)
 

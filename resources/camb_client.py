@@ -64,6 +64,9 @@ BULK_LIMIT = 5  # the bulk endpoint takes at most five run ids
 MAX_REDIRECTS = 5
 USER_AGENT = "soundharvest/0.1"
 DAY_BUDGET_SPENT = "the day budget was spent before this run finished"
+# Waits before asking again for a run whose fresh URL was the one that just expired: a few
+# seconds in all per refresh, past any re-signing within one second.
+SAME_URL_WAITS_S = (0.25, 0.5, 1.0, 2.0)
 
 _URL_KEYS = ("output_url", "file_url", "url")
 _FAILED_STATES = frozenset(
@@ -659,7 +662,7 @@ class _Day:
         no_answer = False  # did the storage host fail to answer the last attempt?
         for round_ in range(self.settings.url_refreshes + 1):
             if round_:
-                [current] = await self.results([run_id])
+                current = await self._fresh_result(run_id, dead)
                 if not isinstance(current, Ready):
                     return current
                 if current.url.value in dead:  # the same dead URL again: never re-requested
@@ -703,6 +706,18 @@ class _Day:
                 f"answer after retries (last: {problems[-1]}); try again later"
             )
         return Failed(run_id, f"download failed {len(problems)} times; last: {problems[-1]}")
+
+    async def _fresh_result(self, run_id: int, dead: set[str]) -> RunResult:
+        """The run's result asked for again; the very URL that just died is asked for again
+        after a short backoff (`SAME_URL_WAITS_S`): a presigner that re-signs within the same
+        second hands out the same URL, and a refresh spent in that second is wasted."""
+        [current] = await self.results([run_id])
+        for wait in SAME_URL_WAITS_S:
+            if not (isinstance(current, Ready) and current.url.value in dead):
+                break
+            await asyncio.sleep(wait)  # within the day's deadline, like every wait
+            [current] = await self.results([run_id])
+        return current
 
     async def _download(self, url: SecretUrl, dest: Path) -> tuple[int, str]:
         async for attempt in async_retrying(self.settings.download_retry):

@@ -31,8 +31,9 @@ the multiprocess executor), opened and closed by the resource lifecycle; assets 
 plain, blocking `harvest()`.
 """
 
+import asyncio
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -193,12 +194,14 @@ class CambResource(ConfigurableResource):
         deadline: float | None = None,
         task_ids: Sequence[str] = (),
         on_task: Callable[[TaskAnswer], None] | None = None,
+        task_joins: Callable[[TaskAnswer], bool] | None = None,
     ) -> Iterator[RunOutcome]:
         """Outcomes as they complete (see `CambClient.harvest`), from blocking code.
 
         `deadline` is a `time.monotonic()` value: the same clock in this thread and the loop's.
         `task_ids` are resolved beside the harvest (`resources.task_resolver`), each answer
-        reported to `on_task` (from the client's event loop thread) before its run id joins.
+        reported to `on_task` (from the client's event loop thread) before its run id joins
+        (when `task_joins(answer)` says so: by default every resolved run).
         """
         self.check()
         if self._portal is None or self._client is None:
@@ -209,13 +212,43 @@ class CambResource(ConfigurableResource):
             if on_task is None:
                 raise ValueError("task ids need an on_task callback to report their answers")
             concurrency = client.settings.max_concurrency
-            resolve = TaskResolver(task_ids, on_task, concurrency=concurrency)
+            resolve = TaskResolver(task_ids, on_task, concurrency=concurrency, joins=task_joins)
         outcomes = client.harvest(run_ids, workdir, deadline=deadline, resolve=resolve)
         try:
             while True:
                 try:
-                    yield portal.call(outcomes.__anext__)
+                    yield _next_or_stop(portal, outcomes)
                 except StopAsyncIteration:
                     return
         finally:
             portal.call(outcomes.aclose)
+
+
+def _next_or_stop(portal: BlockingPortal, outcomes: AsyncIterator[RunOutcome]) -> RunOutcome:
+    """The next outcome; a stop while waiting for it stops the harvest before it is raised.
+
+    Told to stop (SIGINT, SIGTERM, terminate in the UI), Dagster raises in this thread from
+    its signal handler, whatever the event loop is waiting on (a Retry-After, a backoff, a
+    slow download). The harvest is then cancelled as a plain asyncio task, once, so that its
+    own cleanup (downloads cancelled, their temporaries removed) runs to the end before the
+    stop goes on; left alone, it would keep fetching until the resource is torn down.
+    """
+    task = portal.call(_start, outcomes)
+    try:
+        return portal.call(_outcome, task)
+    except BaseException:
+        portal.call(_cancel, task)
+        raise
+
+
+async def _start(outcomes: AsyncIterator[RunOutcome]) -> "asyncio.Future[RunOutcome]":
+    return asyncio.ensure_future(anext(outcomes))  # returned from a coroutine: not awaited
+
+
+async def _outcome(task: "asyncio.Future[RunOutcome]") -> RunOutcome:
+    return await task
+
+
+async def _cancel(task: "asyncio.Future[RunOutcome]") -> None:
+    task.cancel()
+    await asyncio.wait([task])

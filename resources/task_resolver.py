@@ -89,10 +89,14 @@ class TaskResolver:
         on_answer: Callable[[TaskAnswer], None],
         *,
         concurrency: int,
+        joins: Callable[[TaskAnswer], bool] | None = None,
     ) -> None:
         self.task_ids = list(dict.fromkeys(task_ids))
         self.on_answer = on_answer
         self.concurrency = concurrency
+        # Whether a resolved run joins this harvest: not when the harvest covers it already
+        # (a row naming both ids: its run is kept, adopted or fetched by run id).
+        self.joins = joins or (lambda answer: True)
 
     async def __call__(self, ask: Ask, add: Callable[[int], None]) -> None:
         todo = iter(self.task_ids)
@@ -107,7 +111,7 @@ class TaskResolver:
                 what = f"status of task {task_id!r}"
                 answer = interpret_status(task_id, await ask(path, what=what, key=task_id))
                 self.on_answer(answer)
-                if answer.run_id is not None:
+                if answer.run_id is not None and self.joins(answer):
                     add(answer.run_id)
 
         async with asyncio.TaskGroup() as group:

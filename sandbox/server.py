@@ -100,6 +100,9 @@ class Faults:
     truncate_rate: float = 0.0  # share of downloads cut after ~half the announced body
     expire_rate: float = 0.0  # share of downloads answered 403 as expired
     url_ttl_s: float = 600.0
+    # Sign with whole seconds only, as S3 presigners do: a URL re-signed within the same
+    # second is the very same URL (and an expired one comes back as it was).
+    whole_second_urls: bool = False
     download_base_url: str | None = None  # origin put into presigned URLs instead of our own
     redirect_downloads_to: str | None = None  # /files answers 307 to this origin
     seed: int = 0
@@ -342,6 +345,8 @@ class _State:
         # X-Amz-Date has whole seconds only; the fraction goes into X-Amz-Expires so that a
         # short TTL (tests use 0.2 s) expires exactly `url_ttl_s` after issue.
         expires = f"{self.faults.url_ttl_s + (now - issued):.3f}"
+        if self.faults.whole_second_urls:
+            expires = f"{self.faults.url_ttl_s:g}"
         date = time.strftime(_AMZ_DATE, time.gmtime(issued))
         query = urlencode(
             {

@@ -35,6 +35,20 @@ def dg_launch(*partition: str, select: str = HARVEST) -> list[str]:
     return [DG, "launch", "--assets", select, *partition]
 
 
+def sandbox_env(base_url: str, root: Path) -> dict[str, str]:
+    """Settings of a command run against the sandbox, every root and DAGSTER_HOME in `root`."""
+    return {
+        "CAMB_API_KEY": SANDBOX_KEY,
+        "CAMB_API_BASE_URL": base_url,
+        "CAMB_DOWNLOAD_ALLOW_HOSTS": "127.0.0.1",
+        "SOUNDHARVEST_MANIFEST_ROOT": str(root / "manifests"),
+        "SOUNDHARVEST_AUDIO_ROOT": str(root / "audio"),
+        "SOUNDHARVEST_CATALOG_ROOT": str(root / "catalog"),
+        "SOUNDHARVEST_DATASET_ROOT": str(root / "datasets"),
+        "DAGSTER_HOME": str(root / "dagster_home"),
+    }
+
+
 def write_manifest(root: Path, day: str, run_ids: list, extra_lines: str = "") -> Path:
     root.mkdir(parents=True, exist_ok=True)
     path = root / f"{day}.csv"

@@ -170,7 +170,9 @@ def test_an_expired_url_is_replaced_by_a_fresh_one(sandbox, tmp_path):
 
 
 def test_urls_that_really_expire_end_as_failed_not_forever(sandbox, tmp_path):
-    sandbox.set_faults(url_ttl_s=0.001)
+    # Checked 10 ms after the request arrives, a URL living 1 ms is always expired (without
+    # the wait, a download quicker than the sandbox's rounding of the lifetime got through).
+    sandbox.set_faults(url_ttl_s=0.001, download_latency_s=0.01)
     run_ids = ready_ids(5000, 2)
     outcomes = harvest(settings_for(sandbox), run_ids, tmp_path)
 

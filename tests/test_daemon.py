@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRun
 
-from conftest import SANDBOX_KEY
-from pipeline_kit import dg_launch, write_manifest
+from pipeline_kit import dg_launch, sandbox_env, write_manifest
 from test_cli import PROJECT
 
 pytestmark = pytest.mark.slow
@@ -54,22 +53,18 @@ def timeline(instance: DagsterInstance, since: float) -> list[str]:
 
 
 def test_the_daemon_measures_a_harvested_day_and_snapshots_it_unasked(sandbox, tmp_path):
-    home = tmp_path / "home"
+    home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copyfile(PROJECT / "pipelines" / "dagster.yaml", home / "dagster.yaml")
     write_manifest(tmp_path / "manifests", DAY, list(range(1001, 1041)))
-    env = os.environ | {
-        "DAGSTER_HOME": str(home),
-        "CAMB_API_KEY": SANDBOX_KEY,
-        "CAMB_API_BASE_URL": sandbox.base_url,
-        "CAMB_DOWNLOAD_ALLOW_HOSTS": "127.0.0.1",
-        "SOUNDHARVEST_MANIFEST_ROOT": str(tmp_path / "manifests"),
-        "SOUNDHARVEST_AUDIO_ROOT": str(tmp_path / "audio"),
-        "SOUNDHARVEST_CATALOG_ROOT": str(tmp_path / "catalog"),
-        "SOUNDHARVEST_DATASET_ROOT": str(tmp_path / "datasets"),
-        "SOUNDHARVEST_DATASET_CRON": "* * * * *",
-        "SOUNDHARVEST_AUTOMATION_INTERVAL_S": "5",
-    }
+    env = (
+        os.environ
+        | sandbox_env(sandbox.base_url, tmp_path)
+        | {
+            "SOUNDHARVEST_DATASET_CRON": "* * * * *",
+            "SOUNDHARVEST_AUTOMATION_INTERVAL_S": "5",
+        }
+    )
     DagsterInstance.from_config(str(home)).dispose()  # a fresh SQLite instance, created once
     log = tmp_path / "daemon.log"
     started = time.time()

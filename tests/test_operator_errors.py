@@ -10,28 +10,38 @@ under `tmp_path` (a read-only tmpfs for the read-only root) or S3 on moto's serv
 
 import json
 import os
+import signal
 import socket
 import subprocess
+import time
 import urllib.request
 import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 from client_helpers import harvest, ready_ids, settings_for
 from dagster import AssetCheckSeverity, materialize
 
+from assets.core.sweep import GAVE_UP, SweepPolicy, mark_given_up
+from resources.camb_client import Fetched
 from resources.camb_resource import CambResource
 from resources.errors import ERROR_KIND_KEY, OPERATOR
 from resources.first_contact import FIRST_CONTACT_TRIES, ApiReach, CambUnreachableError
 from resources.retry import RetryPolicy
 from resources.storage_resource import StorageResource
+from sandbox import SandboxServer
 
+from conftest import SANDBOX_KEY
 from moto_s3 import S3Bucket
 from pipeline_kit import (
     ASSETS,
     DAY,
     catalog_path,
+    dg_launch,
     files_under,
     leftovers,
     local_storage,
@@ -42,6 +52,8 @@ from pipeline_kit import (
     step_events,
     write_manifest,
 )
+
+PROJECT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
@@ -311,3 +323,162 @@ def test_a_day_whose_rows_are_all_rejected_gets_its_partition(sandbox, tmp_path)
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert checks["manifest_present"] and checks["one_row_per_manifest_row"]
     assert sandbox.stats()["api_requests"] == 0
+
+
+# -- smaller things seen ------------------------------------------------------------------
+
+
+def test_the_same_expired_url_again_is_asked_for_after_a_backoff(sandbox, tmp_path):
+    """Was: 1-5 runs a day `failed` with "the API handed out an expired URL again": every
+    refresh spent within the second in which a whole-second presigner re-signs the same URL."""
+    sandbox.set_faults(whole_second_urls=True)
+    run_ids = ready_ids(35_000, 3)
+    sandbox.script("download", "expire", "expire", "expire")
+
+    outcomes = harvest(settings_for(sandbox), run_ids, tmp_path)
+
+    assert all(isinstance(outcome, Fetched) for outcome in outcomes.values()), outcomes
+    stats = sandbox.stats()
+    assert stats["downloads"] == 6  # each dead URL downloaded once, never again
+    assert len(stats["bulk_batch_sizes"]) > 4  # the first batch, then asked again until fresh
+
+
+def test_a_pending_run_met_for_the_first_time_is_pending_not_given_up(sandbox, tmp_path):
+    """Was: the demo's first run said "soundharvest gave up waiting: still pending 29-31 days
+    after the day ended" for its pending rows (its days are more than 7 days old)."""
+    write_manifest(tmp_path / "manifests", DAY, [1001, 1007])  # ids ending in 7 stay pending
+    storage = local_storage(tmp_path)
+
+    first = read_catalog_after(run(sandbox, storage), storage)
+    again = read_catalog_after(run(sandbox, storage), storage)
+
+    assert first.loc[1007, "status"] == "pending" and first.loc[1007, "attempts"] == 1
+    assert not first.loc[1007, "error"].startswith(GAVE_UP)
+    assert again.loc[1007, "error"].startswith(GAVE_UP)  # tried before, past the horizon
+
+
+def test_an_unresolved_task_is_given_up_on_once_it_was_asked_twice():
+    catalog = pd.DataFrame(
+        {
+            "run_id": pd.array([None, None], dtype="Int64"),
+            "task_id": ["asked-once", "asked-twice"],
+            "status": ["pending", "pending"],
+            "error": ["task status PENDING"] * 2,
+            "attempts": pd.array([None, None], dtype="Int32"),  # tasks have no attempts
+        }
+    )
+    polls = {"asked-once": 1, "asked-twice": 2}
+    now = datetime(2026, 12, 3, tzinfo=UTC)  # a month after DAY
+
+    marked = mark_given_up(catalog, DAY, now, SweepPolicy(), task_polls=polls)
+
+    assert marked["error"].str.startswith(GAVE_UP).tolist() == [False, True]
+
+
+def read_catalog_after(result, storage):
+    assert result.success
+    return read_catalog(storage).set_index("run_id")
+
+
+# -- stop when told -----------------------------------------------------------------------
+
+STOP_WITHIN_S = 10.0
+
+
+@dataclass
+class Waiting:
+    """One CLI run against its own sandbox, told to stop once it waits on `what`."""
+
+    what: str
+    sandbox: SandboxServer
+    root: Path
+    process: subprocess.Popen
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_waiting(what: str, faults: dict, runs: int, env: dict, tmp_path: Path) -> Waiting:
+    root = tmp_path / what
+    sandbox = SandboxServer(host="127.0.0.1", port=0, api_key=SANDBOX_KEY).start()
+    sandbox.set_faults(**faults)
+    if what == "slow-download":
+        sandbox.script("download", "hang")
+    write_manifest(root / "manifests", DAY, ready_ids(36_000, runs))
+    (root / "dagster_home").mkdir()
+    (root / "scratch").mkdir()
+    log = root / "output.log"
+    env = (
+        os.environ
+        | env
+        | {
+            "CAMB_API_KEY": SANDBOX_KEY,
+            "CAMB_API_BASE_URL": sandbox.base_url,
+            "CAMB_DOWNLOAD_ALLOW_HOSTS": "127.0.0.1",
+            "SOUNDHARVEST_MANIFEST_ROOT": str(root / "manifests"),
+            "SOUNDHARVEST_AUDIO_ROOT": str(root / "audio"),
+            "SOUNDHARVEST_CATALOG_ROOT": str(root / "catalog"),
+            "DAGSTER_HOME": str(root / "dagster_home"),
+            "TMPDIR": str(root / "scratch"),  # the downloads' scratch space, to look for leftovers
+        }
+    )
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            dg_launch("--partition", DAY), env=env, cwd=PROJECT, stdout=out, stderr=out,
+            start_new_session=True,
+        )  # fmt: skip
+    return Waiting(what, sandbox, root, process, log)
+
+
+def waiting_now(run: Waiting) -> bool:
+    """Whether the run is in the wait it is meant to be stopped in."""
+    stats = run.sandbox.stats()
+    if run.what == "retry-after":
+        return stats["faults_injected"].get("429", 0) > 0
+    if run.what == "slow-download":
+        return stats["faults_injected"].get("hang", 0) > 0
+    return "retrying in 300 s" in run.output()  # the step-retry delay
+
+
+@pytest.mark.slow
+def test_a_run_told_to_stop_stops_whatever_it_waits_on(tmp_path):
+    """Was: SIGTERM had no effect until a 300 s step-retry wait ended. Three CLI runs, each
+    waiting on something long (a Retry-After of 100 s, the step-retry delay of 300 s, a
+    download that never answers), get SIGTERM and must stop within 10 s, leaving no
+    temporary, no catalog partition and no files ledger (there was none before)."""
+    runs = [
+        start_waiting("retry-after", {"throttle_rate": 1.0, "retry_after": "100"}, 3, {}, tmp_path),
+        start_waiting(
+            "step-retry",
+            {"server_error_rate": 1.0},
+            120,  # enough calls for the outage rule (20)
+            {"CAMB_RETRY_ATTEMPTS": "1", "SOUNDHARVEST_STEP_RETRY_DELAY_S": "300"},
+            tmp_path,
+        ),
+        start_waiting("slow-download", {}, 1, {}, tmp_path),
+    ]
+    try:
+        for run in runs:
+            deadline = time.monotonic() + 120
+            while not waiting_now(run):
+                assert run.process.poll() is None, f"{run.what}: ended early\n{run.output()}"
+                assert time.monotonic() < deadline, f"{run.what}: never waited\n{run.output()}"
+                time.sleep(0.1)
+            time.sleep(0.5)  # well inside the wait
+            os.killpg(run.process.pid, signal.SIGTERM)
+            stop_by = time.monotonic() + STOP_WITHIN_S
+            while run.process.poll() is None and time.monotonic() < stop_by:
+                time.sleep(0.05)
+            assert run.process.poll() is not None, f"{run.what}: still running 10 s after SIGTERM"
+            assert run.process.returncode != 0
+            state = run.root / "catalog" / "_state" / "sound_files"
+            assert not (run.root / "catalog" / "sound_catalog").exists() and not state.exists()
+            assert not [p for p in files_under(run.root) if Path(p).name.startswith(".")]
+            assert not list((run.root / "scratch").rglob("day-*")), run.what
+    finally:
+        for run in runs:
+            if run.process.poll() is None:
+                os.killpg(run.process.pid, signal.SIGKILL)
+                run.process.wait()
+            run.sandbox.stop()

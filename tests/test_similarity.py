@@ -12,7 +12,13 @@ import pytest
 from datasketch import MinHash
 from similar_clips import RATE, prompt_pairs, resample, sound, variants
 
-from assets.core.audio_fingerprint import BANDS, FRAMES, Fingerprinter, audio_links
+from assets.core.audio_fingerprint import (
+    BANDS,
+    FRAMES,
+    Fingerprinter,
+    audio_links,
+    profile_matrix,
+)
 from assets.core.dataset import normalise_prompt, split_of
 from assets.core.dataset_spec import DatasetSpec
 from assets.core.prompt_similarity import (
@@ -102,7 +108,9 @@ def test_fingerprints_are_compact(clips):
 
 def test_copies_of_a_sound_are_linked_and_distinct_sounds_never(clips):
     profiles, prints, durations, family, copies = clips
-    links = audio_links(profiles, durations, lambda index: [prints[i] for i in index])
+    links = audio_links(
+        profile_matrix(profiles), durations, lambda index: [prints[i] for i in index]
+    )
     found = {tuple(pair) for pair in links.tolist()}
 
     missed = [(how, family[a]) for a, b, how in copies if (a, b) not in found]

@@ -8,6 +8,7 @@ harvest of a day and a range is shared by the assertions that read its outcome.
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,11 +19,10 @@ from click.testing import CliRunner, Result
 from dagster import DagsterInstance
 
 from pipelines.cli import cli
-from pipelines.cli.output import EXIT_FAILED, EXIT_OPERATOR
+from pipelines.cli.output import EXIT_FAILED, EXIT_OPERATOR, EXIT_STOPPED
 from sandbox.__main__ import _parser as sandbox_parser
 
-from conftest import SANDBOX_KEY
-from pipeline_kit import write_manifest
+from pipeline_kit import sandbox_env, write_manifest
 
 PROJECT = Path(__file__).resolve().parent.parent
 DAY, NEXT = "2026-11-01", "2026-11-02"
@@ -45,20 +45,9 @@ def setup_env(monkeypatch: pytest.MonkeyPatch, root: Path, base_url: str) -> Non
     """A working setup: the sandbox, its host allowed, roots and a fresh instance in `root`."""
     for name in CLEARED:
         monkeypatch.delenv(name, raising=False)
-    home = root / "dagster_home"
-    home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(PROJECT / "pipelines" / "dagster.yaml", home / "dagster.yaml")
-    env = {
-        "CAMB_API_KEY": SANDBOX_KEY,
-        "CAMB_API_BASE_URL": base_url,
-        "CAMB_DOWNLOAD_ALLOW_HOSTS": "127.0.0.1",
-        "SOUNDHARVEST_MANIFEST_ROOT": str(root / "manifests"),
-        "SOUNDHARVEST_AUDIO_ROOT": str(root / "audio"),
-        "SOUNDHARVEST_CATALOG_ROOT": str(root / "catalog"),
-        "SOUNDHARVEST_DATASET_ROOT": str(root / "datasets"),
-        "SOUNDHARVEST_STEP_RETRIES": "0",
-        "DAGSTER_HOME": str(home),
-    }
+    (root / "dagster_home").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(PROJECT / "pipelines" / "dagster.yaml", root / "dagster_home" / "dagster.yaml")
+    env = sandbox_env(base_url, root) | {"SOUNDHARVEST_STEP_RETRIES": "0"}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     for day in (DAY, NEXT):
@@ -234,6 +223,22 @@ def test_status_says_what_the_catalog_says(harvested: dict) -> None:
     assert report["oldest_pending"] == NEXT
 
 
+def test_status_reads_a_catalog_on_s3(harvested: dict, s3_bucket, monkeypatch) -> None:
+    local = harvested["root"] / "catalog" / "sound_catalog"
+    client = s3_bucket.client()
+    for part in local.glob("date=*/part-0.parquet"):
+        key = f"catalog/sound_catalog/{part.parent.name}/part-0.parquet"
+        client.put_object(Bucket=s3_bucket.name, Key=key, Body=part.read_bytes())
+    options = {"s3": {"endpoint_url": s3_bucket.endpoint_url}}
+    monkeypatch.setenv("SOUNDHARVEST_STORAGE_OPTIONS", json.dumps(options))
+    monkeypatch.setenv("SOUNDHARVEST_CATALOG_ROOT", f"{s3_bucket.url}/catalog")
+    result = soundharvest("status", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["catalog"] == f"{s3_bucket.url}/catalog/sound_catalog"
+    assert json.loads(harvested["status_json"].output)["days"][0] in report["days"]
+
+
 # -- failures and exit codes --------------------------------------------------------------------
 
 
@@ -270,6 +275,29 @@ def test_exit_codes(setup: Path, monkeypatch, args: list, change: dict, code: in
     result = soundharvest(*args)
     assert result.exit_code == code, result.output
     assert says in result.output.strip().splitlines()[-1]
+
+
+def test_the_console_script_stops_when_told(setup: Path, sandbox) -> None:
+    sandbox.set_faults(latency_s=3.0)  # seconds in sound_files, to be interrupted in
+    script = Path(sys.executable).with_name("soundharvest")
+    process = subprocess.Popen(
+        [str(script), "harvest", DAY],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=PROJECT,
+    )
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:  # plain lines: its output is not a terminal
+        lines.append(line)
+        if "runs to fetch" in line:
+            process.send_signal(signal.SIGINT)
+            break
+    rest, _ = process.communicate(timeout=60)
+    lines += rest.splitlines()
+    assert process.returncode == EXIT_STOPPED, "".join(lines)
+    assert lines[-1].startswith(f"soundharvest: stopped as told; run `soundharvest harvest {DAY}`")
 
 
 # -- --help -------------------------------------------------------------------------------------

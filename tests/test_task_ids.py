@@ -227,7 +227,14 @@ def test_every_task_outcome_reaches_the_catalog_and_a_rerun_asks_less(task_day):
     assert first["single_requests"] == 0
     # The rerun asks only about tasks without a final answer (pending, SUCCESS without run).
     assert second["status_polls"] == {"task-1002-pending": 1, "task-1006-norun": 1}
-    assert again[["status", "error"]].equals(catalog[["status", "error"]])
+    # The same outcomes; a pending run tried twice also says soundharvest gave up (the day is
+    # past the give-up horizon: assets/core/sweep.py), ending with the same last answer.
+    assert again["status"].equals(catalog["status"])
+    assert last_answers(again["error"]).equals(last_answers(catalog["error"]))
+
+
+def last_answers(errors: pd.Series) -> pd.Series:
+    return errors.str.replace(r"^soundharvest gave up .*?last answer: ", "", regex=True)
 
 
 def test_a_rerun_of_a_resolved_day_asks_nothing(sandbox, tmp_path, scratch):

@@ -32,12 +32,16 @@ compared.
 """
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from assets.core.pairs import same_key_pairs
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 FINGERPRINT_VERSION = 1  # bumped when what a fingerprint holds changes: files are measured again
 HOP_S = 0.025
@@ -48,7 +52,7 @@ FLOOR_DB = 50.0
 STEP_DB = 0.5
 MAX_LAG_FRAMES = 5
 MIN_OVERLAP_FRAMES = 12
-DEFAULT_THRESHOLD = 0.7  # between the farthest copy and the closest distinct pair (docs/ml.md)
+DEFAULT_THRESHOLD = 0.78  # between the farthest copy and the closest distinct pair (docs/ml.md)
 PROFILE_TOLERANCE_DB = 3.0  # RMS over the bands, overall level out; copies stay within ~1
 
 
@@ -150,54 +154,86 @@ def _centred(levels: np.ndarray) -> np.ndarray:
 
 # -- finding the same sound among many clips ---------------------------------------------
 
-TABLES = 8  # blocking tables; a pair is compared if it shares a key in any of them
-BITS = 16  # random hyperplanes over the profile per table
+TABLES = 16  # blocking tables; a pair is compared if it shares a key in any of them
+KEY_BANDS = 8  # bands of the profile in each table's key (8 one-byte cells: an int64)
+CELL_DB = 5.0
 DURATION_BUCKET_S = 1.0  # and the duration, in buckets offset by half in every other table
 
 
 def blocking_keys(profiles: np.ndarray, durations: np.ndarray) -> np.ndarray:
-    """One int64 key per clip per table (clips x TABLES), from the signs of the clip's
-    profile (its overall level out) against fixed random hyperplanes, and its duration
-    bucket. The same sound collides in most tables: its profile moves by a dB or two at most,
-    its duration by a trim."""
-    centred = profiles - profiles.mean(axis=1, keepdims=True)
-    planes = np.random.default_rng(16).standard_normal((TABLES, BANDS, BITS))
-    bits = np.einsum("nb,tbk->ntk", centred, planes) > 0
-    code = (bits * (1 << np.arange(BITS))).sum(axis=2)
-    offsets = (np.arange(TABLES) % 2) * DURATION_BUCKET_S / 2
-    bucket = np.floor((durations[:, None] + offsets) / DURATION_BUCKET_S).astype(np.int64)
-    return (bucket << BITS) | code
+    """One int64 key per clip per table (clips x TABLES): in each table, the clip's level in
+    ``KEY_BANDS`` bands drawn at random (its overall level out), each cut into cells of
+    ``CELL_DB`` with a random offset, and its duration bucket. The same sound shares most
+    cells (its profile moves by about a dB, its duration by a trim), so it shares a whole
+    key in some table; different sounds rarely share all of them."""
+    # bands x clips: a table's bands are then whole rows, read at memory speed
+    centred = np.ascontiguousarray((profiles - profiles.mean(axis=1, keepdims=True)).T)
+    buckets = [
+        np.floor((durations + offset) / DURATION_BUCKET_S).astype(np.int64) * _MIX
+        for offset in (0.0, DURATION_BUCKET_S / 2)
+    ]
+    rng = np.random.default_rng(16)
+    keys = np.empty((len(profiles), TABLES), dtype=np.int64)
+    cells = np.empty((len(profiles), KEY_BANDS), dtype=np.int8)
+    for table in range(TABLES):
+        bands = rng.choice(BANDS, KEY_BANDS, replace=False)
+        shift = rng.uniform(0, CELL_DB, KEY_BANDS).astype(np.float32)
+        # within +-50 dB a cell number fits a byte: the 8 cells are the 8 bytes of the key
+        for at, band in enumerate(bands):
+            cells[:, at] = np.floor((centred[band] + shift[at]) / np.float32(CELL_DB))
+        keys[:, table] = cells.view(np.int64)[:, 0] ^ buckets[table % 2]
+    return keys
+
+
+_MIX = np.int64(-7046029254386353131)  # 0x9E3779B97F4A7C15 as int64: spreads the bucket
 
 
 def audio_candidates(profiles: np.ndarray, durations: np.ndarray) -> np.ndarray:
     """Pairs (i, j), i < j, of clips sharing a blocking key in some table: int64 (pairs, 2)."""
     keys = blocking_keys(profiles, durations)
     found = [same_key_pairs(keys[:, table]) for table in range(TABLES)]
-    return np.unique(np.vstack(found), axis=0)
+    pairs = np.vstack(found)
+    # one int64 per pair: a far cheaper unique than over rows
+    flat = np.unique(pairs[:, 0] * len(profiles) + pairs[:, 1])
+    return np.stack([flat // len(profiles), flat % len(profiles)], axis=1)
 
 
-def has_sound(profile: np.ndarray) -> bool:
-    """A profile with some spread: digital silence (or a floor everywhere) matches nothing."""
-    return bool(profile.max() - profile.min() >= 1.0)
+def profile_matrix(profiles: "Sequence[bytes | None] | pa.Array") -> np.ndarray:
+    """Profiles as a uint8 matrix (clips x BANDS); a missing one (or one of another size)
+    is all zeros, which matches nothing. An Arrow binary array converts without a Python
+    object per clip."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    array = pa.array(profiles, pa.binary()) if not isinstance(profiles, pa.Array) else profiles
+    wrong = pc.fill_null(pc.not_equal(pc.binary_length(array), BANDS), True)
+    array = pc.if_else(wrong, pa.scalar(bytes(BANDS)), array).cast(pa.binary())
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    offsets = np.frombuffer(array.buffers()[1], np.int32)[
+        array.offset : array.offset + len(array) + 1
+    ]
+    data = np.frombuffer(array.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
+    return data.reshape(-1, BANDS)
 
 
 def audio_links(
-    profiles: list[bytes | None],
+    profiles: np.ndarray,
     durations: np.ndarray,
     fingerprints: Callable[[np.ndarray], list[bytes]],
     threshold: float = DEFAULT_THRESHOLD,
 ) -> np.ndarray:
     """Pairs (i, j), i < j, of clips that are the same sound: int64 (pairs, 2).
 
-    ``fingerprints(indices)`` gives the fingerprints of those clips: only clips with a
-    candidate pair are read, so a snapshot holds the 16-byte profiles of every clip and the
-    fingerprints of few."""
-    usable = np.array([p is not None and has_sound(decode(p)[0]) for p in profiles], dtype=bool)
+    ``profiles``: uint8 (clips x BANDS), see ``profile_matrix``; ``fingerprints(indices)``
+    gives the fingerprints of those clips: only clips with a candidate pair are read, so a
+    snapshot holds the 16-byte profiles of every clip and the fingerprints of few. A
+    profile without spread (silence, or none) matches nothing."""
+    usable = profiles.max(axis=1) - profiles.min(axis=1) >= round(1.0 / STEP_DB)
     index = np.flatnonzero(usable)
     if len(index) < 2:
         return np.empty((0, 2), dtype=np.int64)
-    levels = np.frombuffer(b"".join(profiles[i] for i in index), dtype=np.uint8)
-    spectra = levels.reshape(-1, BANDS).astype(np.float64) * STEP_DB
+    spectra = profiles[index].astype(np.float32) * STEP_DB
     candidates = audio_candidates(spectra, durations[index])
     centred = spectra - spectra.mean(axis=1, keepdims=True)
     apart = np.sqrt(np.mean(np.square(centred[candidates[:, 0]] - centred[candidates[:, 1]]), 1))

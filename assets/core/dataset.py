@@ -70,7 +70,7 @@ ROW_SCHEMA = pa.schema(
 )
 assert tuple(ROW_SCHEMA.names) == ROW_COLUMNS
 _HIVE_DATE = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
-AUDIO_COLUMNS = ("audio_profile", "audio_fingerprint")  # read for grouping, not exported
+AUDIO_COLUMNS = ("audio_profile",)  # read for grouping, not exported
 
 
 # -- reading ------------------------------------------------------------------------------
@@ -112,6 +112,16 @@ def read_rows(catalog: Storage) -> pl.LazyFrame:
 
 def _no_audio() -> list[pl.Expr]:
     return [pl.lit(None, pl.Binary).alias(name) for name in AUDIO_COLUMNS]
+
+
+def read_fingerprints(catalog: Storage) -> pl.LazyFrame | None:
+    """(date, run_id, sha256, audio_fingerprint) of every measured file, lazy: a snapshot
+    reads the few it compares (a kilobyte each), never the column whole."""
+    features = _scan(catalog, "sound_features", FEATURES_SCHEMA)
+    if features is None:
+        return None
+    keys = ["date", "run_id", "sha256", "audio_fingerprint"]
+    return features.filter(pl.col("error").is_null()).select(keys)
 
 
 def _scan(storage: Storage, name: str, schema: pa.Schema | None = None) -> pl.LazyFrame | None:
@@ -197,16 +207,22 @@ def filters(spec: DatasetSpec) -> list[tuple[pl.Expr, str]]:
 
 
 def select(
-    rows: pl.LazyFrame | pl.DataFrame, spec: DatasetSpec, previous: pl.DataFrame | None = None
+    rows: pl.LazyFrame | pl.DataFrame,
+    spec: DatasetSpec,
+    previous: pl.DataFrame | None = None,
+    fingerprints: pl.LazyFrame | None = None,
 ) -> Selection:
     """The rows of a snapshot, with their split (see the module docstring for the order).
 
     The catalog is read by one streamed polars query that keeps each run's earliest day
     with a semi join on a narrow aggregate (no sort of the wide rows); the earliest run of
     each sha256 is found the same way. ``previous``: (run_id, split) of the previous
-    snapshot, which `group_by: similarity` keeps (assets/core/groups.py)."""
+    snapshot, which `group_by: similarity` keeps (assets/core/groups.py); ``fingerprints``:
+    `read_fingerprints`, or (when None) the `audio_fingerprint` column of ``rows``."""
     rows = rows.lazy()
     present = rows.collect_schema().names()
+    if fingerprints is None and "audio_fingerprint" in present:
+        fingerprints = rows.select("date", "run_id", "sha256", "audio_fingerprint")
     rows = rows.with_columns(e for e in _no_audio() if e.meta.output_name() not in present)
     earliest = rows.group_by("run_id").agg(pl.col("date").min())
     rows = rows.join(earliest, on=["run_id", "date"], how="semi")
@@ -218,7 +234,7 @@ def select(
         )
     # Fingerprints are read later, for the few clips that need comparing (audio_links).
     frame = (
-        rows.drop("audio_fingerprint")
+        rows.drop("audio_fingerprint", strict=False)
         .with_columns(failed.alias("failed"))
         .collect(engine="streaming")
     )
@@ -233,7 +249,7 @@ def select(
         frame = kept
 
     if spec.group_by == "similarity":
-        frame, split = _similarity_splits(frame, rows, spec, previous, selection)
+        frame, split = _similarity_splits(frame, fingerprints, spec, previous, selection)
     else:
         groups = group_keys(frame, spec.group_by)
         splits = split_table(groups, spec)
@@ -248,14 +264,14 @@ def select(
 
 def _similarity_splits(
     frame: pl.DataFrame,
-    rows: pl.LazyFrame,
+    fingerprints: pl.LazyFrame | None,
     spec: DatasetSpec,
     previous: pl.DataFrame | None,
     selection: Selection,
 ) -> tuple[pl.DataFrame, pl.Series]:
     """(the rows left, their splits) under `group_by: similarity` (assets/core/groups.py);
     the counts go to ``selection.groups``, near-duplicate audio dropped to its drops."""
-    pairs = audio_pairs(frame, lambda index: _fingerprints(rows, frame[index]), spec)
+    pairs = audio_pairs(frame, lambda index: _fingerprints(fingerprints, frame[index]), spec)
     if spec.dedupe_near_audio:
         keep = near_audio_keep(frame, pairs)
         selection.dropped["near-identical audio to an earlier run"] = int((~keep).sum())
@@ -279,15 +295,15 @@ def _similarity_splits(
     return frame.drop("_prompt_key"), pl.Series("split", np.array(SPLITS)[split], pl.String)
 
 
-def _fingerprints(rows: pl.LazyFrame, wanted: pl.DataFrame) -> list[bytes]:
-    """The fingerprints of ``wanted``'s (date, run_id), in its order."""
-    keys = wanted.select("date", "run_id").with_row_index("_at").lazy()
-    found = (
-        rows.select("date", "run_id", "audio_fingerprint")
-        .join(keys, on=["date", "run_id"], how="inner")
-        .collect(engine="streaming")
-        .sort("_at")
-    )
+def _fingerprints(source: pl.LazyFrame | None, wanted: pl.DataFrame) -> list[bytes]:
+    """The fingerprints of ``wanted``'s files (date, run_id, sha256), in its order: a semi
+    join with the few wanted keys on the build side, so the column streams past."""
+    keys = ["date", "run_id", "sha256"]
+    at = wanted.select(keys).with_row_index("_at")
+    if source is None:
+        raise ValueError(f"fingerprints: {wanted.height} wanted, none stored")
+    found = source.join(at.lazy().select(keys), on=keys, how="semi").collect(engine="streaming")
+    found = found.unique(keys).join(at, on=keys, how="inner").sort("_at")
     if found.height != wanted.height:
         raise ValueError(f"fingerprints: {wanted.height} wanted, {found.height} found")
     return found["audio_fingerprint"].to_list()

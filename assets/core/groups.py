@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import polars as pl
 
-from assets.core.audio_fingerprint import audio_links
+from assets.core.audio_fingerprint import audio_links, profile_matrix
 from assets.core.dataset_spec import SPLITS, DatasetSpec
 from assets.core.prompt_similarity import prompt_links, reduce_prompt
 
@@ -58,7 +58,7 @@ def audio_pairs(
 ) -> np.ndarray:
     """Row pairs of ``frame`` whose clips are the same sound."""
     return audio_links(
-        frame["audio_profile"].to_list(),
+        profile_matrix(frame["audio_profile"].to_arrow()),
         frame["duration_s"].fill_null(0.0).to_numpy(),
         fingerprints,
         spec.audio_similarity,
@@ -89,8 +89,10 @@ def assign(
     n = len(frame)
     if not n:
         return np.empty(0, dtype=np.int64), GroupStats()
-    normalised = frame["_prompt_key"].to_numpy().astype(str)  # "" for runs without a prompt
-    keys, prompt_of_row = np.unique(normalised, return_inverse=True)
+    # Distinct normalised prompts ("" for runs without one) in polars: no Python string per
+    # row. A dense rank numbers them in the order of the sorted distinct values.
+    keys = frame["_prompt_key"].unique().sort().to_numpy().astype(str)
+    prompt_of_row = (frame["_prompt_key"].rank("dense") - 1).to_numpy().astype(np.int64)
     reduced = np.array([reduce_prompt(key) for key in keys], dtype=str)
     texts, reduced_of_key = np.unique(reduced, return_inverse=True)
     prompt_of_row, reduced_of_key = prompt_of_row.ravel(), reduced_of_key.ravel()

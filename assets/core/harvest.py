@@ -174,8 +174,11 @@ class Ledger:
         if self._unsaved and self._clock() - self._saved_at >= self._interval_s:
             self.save()
 
-    def save(self) -> None:
+    def save(self, *, only_changes: bool = False) -> None:
+        """Save the rows; with `only_changes`, only if rows were recorded since the last save."""
         with self._lock:
+            if only_changes and not self._unsaved:
+                return
             self._unsaved = 0
         if self._save is not None:
             self._save(self.frame())
@@ -240,9 +243,10 @@ class DayHarvest:
         try:
             self._work(plan, previous, ledger, deadline)
         except BaseException as exc:
-            # Keep the records of every file published before the failure.
+            # Keep the records of every file published before the failure (or the stop); a
+            # day stopped before any outcome leaves its ledger as it was.
             try:
-                ledger.save()
+                ledger.save(only_changes=True)
             except Exception as save_error:
                 self.log.warning(f"{self.day}: the files ledger could not be saved: {save_error}")
             if isinstance(exc, OSError):  # storage errors are StorageError: this is local disk

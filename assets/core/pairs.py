@@ -12,8 +12,9 @@ def same_key_pairs(keys: np.ndarray) -> np.ndarray:
     ordered = keys[order]
     starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
     sizes = np.diff(np.r_[starts, len(keys)])
-    pairs = [np.empty((0, 2), dtype=np.int64)]
-    for start, size in zip(starts[sizes > 1], sizes[sizes > 1], strict=True):
+    two = starts[sizes == 2]  # the common case, at once
+    pairs = [np.sort(np.stack([order[two], order[two + 1]], axis=1), axis=1).astype(np.int64)]
+    for start, size in zip(starts[sizes > 2], sizes[sizes > 2], strict=True):
         members = np.sort(order[start : start + size])
         first, second = np.triu_indices(size, k=1)
         pairs.append(np.stack([members[first], members[second]], axis=1).astype(np.int64))

@@ -31,7 +31,14 @@ import pandas as pd
 import polars as pl
 
 from assets.core.card import PLOTS, card, plots, split_summary, summary_frame
-from assets.core.dataset import Selection, by_split, read_rows, select, snapshot_version
+from assets.core.dataset import (
+    Selection,
+    by_split,
+    read_fingerprints,
+    read_rows,
+    select,
+    snapshot_version,
+)
 from assets.core.dataset_spec import SPLITS, DatasetSpec
 from assets.core.exports import SnapshotError, SnapshotFiles, write_hf, write_nemo, write_webdataset
 from resources.storage import Storage
@@ -70,7 +77,8 @@ def build_snapshot(
     spec.check()
     sticky = spec.group_by == "similarity"
     previous = read_assignments(out, spec) if sticky else None
-    selection = select(read_rows(catalog), spec, previous)
+    fingerprints = read_fingerprints(catalog) if sticky else None
+    selection = select(read_rows(catalog), spec, previous, fingerprints)
     if not selection.rows.num_rows:
         return Snapshot(selection, None)
     version = snapshot_version(selection.rows, spec)

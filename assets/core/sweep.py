@@ -80,10 +80,20 @@ def _intervals(text: str) -> tuple[timedelta, ...]:
 
 
 def mark_given_up(
-    catalog: pd.DataFrame, day: str, now: datetime, policy: SweepPolicy
+    catalog: pd.DataFrame,
+    day: str,
+    now: datetime,
+    policy: SweepPolicy,
+    task_polls: Mapping[str, int] | None = None,
 ) -> pd.DataFrame:
     """The day's catalog with every pending row saying soundharvest gave up, once the day is
-    past the horizon; the answer the API last gave stays at the end of the text."""
+    past the horizon; the answer the API last gave stays at the end of the text.
+
+    Only rows tried before (`attempts` above 1) are given up on: a run met for the first time
+    past the horizon (a late manifest, a backfill of old days, the demo's first run) is
+    pending, and the final sweep that follows gives up on it if it still is. A task that never
+    resolved has no attempts: its status calls (`task_polls`, task id -> count) count instead.
+    """
     if not policy.gave_up(day, now):
         return catalog
     age = (now - day_end(day)).days
@@ -94,7 +104,12 @@ def mark_given_up(
     )
     out = catalog.copy()
     error = out["error"].astype("string").fillna("")
-    rows = (out["status"] == "pending") & ~error.str.startswith(GAVE_UP)
+    attempts = out["attempts"].astype("Float64") if "attempts" in out else None
+    if attempts is not None and task_polls and "task_id" in out:
+        attempts = attempts.fillna(out["task_id"].map(task_polls).astype("Float64"))
+    # A row without any count is taken as tried before, as it always was.
+    tried = attempts.fillna(2) > 1 if attempts is not None else True
+    rows = (out["status"] == "pending") & ~error.str.startswith(GAVE_UP) & tried
     out.loc[rows, "error"] = [prefix + text for text in error[rows]]
     return out
 

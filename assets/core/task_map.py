@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 import pandas as pd
@@ -41,6 +42,17 @@ NOT_RESOLVED_YET = "task not resolved yet"
 class TaskPlan:
     run_ids: list[int]  # to harvest now: run-id rows, and tasks resolved earlier
     poll: list[str]  # tasks to ask about, beside the harvest
+    task_only: frozenset[str] = frozenset()  # polled tasks of rows without a run id
+
+    def joins(self, answer: TaskAnswer) -> bool:
+        """Whether a task's run joins the harvest: only a row with no run id of its own
+        brings one, and never a run the plan already keeps, adopts or fetches (a rerun after a
+        crash would download again what it should adopt)."""
+        return answer.task_id in self.task_only and answer.run_id not in self._covered
+
+    @cached_property
+    def _covered(self) -> frozenset[int]:
+        return frozenset(self.run_ids)
 
 
 class TaskMap:
@@ -57,18 +69,20 @@ class TaskMap:
     def plan(self, accepted: pd.DataFrame) -> TaskPlan:
         """What to harvest and what to ask, for the day's accepted manifest rows."""
         run_ids: dict[int, None] = {}
-        poll = []
+        poll, task_only = [], set()
         for run_id, task_id in zip(accepted["run_id"], accepted["task_id"], strict=True):
             known = self._rows.get(task_id) if isinstance(task_id, str) else None
             resolved = known["run_id"] if known and known["status"] == "resolved" else None
             if isinstance(task_id, str) and not (known and known["final"]):
                 poll.append(task_id)
+                if pd.isna(run_id):
+                    task_only.add(task_id)
             if pd.notna(run_id):
                 if resolved is None or resolved == run_id:  # a disagreement is not fetched
                     run_ids[int(run_id)] = None
             elif resolved is not None:
                 run_ids[int(resolved)] = None
-        return TaskPlan(list(run_ids), poll)
+        return TaskPlan(list(run_ids), poll, frozenset(task_only))
 
     def record(self, answer: TaskAnswer) -> None:
         with self._lock:

@@ -3,9 +3,10 @@
 Airbyte's `check` is the model: validate configuration and connectivity before any data
 moves, and say in words what is wrong and what to do. Every check returns `Check`s; none
 raises. Nothing here costs a generation: the API is asked about results only, once with an
-empty list of ids (refused by validation, 422, after the key was accepted) and once about at
-most five ids of the day's manifest, for a real download URL whose host is then checked
-against the download policy without downloading.
+empty list of ids (refused by validation, 422, after the key was accepted), then about a
+few runs of the day's manifest (its task ids resolved first through the status endpoint)
+for a real download URL, whose host is checked against the download policy without
+downloading anything.
 """
 
 import datetime as dt
@@ -82,6 +83,19 @@ def client_settings() -> ClientSettings:
 
     key = os.environ.get(KEY_VARIABLE, "").strip()
     return CambResource(api_key=key or "unset").settings()
+
+
+def connection(run_ids: list[int], task_ids: list[str]) -> list[Check]:
+    """The API checks and the download policy's, with the client's settings of a step."""
+    try:
+        client = client_settings()
+    except ValueError as exc:  # SettingError: a CAMB_* value that cannot be used
+        problem, fix = (exc.problem, exc.fix) if isinstance(exc, OperatorError) else (exc, "")
+        return [Check("API settings", False, str(problem), fix or "fix the variable named")]
+    key = os.environ.get(KEY_VARIABLE, "").strip()
+    if not run_ids and task_ids and key:  # a day of task ids: resolve a few of them
+        run_ids = _resolve_tasks(client, task_ids[:BULK_LIMIT], key)
+    return [*api(client), download_host(client, run_ids)]
 
 
 def _post_bulk(client: ClientSettings, run_ids: list[int], key: str | None) -> httpx.Response:
@@ -261,8 +275,8 @@ def _read_back(storage: Storage, name: str, variable: str) -> Check:
     return Check(f"{name} root", True, f"{storage.uri('')} can be written, read back and cleaned")
 
 
-def manifests(day: str) -> tuple[Check, list[int]]:
-    """The manifests of `day` are found and parse; the accepted run ids, for `download_host`."""
+def manifests(day: str) -> tuple[Check, list[int], list[str]]:
+    """The manifests of `day` are found and parse; their accepted run ids and task ids."""
     from assets.core.manifest import ManifestError, load_day
 
     name = f"manifests of {day}"
@@ -270,26 +284,24 @@ def manifests(day: str) -> tuple[Check, list[int]]:
         storage = Storage(root_url("manifests"))
         rows = load_day(storage.fs, storage.root, day)
     except ManifestError as exc:
-        return Check(name, False, str(exc), "fix or remove the file and line named"), []
+        return Check(name, False, str(exc), "fix or remove the file and line named"), [], []
     except Exception as exc:
-        return Check(name, False, redact_text(str(exc)), f"check {ROOTS['manifests'][0]}"), []
+        fix = f"check {ROOTS['manifests'][0]}"
+        return Check(name, False, redact_text(str(exc)), fix), [], []
     if rows.empty:
         where = storage.uri(day)
-        return Check(name, None, f"no manifest at {where}[.csv|.jsonl|.parquet]: no runs"), []
+        return Check(name, None, f"no manifest at {where}[.csv|.jsonl|.parquet]: no runs"), [], []
     accepted = rows[rows["status"] == "accepted"]
     files = rows["manifest"].nunique()
     rejected = len(rows) - len(accepted)
     detail = f"{len(rows)} rows in {files} file(s), {rejected} rejected"
     run_ids = [int(i) for i in accepted["run_id"].dropna()]
-    if not run_ids and "task_id" in accepted:  # a day of task ids: resolve a few of them
-        run_ids = _resolve_tasks(list(accepted["task_id"].dropna().astype(str)[:BULK_LIMIT]))
-    return Check(name, True, detail), run_ids
+    tasks = accepted["task_id"].dropna().astype(str) if "task_id" in accepted else []
+    return Check(name, True, detail), run_ids, list(tasks)
 
 
-def _resolve_tasks(task_ids: list[str]) -> list[int]:
+def _resolve_tasks(client: ClientSettings, task_ids: list[str], key: str) -> list[int]:
     """The run ids of those of `task_ids` that succeeded (one status call each)."""
-    client = client_settings()
-    key = os.environ.get(KEY_VARIABLE, "").strip()
     run_ids = []
     for task_id in task_ids:
         try:
@@ -320,6 +332,15 @@ def dagster_instance() -> list[Check]:
                 "not set: runs would not be recorded where the UI shows them",
                 f"export DAGSTER_HOME={PROJECT / '.dagster_home'} (any folder; copy "
                 "pipelines/dagster.yaml into it for the camb_api pool)",
+            )
+        ]
+    if not Path(home).exists():
+        return [
+            Check(
+                "DAGSTER_HOME",
+                None,
+                f"{home} does not exist yet: `soundharvest harvest` makes it, with the "
+                "camb_api pool of pipelines/dagster.yaml",
             )
         ]
     if not Path(home).is_dir():

@@ -2,17 +2,15 @@
 
 import click
 
-from pipelines.cli.output import EXIT_FAILED, console, day_argument, mark
+from pipelines.cli.output import EXIT_FAILED, console, day_option, mark
 
 
 @click.command(
     epilog="Exit status: 0 when no check failed (warnings allowed), 1 when any check failed."
 )
-@click.option(
+@day_option(
     "--day",
-    metavar="DAY",
-    callback=lambda _c, _p, v: v and day_argument(v),
-    help="The day whose manifests to read and whose runs give a real download URL "
+    "The day whose manifests to read and whose runs give a real download URL "
     "(default: yesterday, UTC, the day the schedule harvests next).",
 )
 def doctor(day: str | None) -> None:
@@ -30,10 +28,8 @@ def doctor(day: str | None) -> None:
 
     day = day or checks.yesterday()
     results = [checks.api_key(), checks.settings()]
-    client = checks.client_settings()
-    manifest, run_ids = checks.manifests(day)
-    results += checks.api(client)
-    results.append(checks.download_host(client, run_ids))
+    manifest, run_ids, task_ids = checks.manifests(day)
+    results += checks.connection(run_ids, task_ids)
     results += checks.storage_roots()
     results.append(manifest)
     results += checks.dagster_instance()

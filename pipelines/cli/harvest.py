@@ -94,7 +94,7 @@ def harvest(days: list[str], features: bool, verbose: bool) -> None:
         except Exception as exc:
             _traceback(verbose)
             stop(f"the run could not be launched: {type(exc).__name__}: {exc}", EXIT_FAILED)
-    _summary(days, started)
+    _summary(days, started, complete=launched.success)
     if launched.success:
         console.print(f"[green]harvested {_span(days)}[/] (run {launched.run_id})")
         return
@@ -148,8 +148,9 @@ def _span(days: list[str]) -> str:
     return days[0] if len(days) == 1 else f"{days[0]}...{days[-1]}"
 
 
-def _summary(days: list[str], started: dt.datetime) -> None:
-    """The table per day and the top reasons, read back from the catalog."""
+def _summary(days: list[str], started: dt.datetime, *, complete: bool) -> None:
+    """The table per day and the top reasons, read back from the catalog. After a complete
+    run a day without rows had no manifest (a row of zeros); otherwise it may be undone."""
     from pipelines.cli.report import read_catalog, report, tables
     from resources.roots import root_url
     from resources.storage import Storage
@@ -160,10 +161,11 @@ def _summary(days: list[str], started: dt.datetime) -> None:
     except Exception as exc:  # the failure (last line) says more than this
         err_console.print(f"(the catalog could not be read for the summary: {exc})")
         return
-    if rows is None or rows.empty:
-        console.print("no catalog rows for these days (no manifest: no runs)")
+    if rows is None or (rows.empty and not complete):
+        console.print("no catalog rows for these days yet")
         return
-    summary = report(storage.uri("sound_catalog"), rows, new_since=started, days=days)
+    shown = days if complete else ()
+    summary = report(storage.uri("sound_catalog"), rows, new_since=started, days=shown)
     for table in tables(summary, new=True):
         console.print(table)
 

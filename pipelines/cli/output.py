@@ -1,6 +1,8 @@
 """What every command shares on the way out: exit codes, marks, the one-line error."""
 
+import datetime as dt
 import sys
+from collections.abc import Callable
 from typing import NoReturn
 
 import click
@@ -37,11 +39,13 @@ def stop(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
-def day_argument(value: str) -> str:
-    """A `YYYY-MM-DD` day, or a usage error (exit 2)."""
-    import datetime as dt
+def day_option(flag: str, help: str) -> Callable:
+    """An option holding one day, `YYYY-MM-DD`; anything else is a usage error (exit 2)."""
 
-    try:
-        return dt.date.fromisoformat(value).isoformat()
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a day (YYYY-MM-DD)") from None
+    def day(_context: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+        try:
+            return value and dt.date.fromisoformat(value).isoformat()
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not a day (YYYY-MM-DD)") from None
+
+    return click.option(flag, metavar="DAY", callback=day, help=help)

@@ -4,7 +4,7 @@ import json
 
 import click
 
-from pipelines.cli.output import EXIT_OPERATOR, console, day_argument, stop
+from pipelines.cli.output import EXIT_OPERATOR, console, day_option, stop
 
 SHOWN_DAYS = 31  # without --since or --day: the latest days, so it fits one screen
 
@@ -12,15 +12,8 @@ SHOWN_DAYS = 31  # without --since or --day: the latest days, so it fits one scr
 @click.command(
     epilog="Exit status: 0 shown, 3 the catalog root cannot be read or holds no catalog."
 )
-@click.option(
-    "--since",
-    metavar="DAY",
-    callback=lambda _c, _p, v: v and day_argument(v),
-    help="Days from DAY on (default: the latest 31 days in the catalog).",
-)
-@click.option(
-    "--day", metavar="DAY", callback=lambda _c, _p, v: v and day_argument(v), help="One day only."
-)
+@day_option("--since", "Days from DAY on (default: the latest 31 days in the catalog).")
+@day_option("--day", "One day only.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of tables.")
 def status(since: str | None, day: str | None, as_json: bool) -> None:
     """Per-day counts by status (ok, pending, failed, rejected), the oldest day still
