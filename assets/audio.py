@@ -1,6 +1,7 @@
 """`sound_files`: each accepted run's audio as a verified WAV file on storage."""
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 
@@ -13,14 +14,17 @@ from dagster import (
     asset,
 )
 
+from assets.core.day_fingerprint import Fingerprints, file_stamp, listing_stamp
+from assets.core.day_summary import DaySummary
 from assets.core.features import HARVEST_STATE, HarvestFeatures
 from assets.core.harvest import DayHarvest, index_rows
+from assets.core.lease import DayLease, Holder, LeaseHeld, LeaseLost, holding
 from assets.core.settings import SettingsError
 from assets.core.task_map import TASK_STATE, TaskMap, has_tasks, resolve_rows
 from assets.manifests import run_manifest
-from assets.metadata import day_metadata, location, report_days, summary_line
+from assets.metadata import day_metadata, location, report_days, summary_line, unchanged_line
 from assets.partitions import daily_partitions
-from assets.publish import catalog_relpath, publish_day, sweep_policy
+from assets.publish import catalog_fingerprints, catalog_relpath, publish_day, sweep_policy
 from assets.ranges import (
     DayProblem,
     fail,
@@ -65,8 +69,37 @@ def sound_files(
     # Before any API call: roots that cannot be written and a missing key fail in seconds.
     preflight(context, config, lambda: storage.probe_writable("audio", "catalog"), camb.check)
     started, since = time.monotonic(), datetime.now(UTC)
+    if not DayLease.supported(state):
+        context.log.warning(f"{state}: no per-day lease on this storage: run each day once")
+    prints = Fingerprints(state, "sound_files", audio=audio.uri(""))
+    unchanged: dict[str, DaySummary] = {}
 
-    def harvest(day: str) -> pd.DataFrame:
+    def inputs(day: str) -> str:
+        records = [
+            file_stamp(state, state_relpath(a, day))
+            for a in ("run_manifest", "sound_files", TASK_STATE)
+        ]
+        return prints.stamp(records, listing_stamp(audio, day))
+
+    def harvest(day: str) -> DaySummary:
+        if (summary := prints.unchanged(day, inputs(day))) is not None:
+            unchanged[day] = summary  # complete, and nothing it depends on changed
+            return summary
+        lease = DayLease(state, day, context.run.run_id, config.lease_ttl_s)
+        try:
+            with holding(lease, config.lease_wait_s, on_wait=waiting(day)):
+                # The run we waited for may have completed the day.
+                if (summary := prints.unchanged(day, inputs(day))) is not None:
+                    unchanged[day] = summary
+                    return summary
+                return harvest_day(day)
+        except (LeaseHeld, LeaseLost) as exc:
+            raise DayProblem(str(exc)) from None
+
+    def waiting(day: str) -> Callable[[Holder], None]:
+        return lambda holder: context.log.info(f"{day}: waiting for {holder} to finish it")
+
+    def harvest_day(day: str) -> DaySummary:
         manifest = read_state(state, "run_manifest", day)
         if manifest is None:
             raise DayProblem("its run_manifest is missing: materialize it first")
@@ -114,19 +147,23 @@ def sound_files(
         unresolved = others[others["status"] != "rejected"]
         shown = pd.concat([ledger, unresolved], ignore_index=True) if len(unresolved) else ledger
         context.log.info(summary_line(day, shown, rejected, since))
-        return pd.concat([ledger, others], ignore_index=True) if len(others) else ledger
+        summary = DaySummary.of(pd.concat([ledger, others]) if len(others) else ledger)
+        prints.record(day, inputs(day), summary)
+        return summary
 
     days = run_days(context.partition_keys, harvest)
+    if unchanged:  # one line for them all rather than one each
+        context.log.info(unchanged_line(list(unchanged), list(unchanged.values())))
     links = {day: location(audio, day) for day in days.done}
     if not days.failed:
         metadata = report_days(context, days.done, links, time.monotonic() - started)
         return MaterializeResult(metadata=metadata)
     # sound_catalog will not run after this step fails: publish the completed days' catalog
     # partitions here, the way sound_catalog does, and report both assets' partitions.
-    catalogs = {}
+    catalogs, published = {}, catalog_fingerprints(state, audio, sweep)
     for day in days.done:
         try:
-            catalogs[day] = publish_day(day, state, audio, sweep).rows
+            catalogs[day] = publish_day(day, state, audio, sweep, published).summary
         except (DayProblem, StorageError) as exc:
             days.failed[day] = f"files stored, but the catalog could not be written: {exc}"
     mark_done(context, days.done, lambda day: day_metadata(days.done[day], links[day]))

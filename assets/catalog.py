@@ -5,7 +5,14 @@ from dagster import AssetExecutionContext, BackfillPolicy, MaterializeResult, as
 from assets.audio import sound_files
 from assets.metadata import day_metadata, location, report_days
 from assets.partitions import daily_partitions
-from assets.publish import CHECK_SPECS, catalog_relpath, check_results, publish_day, sweep_policy
+from assets.publish import (
+    CHECK_SPECS,
+    catalog_fingerprints,
+    catalog_relpath,
+    check_results,
+    publish_day,
+    sweep_policy,
+)
 from assets.ranges import fail, mark_done, preflight, run_days, settings
 from resources.storage_resource import StorageResource
 
@@ -27,14 +34,15 @@ def sound_catalog(context: AssetExecutionContext, storage: StorageResource) -> M
     config, sweep = settings(), sweep_policy()
     preflight(context, config, lambda: storage.probe_writable("catalog"))
     audio, catalog_store = storage.audio(), storage.catalog()
+    prints = catalog_fingerprints(catalog_store, audio, sweep)
     days = run_days(
-        context.partition_keys, lambda day: publish_day(day, catalog_store, audio, sweep)
+        context.partition_keys, lambda day: publish_day(day, catalog_store, audio, sweep, prints)
     )
     links = {day: location(catalog_store, catalog_relpath(day)) for day in days.done}
     if days.failed:
-        mark_done(context, days.done, lambda day: day_metadata(days.done[day].rows, links[day]))
+        mark_done(context, days.done, lambda day: day_metadata(days.done[day].summary, links[day]))
         fail(context, days, config)
-    rows = {day: published.rows for day, published in days.done.items()}
+    summaries = {day: published.summary for day, published in days.done.items()}
     return MaterializeResult(
-        metadata=report_days(context, rows, links), check_results=check_results(days.done)
+        metadata=report_days(context, summaries, links), check_results=check_results(days.done)
     )

@@ -1,10 +1,7 @@
 """`run_manifest`: each day's manifest files, validated, bad rows rejected with a reason."""
 
-from collections import Counter
-from collections.abc import Mapping
 from typing import Any
 
-import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -16,11 +13,13 @@ from dagster import (
     asset,
 )
 
+from assets.core.day_fingerprint import Fingerprints, file_stamp, manifest_stamps
+from assets.core.day_summary import DaySummary
 from assets.core.manifest import MANIFEST_SUFFIXES, ManifestError, load_day
 from assets.metadata import failure_reasons, per_partition
 from assets.partitions import daily_partitions
 from assets.ranges import DayProblem, day_ranges, fail, mark_done, preflight, run_days, settings
-from assets.state import write_manifest
+from assets.state import state_relpath, write_manifest
 from resources.storage_resource import StorageResource
 
 
@@ -52,9 +51,15 @@ def run_manifest(context: AssetExecutionContext, storage: StorageResource) -> Ma
     config = settings()
     preflight(context, config, lambda: storage.probe_writable("catalog"))
     manifests, state = storage.manifests(), storage.catalog()
+    prints = Fingerprints(state, "run_manifest", manifests=manifests.uri(""))
 
-    def read(day: str) -> pd.DataFrame:
+    def read(day: str) -> tuple[DaySummary, list[str]]:
+        record = state_relpath("run_manifest", day)
         try:
+            files = manifest_stamps(manifests, day)
+            stamp = prints.stamp(files, file_stamp(state, record))
+            if files and (summary := prints.unchanged(day, stamp)) is not None:
+                return summary, [name for name, *_ in files]  # nothing to parse again
             rows = load_day(manifests.fs, manifests.root, day)
         except ManifestError as exc:
             raise DayProblem(f"manifest cannot be read: {exc}") from None
@@ -66,7 +71,9 @@ def run_manifest(context: AssetExecutionContext, storage: StorageResource) -> Ma
         rejected = (rows["status"] == "rejected").sum()
         if rejected or single_day:  # a range's plain days: its metadata counts them
             context.log.info(f"{day}: {len(rows)} manifest rows, {rejected} rejected")
-        return rows
+        summary = DaySummary.of(rows)
+        prints.record(day, prints.stamp(files, file_stamp(state, record)), summary)
+        return summary, sorted(set(rows["manifest"]))
 
     single_day = len(context.partition_keys) == 1
     missing: dict[str, str] = {}  # day -> where its manifests were looked for
@@ -78,11 +85,12 @@ def run_manifest(context: AssetExecutionContext, storage: StorageResource) -> Ma
             f"{day_ranges(missing)} (looked in {where_looked(manifests.uri('D'))})"
         )
     if days.failed:
-        mark_done(context, days.done, lambda day: manifest_metadata(days.done[day]))
+        mark_done(context, days.done, lambda day: manifest_metadata(*days.done[day]))
         fail(context, days, config)
-    per_day = {day: manifest_metadata(rows) for day, rows in days.done.items()}
+    per_day = {day: manifest_metadata(*done) for day, done in days.done.items()}
+    total = DaySummary.total(summary for summary, _ in days.done.values())
     return MaterializeResult(
-        metadata=per_partition(context, per_day, lambda: totals(days.done)),
+        metadata=per_partition(context, per_day, lambda: counts(total)),
         check_results=[
             AssetCheckResult(
                 check_name="manifest_present",
@@ -102,17 +110,17 @@ def where_looked(day_uri: str) -> str:
     return f"{day_uri}/ and {day_uri}{{{','.join(MANIFEST_SUFFIXES)}}}"
 
 
-def manifest_metadata(rows: pd.DataFrame) -> dict[str, Any]:
-    counts = rows["status"].value_counts()
+def counts(summary: DaySummary) -> dict[str, int]:
     return {
-        "rows": MetadataValue.int(len(rows)),
-        "accepted": MetadataValue.int(int(counts.get("accepted", 0))),
-        "rejected": MetadataValue.int(int(counts.get("rejected", 0))),
-        "rejection reasons": failure_reasons(rows),
-        "files": MetadataValue.json(sorted(set(rows["manifest"]))),
+        "rows": summary.runs,
+        "accepted": summary.count("accepted"),
+        "rejected": summary.count("rejected"),
     }
 
 
-def totals(days: Mapping[str, pd.DataFrame]) -> dict[str, int]:
-    counts = Counter(status for rows in days.values() for status in rows["status"])
-    return {"rows": counts.total(), "accepted": counts["accepted"], "rejected": counts["rejected"]}
+def manifest_metadata(summary: DaySummary, files: list[str]) -> dict[str, Any]:
+    return {
+        **{name: MetadataValue.int(n) for name, n in counts(summary).items()},
+        "rejection reasons": failure_reasons(summary),
+        "files": MetadataValue.json(files),
+    }

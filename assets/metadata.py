@@ -2,11 +2,11 @@
 
 A range run (`BackfillPolicy.single_run`) materializes many partitions in one step. Dagster
 gives every partition the metadata of the step's result, so each day's figures go on its own
-partition (`context.add_asset_metadata(..., partition_key=day)`, which overrides the step's
-keys) and the step's result carries the range's totals under their own `range` key.
+partition (`context.add_asset_metadata(..., partition_key=day)`, whose keys override the
+step's) and the step's result carries the range's totals under their own `range` key.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -14,64 +14,47 @@ import pandas as pd
 from dagster import AssetExecutionContext, MetadataValue, TableColumn, TableRecord, TableSchema
 
 from assets.core.catalog import STATUSES
-from assets.core.reasons import reason_group
+from assets.core.day_summary import DaySummary
+from assets.ranges import day_ranges
 from resources.storage import Storage
 
-PREVIEW_COLUMNS = [
-    "run_id",
-    "status",
-    "error",
-    "duration_s",
-    "sample_rate",
-    "channels",
-    "size_bytes",
-]
-TOP_REASONS = 5
 MIB = 1 << 20
-
 _REASONS_SCHEMA = TableSchema(
     columns=[
-        TableColumn("reason", "string", description="error, numbers and quoted values as N / '…'"),
+        TableColumn("reason", "string", description="numbers and quoted values as N and '…'"),
         TableColumn("runs", "int"),
         TableColumn("example", "string", description="one of them, as the catalog says it"),
     ]
 )
 
 
-def failure_reasons(rows: pd.DataFrame, top: int = TOP_REASONS) -> MetadataValue:
-    """The most frequent reasons rows are not `ok` (failed, rejected, pending), with counts."""
-    errors = rows.loc[rows["status"] != "ok", "error"].dropna().astype(str)
-    groups = errors.groupby(errors.map(reason_group), sort=False)
-    counted = groups.agg(["size", "first"]).sort_values("size", ascending=False, kind="stable")
+def failure_reasons(summary: DaySummary) -> MetadataValue:
+    """The day's most frequent reasons rows are not `ok`, grouped, with their counts."""
     return MetadataValue.table(
         records=[
-            TableRecord({"reason": reason, "runs": int(n), "example": example})
-            for reason, (n, example) in counted.head(top).iterrows()
+            TableRecord({"reason": reason, "runs": n, "example": example})
+            for reason, n, example in summary.reasons
         ],
         schema=_REASONS_SCHEMA,
     )
 
 
-def figures(rows: pd.DataFrame) -> dict[str, Any]:
+def figures(summary: DaySummary) -> dict[str, Any]:
     """Counts by status, runs, stored bytes and audio hours: typed, units in the key."""
-    counts = rows["status"].value_counts()
-    ok = rows[rows["status"] == "ok"]
-    stored = int(ok["size_bytes"].sum())
     return {
-        **{status: MetadataValue.int(int(counts.get(status, 0))) for status in STATUSES},
-        "runs": MetadataValue.int(len(rows)),
-        "stored_bytes": MetadataValue.int(stored),
-        "stored (MiB)": MetadataValue.float(round(stored / MIB, 2)),
-        "audio (h)": MetadataValue.float(round(float(ok["duration_s"].sum()) / 3600, 4)),
+        **{status: MetadataValue.int(summary.count(status)) for status in STATUSES},
+        "runs": MetadataValue.int(summary.runs),
+        "stored_bytes": MetadataValue.int(summary.stored_bytes),
+        "stored (MiB)": MetadataValue.float(round(summary.stored_bytes / MIB, 2)),
+        "audio (h)": MetadataValue.float(round(summary.audio_s / 3600, 4)),
     }
 
 
-def day_metadata(rows: pd.DataFrame, link: str | None = None) -> dict[str, Any]:
+def day_metadata(summary: DaySummary, link: MetadataValue | None = None) -> dict[str, Any]:
     """One day's figures, its most frequent failure reasons, a preview and where it lives."""
-    metadata = figures(rows)
-    metadata["failure reasons"] = failure_reasons(rows)
-    preview = rows.reindex(columns=PREVIEW_COLUMNS).sort_values("run_id").head(10)
-    metadata["preview"] = MetadataValue.md(preview.to_markdown(index=False))
+    metadata = figures(summary)
+    metadata["failure reasons"] = failure_reasons(summary)
+    metadata["preview"] = MetadataValue.md(summary.preview)
     if link is not None:
         metadata["location"] = link
     return metadata
@@ -85,20 +68,24 @@ def location(storage: Storage, relpath: str) -> MetadataValue:
 
 def report_days(
     context: AssetExecutionContext,
-    days: Mapping[str, pd.DataFrame],
+    days: Mapping[str, DaySummary],
     link: Mapping[str, MetadataValue] | None = None,
     elapsed_s: float | None = None,
 ) -> dict[str, Any]:
     """Each day's figures on its own partition; returns the step's metadata (the totals)."""
-    per_day = {day: day_metadata(rows, link and link[day]) for day, rows in days.items()}
+    per_day = {day: day_metadata(summary, link and link[day]) for day, summary in days.items()}
+    total = DaySummary.total(days.values())
 
     def totals() -> dict[str, Any]:
-        every = pd.concat(days.values(), ignore_index=True)
-        return {name: value.value for name, value in figures(every).items()}
+        return {name: value.value for name, value in figures(total).items()}
 
     step = per_partition(context, per_day, totals)
     if elapsed_s:
-        step |= throughput(pd.concat(days.values(), ignore_index=True), elapsed_s)
+        step |= {
+            "elapsed (s)": MetadataValue.float(round(elapsed_s, 2)),
+            "runs per s": MetadataValue.float(round(total.runs / elapsed_s, 1)),
+            "MB per s": MetadataValue.float(round(total.stored_bytes / elapsed_s / 1e6, 2)),
+        }
     return step
 
 
@@ -120,17 +107,6 @@ def per_partition(
     return {"range": MetadataValue.json({"days": len(per_day), **totals()})}
 
 
-def throughput(rows: pd.DataFrame, elapsed_s: float | None) -> dict[str, Any]:
-    if not elapsed_s:
-        return {}
-    stored = int(rows.loc[rows["status"] == "ok", "size_bytes"].sum())
-    return {
-        "elapsed (s)": MetadataValue.float(round(elapsed_s, 2)),
-        "runs per s": MetadataValue.float(round(len(rows) / elapsed_s, 1)),
-        "MB per s": MetadataValue.float(round(stored / elapsed_s / 1e6, 2)),
-    }
-
-
 def summary_line(day: str, rows: pd.DataFrame, rejected: int, since: datetime) -> str:
     """The day's one console line: counts by status, files new since `since`, their bytes."""
     counts = rows["status"].value_counts()
@@ -141,4 +117,15 @@ def summary_line(day: str, rows: pd.DataFrame, rejected: int, since: datetime) -
         f"{int(counts.get('failed', 0))} failed, {rejected} rejected; "
         f"{len(new)} new files, {int(new['size_bytes'].sum()) / MIB:.1f} MiB new, "
         f"{int(ok['size_bytes'].sum()) / MIB:.1f} MiB stored"
+    )
+
+
+def unchanged_line(days: Sequence[str], summaries: Sequence[DaySummary]) -> str:
+    """One line for the days skipped as complete and unchanged, instead of one line each."""
+    total = DaySummary.total(summaries)
+    return (
+        f"{len(days)} day{'s' * (len(days) != 1)} complete and unchanged since their last "
+        f"run ({day_ranges(days)}): "
+        f"{total.count('ok')} ok, {total.count('rejected')} rejected; 0 new files, "
+        f"{total.stored_bytes / MIB:.1f} MiB stored"
     )

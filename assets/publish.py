@@ -18,11 +18,13 @@ from dagster import (
 )
 
 from assets.core.catalog import assemble, parquet_bytes, row_keys, validate_invariants
+from assets.core.day_fingerprint import Fingerprints, file_stamp, listing_stamp
+from assets.core.day_summary import DaySummary
 from assets.core.harvest import stored_sizes
 from assets.core.sweep import SweepPolicy, mark_given_up
 from assets.core.task_map import TASK_STATE, has_tasks
 from assets.ranges import DayProblem, operator_failure
-from assets.state import read_state
+from assets.state import read_state, state_relpath
 from resources.storage import Storage
 
 CHECKS = {
@@ -47,12 +49,12 @@ def catalog_relpath(day: str) -> str:
 
 @dataclass(frozen=True)
 class DayCatalog:
-    rows: pd.DataFrame
+    summary: DaySummary
     findings: dict[str, str]  # check name -> problem found, "" where the check holds
 
     @property
     def pending(self) -> int:
-        return int((self.rows["status"] == "pending").sum())
+        return self.summary.count("pending")
 
 
 def sweep_policy() -> SweepPolicy:
@@ -63,11 +65,34 @@ def sweep_policy() -> SweepPolicy:
         raise operator_failure(str(exc)) from None
 
 
-def publish_day(day: str, catalog_store: Storage, audio: Storage, sweep: SweepPolicy) -> DayCatalog:
+def catalog_fingerprints(
+    catalog_store: Storage, audio: Storage, sweep: SweepPolicy
+) -> Fingerprints:
+    return Fingerprints(catalog_store, "sound_catalog", audio=audio.uri(""), sweep=repr(sweep))
+
+
+def publish_day(
+    day: str,
+    catalog_store: Storage,
+    audio: Storage,
+    sweep: SweepPolicy,
+    prints: Fingerprints | None = None,
+) -> DayCatalog:
     """Assemble the day's catalog from its manifest and files ledger and replace its file.
 
-    Past the sweep's horizon, its pending rows say that soundharvest gave up waiting.
+    Past the sweep's horizon, its pending rows say that soundharvest gave up waiting. With
+    `prints`, a complete day whose inputs and catalog did not change since its last publish
+    is not assembled again (`assets/core/day_fingerprint.py`).
     """
+
+    def inputs() -> str:
+        assert prints is not None
+        paths = [state_relpath(a, day) for a in ("run_manifest", "sound_files", TASK_STATE)]
+        stamps = [file_stamp(catalog_store, p) for p in [*paths, catalog_relpath(day)]]
+        return prints.stamp(stamps, listing_stamp(audio, day))
+
+    if prints is not None and (summary := prints.unchanged(day, inputs())) is not None:
+        return DayCatalog(summary, dict.fromkeys(CHECKS, ""))
     manifest = read_state(catalog_store, "run_manifest", day)
     files = read_state(catalog_store, "sound_files", day)
     if manifest is None or files is None:
@@ -78,7 +103,10 @@ def publish_day(day: str, catalog_store: Storage, audio: Storage, sweep: SweepPo
     catalog = mark_given_up(catalog, day, datetime.now(UTC), sweep, task_polls=polls)
     # A rerun that changed nothing finds the same bytes there and writes nothing.
     catalog_store.write_bytes(parquet_bytes(catalog), catalog_relpath(day), if_changed=True)
-    return DayCatalog(catalog, check_day(day, manifest, catalog, audio))
+    published = DayCatalog(DaySummary.of(catalog), check_day(day, manifest, catalog, audio))
+    if prints is not None and not any(published.findings.values()):
+        prints.record(day, inputs(), published.summary)
+    return published
 
 
 def check_results(days: Mapping[str, DayCatalog]) -> list[AssetCheckResult]:

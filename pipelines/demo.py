@@ -9,7 +9,6 @@ the snapshot are. A second run downloads nothing new and writes no new snapshot.
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -19,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow.dataset as ds
+
+from pipelines.instance_home import prepare
 
 PROJECT = Path(__file__).resolve().parent.parent
 FIRST_DAY, LAST_DAY = "2026-11-01", "2026-11-03"
@@ -74,11 +75,9 @@ def sandbox() -> Iterator[str]:
 
 
 def dagster_home() -> Path:
-    """A persistent, git-ignored instance with the concurrency pool of `pipelines/dagster.yaml`."""
-    home = PROJECT / ".dagster_home"
-    home.mkdir(exist_ok=True)
-    shutil.copyfile(PROJECT / "pipelines" / "dagster.yaml", home / "dagster.yaml")
-    return home
+    """A persistent, git-ignored instance with the concurrency pool of `pipelines/dagster.yaml`,
+    its storages created before any command uses it (pipelines/instance_home.py)."""
+    return prepare(PROJECT / ".dagster_home", PROJECT / "pipelines" / "dagster.yaml")
 
 
 def dagster(env: dict[str, str], *arguments: str) -> None:
@@ -96,6 +95,8 @@ def demo_env() -> dict[str, str]:
     return os.environ | {
         "DAGSTER_HOME": str(dagster_home()),
         "SOUNDHARVEST_DATASET_ROOT": str(DATASET_ROOT),
+        # The partitions start where the demo's data starts, so the UI shows them filled.
+        "SOUNDHARVEST_FIRST_DAY": FIRST_DAY,
     }
 
 
@@ -200,6 +201,10 @@ def main(argv: list[str] | None = None) -> None:
     summarize_dataset()
     print(
         f"{stored_files() - before} new files this run; done in {time.monotonic() - started:.1f} s"
+    )
+    print(
+        f"see it in the UI: DAGSTER_HOME=$PWD/.dagster_home SOUNDHARVEST_FIRST_DAY={FIRST_DAY} "
+        ".venv/bin/dg dev"
     )
 
 

@@ -6,7 +6,9 @@ import pandas as pd
 import pytest
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
-from assets.metadata import failure_reasons, reason_group
+from assets.core.day_summary import DaySummary
+from assets.core.reasons import reason_group
+from assets.metadata import failure_reasons
 from sandbox import Faults
 
 from pipeline_kit import local_storage, read_catalog, run_range, write_manifest
@@ -92,7 +94,7 @@ def test_reasons_group_variants_and_count_them():
             ],
         }
     )
-    table = failure_reasons(rows)
+    table = failure_reasons(DaySummary.of(rows))
     assert [(r.data["reason"], r.data["runs"]) for r in table.records] == [
         ("the API gave no answer about run N after N attempts", 2),
         ("not ready yet", 1),

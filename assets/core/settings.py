@@ -7,6 +7,10 @@
 - `SOUNDHARVEST_STEP_RETRIES` (2) and `SOUNDHARVEST_STEP_RETRY_DELAY_S` (300): how often, and
   after how long, a step that failed for a passing reason (an API outage, a storage error) is
   tried again by Dagster.
+- `SOUNDHARVEST_LEASE_TTL_S` (300) and `SOUNDHARVEST_LEASE_WAIT_S` (900): a run holds each
+  day's lease while it fetches that day, renewing it every third of the TTL; a crashed
+  holder's lease expires after the TTL. Another run of the day waits at most the wait, then
+  stops that day naming the holder (`assets/core/lease.py`).
 """
 
 import math
@@ -28,6 +32,8 @@ class PipelineSettings:
     checkpoint_s: float = 60.0
     step_retries: int = 2
     step_retry_delay_s: float = 300.0
+    lease_ttl_s: float = 300.0
+    lease_wait_s: float = 900.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "PipelineSettings":
@@ -41,6 +47,8 @@ class PipelineSettings:
         settings = cls(**values)
         if settings.day_budget_s <= 0:
             raise SettingsError(f"{ENV_PREFIX}DAY_BUDGET_S must be positive")
+        if settings.lease_ttl_s <= 0:
+            raise SettingsError(f"{ENV_PREFIX}LEASE_TTL_S must be positive")
         return settings
 
 

@@ -3,7 +3,6 @@
 import datetime as dt
 import os
 import re
-import shutil
 import time
 import traceback
 from pathlib import Path
@@ -19,6 +18,7 @@ from pipelines.cli.output import (
     err_console,
     stop,
 )
+from pipelines.instance_home import prepare
 
 ASSETS = ["run_manifest", "sound_files", "sound_catalog"]
 FEATURES = "sound_features"
@@ -124,14 +124,14 @@ def _instance():
             EXIT_OPERATOR,
         )
     path = Path(home)
-    if not path.exists():
-        path.mkdir(parents=True)
-        shutil.copyfile(PROJECT / "pipelines" / "dagster.yaml", path / "dagster.yaml")
-    elif not path.is_dir():
+    if path.exists() and not path.is_dir():
         stop(f"DAGSTER_HOME={home} is not a directory: point it at a folder", EXIT_OPERATOR)
     from dagster import DagsterInstance
 
     try:
+        # A new home gets the project's instance config; its storages are created once, under
+        # a lock, so two commands started at once on it never race (pipelines/instance_home.py).
+        prepare(path, None if path.exists() else PROJECT / "pipelines" / "dagster.yaml")
         instance = DagsterInstance.get()
         instance.get_runs(limit=1)
     except Exception as exc:
