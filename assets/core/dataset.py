@@ -295,6 +295,9 @@ def _similarity_splits(
     return frame.drop("_prompt_key"), pl.Series("split", np.array(SPLITS)[split], pl.String)
 
 
+_FINGERPRINT_DAYS = 8
+
+
 def _fingerprints(source: pl.LazyFrame | None, wanted: pl.DataFrame) -> list[bytes]:
     """The fingerprints of ``wanted``'s files (date, run_id, sha256), in its order: a semi
     join with the few wanted keys on the build side, so the column streams past."""
@@ -302,8 +305,15 @@ def _fingerprints(source: pl.LazyFrame | None, wanted: pl.DataFrame) -> list[byt
     at = wanted.select(keys).with_row_index("_at")
     if source is None:
         raise ValueError(f"fingerprints: {wanted.height} wanted, none stored")
-    found = source.join(at.lazy().select(keys), on=keys, how="semi").collect(engine="streaming")
-    found = found.unique(keys).join(at, on=keys, how="inner").sort("_at")
+    # A few days at a time: the date filter prunes the hive tree to their files, so no more
+    # than their fingerprints are ever held (one query over all held the whole column).
+    days = sorted(wanted["date"].unique().to_list())
+    parts = []
+    for start in range(0, len(days), _FINGERPRINT_DAYS):
+        some = at.filter(pl.col("date").is_in(days[start : start + _FINGERPRINT_DAYS]))
+        query = source.filter(pl.col("date").is_in(some["date"].unique().to_list()))
+        parts.append(query.join(some.lazy().select(keys), on=keys, how="semi").collect())
+    found = pl.concat(parts).unique(keys).join(at, on=keys, how="inner").sort("_at")
     if found.height != wanted.height:
         raise ValueError(f"fingerprints: {wanted.height} wanted, {found.height} found")
     return found["audio_fingerprint"].to_list()
