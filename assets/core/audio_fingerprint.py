@@ -32,7 +32,7 @@ compared.
 """
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -160,20 +160,16 @@ CELL_DB = 5.0
 DURATION_BUCKET_S = 1.0  # and the duration, in buckets offset by half in every other table
 
 
-def blocking_keys(profiles: np.ndarray, durations: np.ndarray) -> np.ndarray:
-    """One int64 key per clip per table (clips x TABLES): in each table, the clip's level in
+def blocking_keys(profiles: np.ndarray, durations: np.ndarray) -> Iterator[np.ndarray]:
+    """For each of ``TABLES`` tables, one int64 key per clip: the clip's level in
     ``KEY_BANDS`` bands drawn at random (its overall level out), each cut into cells of
     ``CELL_DB`` with a random offset, and its duration bucket. The same sound shares most
     cells (its profile moves by about a dB, its duration by a trim), so it shares a whole
-    key in some table; different sounds rarely share all of them."""
+    key in some table; different sounds rarely share all of them. One table at a time, so
+    only one column of keys is ever held."""
     # bands x clips: a table's bands are then whole rows, read at memory speed
     centred = np.ascontiguousarray((profiles - profiles.mean(axis=1, keepdims=True)).T)
-    buckets = [
-        np.floor((durations + offset) / DURATION_BUCKET_S).astype(np.int64) * _MIX
-        for offset in (0.0, DURATION_BUCKET_S / 2)
-    ]
     rng = np.random.default_rng(16)
-    keys = np.empty((len(profiles), TABLES), dtype=np.int64)
     cells = np.empty((len(profiles), KEY_BANDS), dtype=np.int8)
     for table in range(TABLES):
         bands = rng.choice(BANDS, KEY_BANDS, replace=False)
@@ -181,8 +177,9 @@ def blocking_keys(profiles: np.ndarray, durations: np.ndarray) -> np.ndarray:
         # within +-50 dB a cell number fits a byte: the 8 cells are the 8 bytes of the key
         for at, band in enumerate(bands):
             cells[:, at] = np.floor((centred[band] + shift[at]) / np.float32(CELL_DB))
-        keys[:, table] = cells.view(np.int64)[:, 0] ^ buckets[table % 2]
-    return keys
+        offset = (table % 2) * DURATION_BUCKET_S / 2
+        bucket = np.floor((durations + offset) / DURATION_BUCKET_S).astype(np.int64)
+        yield cells.view(np.int64)[:, 0] ^ (bucket * _MIX)
 
 
 _MIX = np.int64(-7046029254386353131)  # 0x9E3779B97F4A7C15 as int64: spreads the bucket
@@ -190,9 +187,7 @@ _MIX = np.int64(-7046029254386353131)  # 0x9E3779B97F4A7C15 as int64: spreads th
 
 def audio_candidates(profiles: np.ndarray, durations: np.ndarray) -> np.ndarray:
     """Pairs (i, j), i < j, of clips sharing a blocking key in some table: int64 (pairs, 2)."""
-    keys = blocking_keys(profiles, durations)
-    found = [same_key_pairs(keys[:, table]) for table in range(TABLES)]
-    pairs = np.vstack(found)
+    pairs = np.vstack([same_key_pairs(keys) for keys in blocking_keys(profiles, durations)])
     # one int64 per pair: a far cheaper unique than over rows
     flat = np.unique(pairs[:, 0] * len(profiles) + pairs[:, 1])
     return np.stack([flat // len(profiles), flat % len(profiles)], axis=1)

@@ -22,6 +22,7 @@ No `from __future__ import annotations` here: `DatasetSpec` is the base of a Dag
 import hashlib
 import json
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -31,9 +32,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.ipc
+import pyarrow.parquet as pq
 
 from assets.core.dataset_spec import SPLITS, DatasetSpec
-from assets.core.features import FEATURES_SCHEMA, METRICS
+from assets.core.features import FEATURES_SCHEMA, METRICS, features_relpath
 from assets.core.groups import GroupStats, assign, audio_pairs, near_audio_keep
 from resources.storage import Storage
 
@@ -114,14 +116,45 @@ def _no_audio() -> list[pl.Expr]:
     return [pl.lit(None, pl.Binary).alias(name) for name in AUDIO_COLUMNS]
 
 
-def read_fingerprints(catalog: Storage) -> pl.LazyFrame | None:
-    """(date, run_id, sha256, audio_fingerprint) of every measured file, lazy: a snapshot
-    reads the few it compares (a kilobyte each), never the column whole."""
-    features = _scan(catalog, "sound_features", FEATURES_SCHEMA)
-    if features is None:
-        return None
-    keys = ["date", "run_id", "sha256", "audio_fingerprint"]
-    return features.filter(pl.col("error").is_null()).select(keys)
+def read_fingerprints(catalog: Storage) -> Callable[[pl.DataFrame], list[bytes]]:
+    """A reader of the fingerprints of given files (date, run_id, sha256), in their order:
+    it opens only their days' features files, one at a time, and copies out the few wanted
+    (a query over the whole tree held the whole column: 2.5 GB at a year)."""
+
+    def fetch(wanted: pl.DataFrame) -> list[bytes]:
+        at = wanted.select("date", "run_id", "sha256").with_row_index("_at")
+        keys = ["run_id", "sha256"]
+        parts = []
+        for (day,), some in at.group_by("date"):
+            try:
+                with catalog.open(features_relpath(str(day))) as file:
+                    table = pq.read_table(file, columns=_FINGERPRINT_COLUMNS)
+            except FileNotFoundError:
+                continue
+            found = pl.from_arrow(table).filter(pl.col("error").is_null())  # type: ignore[union-attr]
+            parts.append(_copied(found.unique(keys).join(some, on=keys, how="inner")))
+        return _in_order(parts, wanted.height)
+
+    return fetch
+
+
+_FINGERPRINT_COLUMNS = ["run_id", "sha256", "error", "audio_fingerprint"]
+
+
+def _copied(found: pl.DataFrame) -> pl.DataFrame:
+    """(_at, audio_fingerprint) with the bytes copied out: a gathered binary view column
+    keeps its whole source buffer alive (a day's fingerprints for each few wanted)."""
+    return pl.DataFrame(
+        {"_at": found["_at"], "audio_fingerprint": found["audio_fingerprint"].to_list()},
+        schema={"_at": found.schema["_at"], "audio_fingerprint": pl.Binary},
+    )
+
+
+def _in_order(parts: list[pl.DataFrame], wanted: int) -> list[bytes]:
+    found = pl.concat(parts).sort("_at") if parts else pl.DataFrame()
+    if found.height != wanted:
+        raise ValueError(f"fingerprints: {wanted} wanted, {found.height} found")
+    return found["audio_fingerprint"].to_list()
 
 
 def _scan(storage: Storage, name: str, schema: pa.Schema | None = None) -> pl.LazyFrame | None:
@@ -210,7 +243,7 @@ def select(
     rows: pl.LazyFrame | pl.DataFrame,
     spec: DatasetSpec,
     previous: pl.DataFrame | None = None,
-    fingerprints: pl.LazyFrame | None = None,
+    fingerprints: Callable[[pl.DataFrame], list[bytes]] | None = None,
 ) -> Selection:
     """The rows of a snapshot, with their split (see the module docstring for the order).
 
@@ -222,7 +255,7 @@ def select(
     rows = rows.lazy()
     present = rows.collect_schema().names()
     if fingerprints is None and "audio_fingerprint" in present:
-        fingerprints = rows.select("date", "run_id", "sha256", "audio_fingerprint")
+        fingerprints = _fingerprints_in(rows)
     rows = rows.with_columns(e for e in _no_audio() if e.meta.output_name() not in present)
     earliest = rows.group_by("run_id").agg(pl.col("date").min())
     rows = rows.join(earliest, on=["run_id", "date"], how="semi")
@@ -264,14 +297,20 @@ def select(
 
 def _similarity_splits(
     frame: pl.DataFrame,
-    fingerprints: pl.LazyFrame | None,
+    fingerprints: Callable[[pl.DataFrame], list[bytes]] | None,
     spec: DatasetSpec,
     previous: pl.DataFrame | None,
     selection: Selection,
 ) -> tuple[pl.DataFrame, pl.Series]:
     """(the rows left, their splits) under `group_by: similarity` (assets/core/groups.py);
     the counts go to ``selection.groups``, near-duplicate audio dropped to its drops."""
-    pairs = audio_pairs(frame, lambda index: _fingerprints(fingerprints, frame[index]), spec)
+
+    def read(index: np.ndarray) -> list[bytes]:
+        if fingerprints is None:
+            raise ValueError(f"fingerprints: {len(index)} wanted, none stored")
+        return fingerprints(frame[index])
+
+    pairs = audio_pairs(frame, read, spec)
     if spec.dedupe_near_audio:
         keep = near_audio_keep(frame, pairs)
         selection.dropped["near-identical audio to an earlier run"] = int((~keep).sum())
@@ -295,18 +334,17 @@ def _similarity_splits(
     return frame.drop("_prompt_key"), pl.Series("split", np.array(SPLITS)[split], pl.String)
 
 
-def _fingerprints(source: pl.LazyFrame | None, wanted: pl.DataFrame) -> list[bytes]:
-    """The fingerprints of ``wanted``'s files (date, run_id, sha256), in its order: a semi
-    join with the few wanted keys on the build side, so the column streams past."""
-    keys = ["date", "run_id", "sha256"]
-    at = wanted.select(keys).with_row_index("_at")
-    if source is None:
-        raise ValueError(f"fingerprints: {wanted.height} wanted, none stored")
-    found = source.join(at.lazy().select(keys), on=keys, how="semi").collect(engine="streaming")
-    found = found.unique(keys).join(at, on=keys, how="inner").sort("_at")
-    if found.height != wanted.height:
-        raise ValueError(f"fingerprints: {wanted.height} wanted, {found.height} found")
-    return found["audio_fingerprint"].to_list()
+def _fingerprints_in(rows: pl.LazyFrame) -> Callable[[pl.DataFrame], list[bytes]]:
+    """A reader of fingerprints from the `audio_fingerprint` column of ``rows`` (frames made
+    in memory, as the tests make them)."""
+
+    def fetch(wanted: pl.DataFrame) -> list[bytes]:
+        keys = ["date", "run_id", "sha256"]
+        at = wanted.select(keys).with_row_index("_at")
+        found = rows.select(*keys, "audio_fingerprint").collect().unique(keys)
+        return _in_order([_copied(found.join(at, on=keys, how="inner"))], wanted.height)
+
+    return fetch
 
 
 def normalise_prompt(prompt: str | None) -> str:

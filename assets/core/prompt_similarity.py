@@ -15,7 +15,7 @@ beyond that recall.
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -54,10 +54,13 @@ def jaccard(a: set[bytes], b: set[bytes]) -> float:
 
 def prompt_links(reduced: Sequence[str], threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
     """Pairs (i, j), i < j, of distinct reduced prompts whose shingle sets have a Jaccard
-    similarity of at least ``threshold``; an int64 array of shape (pairs, 2)."""
-    sets = [shingles(text) for text in reduced]
-    signatures = minhash_signatures(sets)
+    similarity of at least ``threshold``; an int64 array of shape (pairs, 2). Shingle sets
+    are made again for the candidates only: holding every one costs a gigabyte at a year."""
+    signatures = minhash_signatures(shingles(text) for text in reduced)
     candidates = candidate_pairs(signatures, max(0.1, threshold - SEARCH_MARGIN))
+    sets: dict[int, set[bytes]] = {}
+    for i in np.unique(candidates).tolist():
+        sets[i] = shingles(reduced[i])
     keep = [
         bool(sets[a] and sets[b]) and jaccard(sets[a], sets[b]) >= threshold
         for a, b in candidates.tolist()
@@ -65,7 +68,7 @@ def prompt_links(reduced: Sequence[str], threshold: float = DEFAULT_THRESHOLD) -
     return candidates[np.array(keep, dtype=bool)].reshape(-1, 2)
 
 
-def minhash_signatures(sets: Sequence[set[bytes]], batch: int = 16384) -> np.ndarray:
+def minhash_signatures(sets: Iterable[set[bytes]], batch: int = 16384) -> np.ndarray:
     """datasketch MinHash values of each set (rows of NUM_PERM values; an empty set keeps
     the maximum everywhere), as ``MinHash(num_perm=NUM_PERM).update_batch`` computes them
     (its sha1 hash, finaliser and affine permutations, ``tests/test_similarity.py`` holds
@@ -85,8 +88,8 @@ def minhash_signatures(sets: Sequence[set[bytes]], batch: int = 16384) -> np.nda
     with np.errstate(over="ignore"):  # the permutations wrap around, as datasketch's do
         # permutations x shingles: a set's shingles are then columns, reduced along rows
         permuted = np.ascontiguousarray((_fmix(hashed, 8 * dtype.itemsize)[:, None] * a + b).T)
-    values = np.full((len(sets), NUM_PERM), reference.hashvalues.max(), dtype=dtype)
-    for start in range(0, len(sets), batch):
+    values = np.full((len(members), NUM_PERM), reference.hashvalues.max(), dtype=dtype)
+    for start in range(0, len(members), batch):
         chunk = members[start : start + batch]
         sizes = np.array([len(m) for m in chunk])
         filled = np.flatnonzero(sizes)
