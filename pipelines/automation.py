@@ -2,9 +2,10 @@
 cadence. The harvest itself keeps its schedule and sensors (docs/operations.md says why).
 
 - `sound_features` of a day is requested once that day's `sound_catalog` has been
-  materialized, whichever day it is. Dagster's `eager()` looks only at the latest time
-  partition, so a backfilled or swept day would never get its features: this is `eager()`
-  without its `in_latest_time_window()` operand.
+  materialized, whichever day it is, and for any day whose catalog exists without features.
+  Dagster's `eager()` looks only at the latest time partition (a backfilled or swept day
+  would never get its features) and only at updates it saw happen (a day harvested while the
+  daemon was down neither): see `features_condition`.
 - `ml_dataset` is requested on the first tick at or after each tick of
   `SOUNDHARVEST_DATASET_CRON` (default `0 3 * * *`, UTC) when the catalog or the features
   changed since the last snapshot was requested, and waits while any of their days is in
@@ -48,9 +49,26 @@ def automation_interval_s() -> int:
 
 
 def features_condition() -> AutomationCondition:
-    """Any day whose catalog was updated (and is not in progress), not only the latest."""
-    eager = AutomationCondition.eager()
-    return eager.without(AutomationCondition.in_latest_time_window()).with_label("eager, any day")
+    """Any day whose catalog was updated (not in progress), not only the latest; and on the
+    condition's first evaluation, every day whose catalog exists without features.
+
+    This is `eager()` without its `in_latest_time_window()` operand, plus that first sweep:
+    `since_last_handled()` counts the first evaluation as handled, so days harvested before
+    the daemon's first tick (or before automation was switched on) would otherwise never get
+    features. Each day is requested once per trigger: a failed features run is not retried
+    in a loop.
+    """
+    is_due = (
+        AutomationCondition.newly_missing() | AutomationCondition.any_deps_updated()
+    ).since_last_handled() | (
+        AutomationCondition.initial_evaluation() & AutomationCondition.missing()
+    )
+    return (
+        is_due
+        & ~AutomationCondition.any_deps_missing()
+        & ~AutomationCondition.any_deps_in_progress()
+        & ~AutomationCondition.in_progress()
+    ).with_label("eager, any day; at first every day without features")
 
 
 def dataset_condition(cron: str) -> AutomationCondition:

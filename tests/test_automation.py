@@ -67,6 +67,21 @@ def test_features_follow_any_catalog_day_once_and_snapshots_keep_their_cadence()
     assert tick(2026, 11, 4, 3, 0, 30) == {"ml_dataset": {None}}
 
 
+def test_days_harvested_before_the_first_tick_get_their_features_once():
+    """A daemon started after the harvest saw no update happen: on its first tick, days with a
+    catalog and no features are requested, once; days without a catalog never."""
+    instance = DagsterInstance.ephemeral()
+    updated(instance, "sound_catalog", "2026-10-30", "2026-11-01")
+    updated(instance, "sound_features", "2026-10-30")
+    tick = Ticks(instance)
+
+    assert tick(2026, 11, 2, 0, 30) == {"sound_features": {"2026-11-01"}}
+    assert tick(2026, 11, 2, 0, 31) == {}  # requested once: no loop, even if that run fails
+    assert tick(2026, 11, 2, 0, 32) == {}
+    updated(instance, "sound_catalog", "2026-11-01")  # then as before: once per update
+    assert tick(2026, 11, 2, 0, 33) == {"sound_features": {"2026-11-01"}}
+
+
 def test_the_cadence_is_configurable_and_checked(monkeypatch):
     monkeypatch.setenv(DATASET_CRON_ENV, "*/5 * * * *")
     assert dataset_cron() == "*/5 * * * *"
