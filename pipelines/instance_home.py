@@ -9,6 +9,7 @@ exclusive lock of the home, it copies the instance config and creates the storag
 
 import fcntl
 import filecmp
+import os
 import shutil
 from pathlib import Path
 
@@ -23,5 +24,15 @@ def prepare(home: Path, config: Path | None = None) -> Path:
         target = home / "dagster.yaml"
         if config is not None and not (target.exists() and filecmp.cmp(config, target, False)):
             shutil.copyfile(config, target)
-        DagsterInstance.from_config(str(home)).dispose()
+        # The instance config may read DAGSTER_HOME (pipelines/dagster.yaml's event log does):
+        # while the storages are made, it names this home.
+        before = os.environ.get("DAGSTER_HOME")
+        os.environ["DAGSTER_HOME"] = str(home)
+        try:
+            DagsterInstance.from_config(str(home)).dispose()
+        finally:
+            if before is None:
+                del os.environ["DAGSTER_HOME"]
+            else:
+                os.environ["DAGSTER_HOME"] = before
     return home

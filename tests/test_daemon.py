@@ -52,9 +52,12 @@ def timeline(instance: DagsterInstance, since: float) -> list[str]:
     return lines
 
 
-def test_the_daemon_measures_a_harvested_day_and_snapshots_it_unasked(sandbox, tmp_path):
+def test_the_daemon_measures_a_harvested_day_and_snapshots_it_unasked(
+    sandbox, tmp_path, monkeypatch
+):
     home = tmp_path / "dagster_home"
     home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))  # the project's event log is kept there
     shutil.copyfile(PROJECT / "pipelines" / "dagster.yaml", home / "dagster.yaml")
     write_manifest(tmp_path / "manifests", DAY, list(range(1001, 1041)))
     env = (

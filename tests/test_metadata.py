@@ -1,6 +1,7 @@
 """Each partition of a range run carries its own day's figures, read back from the instance."""
 
 import dataclasses
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -9,6 +10,7 @@ from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 from assets.core.day_summary import DaySummary
 from assets.core.reasons import reason_group
 from assets.metadata import failure_reasons
+from pipelines.instance_home import prepare
 from sandbox import Faults
 
 from pipeline_kit import local_storage, read_catalog, run_range, write_manifest
@@ -19,6 +21,7 @@ DAYS = {
     "2026-11-02": list(range(2090, 2102)),
     "2026-11-03": list(range(3010, 3016)),
 }
+PROJECT = Path(__file__).resolve().parent.parent
 BAD_ROW = "12abc,bad,sound,1.0,demo\n"
 
 
@@ -31,15 +34,20 @@ def latest(instance: DagsterInstance, asset: str, day: str):
 
 @pytest.fixture(scope="module")
 def ranged(sandbox_server, tmp_path_factory):
-    """One range run of DAYS on an ephemeral instance: its storage and instance."""
+    """One range run of DAYS on a fresh instance with the project's config (its SQLite event
+    log writes a range's events in batches): its storage and instance."""
     sandbox_server.set_faults(**dataclasses.asdict(Faults()))
     tmp_path = tmp_path_factory.mktemp("ranged")
     for day, run_ids in DAYS.items():
         write_manifest(tmp_path / "manifests", day, run_ids, BAD_ROW if day.endswith("2") else "")
-    storage, instance = local_storage(tmp_path), DagsterInstance.ephemeral()
-    first, *_, last = DAYS
-    assert run_range(sandbox_server, storage, first, last, instance=instance).success
-    return storage, instance
+    home = prepare(tmp_path / "dagster_home", PROJECT / "pipelines" / "dagster.yaml")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("DAGSTER_HOME", str(home))
+        storage, instance = local_storage(tmp_path), DagsterInstance.from_config(str(home))
+        first, *_, last = DAYS
+        assert run_range(sandbox_server, storage, first, last, instance=instance).success
+        yield storage, instance
+    instance.dispose()
 
 
 @pytest.mark.parametrize("asset", ["sound_files", "sound_catalog"])

@@ -38,8 +38,9 @@ def test_the_queue_runs_one_run_per_day(config):
     assert not blocked(limits, [], day)
 
 
-def test_the_demo_instance_loads_its_queue_limits(tmp_path):
+def test_the_demo_instance_loads_its_queue_limits(tmp_path, monkeypatch):
     home = prepare(tmp_path / "home", PROJECT / "pipelines" / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
     with DagsterInstance.from_config(str(home)) as instance:
         limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
     assert {
