@@ -12,12 +12,12 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from dagster import DagsterInstance, materialize
+from dagster import DagsterInstance
 from dagster._serdes import serialize_value
 
 from resources.limits import POOL, pool_limit
 
-from pipeline_kit import ASSETS, local_storage, read_catalog, resources, write_manifest
+from pipeline_kit import local_storage, read_catalog, run_range, write_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -61,20 +61,33 @@ def test_the_deployment_instance_loads_with_its_settings(pg_home, postgres_serve
         assert "DAGSTER_PG_PASSWORD" in ref and postgres_server.password not in ref
 
 
-def test_a_harvest_lands_in_postgres_and_pool_limits_are_shared(pg_home, sandbox, tmp_path):
+def env_example(name: str) -> str:
+    """A variable's value in deploy/env.example."""
+    for line in (PROJECT / "deploy" / "env.example").read_text().splitlines():
+        if line.startswith(f"{name}="):
+            return line.split("=", 1)[1].split("#")[0].strip()
+    raise AssertionError(f"{name} is not in deploy/env.example")
+
+
+def test_a_harvest_lands_in_postgres_and_pool_limits_are_shared(
+    pg_home, sandbox, tmp_path, monkeypatch
+):
     home, url = pg_home
-    day = "2026-11-01"
-    write_manifest(tmp_path / "manifests", day, list(range(1000, 1012)))
+    days = ("2026-11-01", "2026-11-02")
+    for offset, day in enumerate(days):
+        write_manifest(
+            tmp_path / "manifests", day, list(range(1000 + 20 * offset, 1012 + 20 * offset))
+        )
     storage = local_storage(tmp_path)
+    # As deployed: a range's materializations reach PostgreSQL as one batch per output.
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", env_example("DAGSTER_EVENT_BATCH_SIZE"))
 
     with DagsterInstance.from_config(str(home)) as instance:
-        result = materialize(
-            ASSETS, partition_key=day, resources=resources(sandbox, storage), instance=instance
-        )
+        result = run_range(sandbox, storage, *days, instance=instance)
         assert result.success
         assert pool_limit(instance) == 4  # the default of deploy/dagster.yaml
 
-    assert len(read_catalog(storage, day)) == 12
+    assert [len(read_catalog(storage, day)) for day in days] == [12, 12]
     [(status,)] = query(url, "select status from runs where run_id = %s", result.run_id)
     assert status == "SUCCESS"
     [(events,)] = query(url, "select count(*) from event_logs where run_id = %s", result.run_id)
@@ -82,10 +95,10 @@ def test_a_harvest_lands_in_postgres_and_pool_limits_are_shared(pg_home, sandbox
     materialized = query(
         url,
         "select distinct partition from event_logs where run_id = %s"
-        " and dagster_event_type = 'ASSET_MATERIALIZATION'",
+        " and dagster_event_type = 'ASSET_MATERIALIZATION' order by partition",
         result.run_id,
     )
-    assert materialized == [(day,)]
+    assert materialized == [(day,) for day in days]
     # The pool and its limit live in PostgreSQL, where every process counts its slots.
     limits = 'select "limit" from concurrency_limits where concurrency_key = %s'
     assert query(url, limits, POOL) == [(4,)]
