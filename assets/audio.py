@@ -17,10 +17,10 @@ from dagster import (
 from assets.core.day_fingerprint import Fingerprints, file_stamp, listing_stamp
 from assets.core.day_summary import DaySummary
 from assets.core.features import HARVEST_STATE, HarvestFeatures
-from assets.core.harvest import DayHarvest, index_rows
+from assets.core.harvest import DayHarvest, audio_relpath, index_rows
 from assets.core.lease import DayLease, Holder, LeaseHeld, LeaseLost, holding
 from assets.core.settings import SettingsError
-from assets.core.task_map import TASK_STATE, TaskMap, has_tasks, resolve_rows
+from assets.core.task_map import TASK_STATE, TaskMap, has_tasks, resolve_rows, unclaimed
 from assets.manifests import run_manifest
 from assets.metadata import day_metadata, location, report_days, summary_line, unchanged_line
 from assets.partitions import daily_partitions
@@ -139,10 +139,21 @@ def sound_files(
         if plan.poll:  # tasks the day budget left unasked stay pending, saying so
             tasks.unanswered(plan.poll, DAY_BUDGET_SPENT)
             write_tasks(state, day, tasks.frame())
+        resolved = resolve_rows(manifest, tasks.frame())
+        if has_tasks(manifest) and (stray := unclaimed(ledger, resolved)):
+            # No catalog row will name these runs: the ledger forgets them first (no row then
+            # names a missing file), then their files go.
+            ledger = ledger[~ledger["run_id"].isin(stray)].reset_index(drop=True)
+            write_files(state, day, ledger)
+            for run_id in stray:
+                audio.remove(audio_relpath(day, run_id))
+            context.log.info(
+                f"{day}: removed runs {', '.join(map(str, stray))}, fetched for rows rejected "
+                "once their task resolved to another run"
+            )
         # The day's figures count the rows its catalog will have beyond the ledger's too:
         # rejected ones, and those of tasks that never resolved.
-        others = resolve_rows(manifest, tasks.frame())
-        others = others.loc[others["status"] != "accepted", ["run_id", "status", "error"]]
+        others = resolved.loc[resolved["status"] != "accepted", ["run_id", "status", "error"]]
         rejected = int((others["status"] == "rejected").sum())
         unresolved = others[others["status"] != "rejected"]
         shown = pd.concat([ledger, unresolved], ignore_index=True) if len(unresolved) else ledger

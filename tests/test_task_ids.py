@@ -29,7 +29,7 @@ from client_helpers import settings_for
 from assets.core.catalog import validate_invariants
 from assets.core.manifest import load_day
 from assets.core.task_map import TASK_STATE
-from assets.state import state_relpath
+from assets.state import read_state, state_relpath
 from resources.camb_client import (
     DAY_BUDGET_SPENT,
     Answer,
@@ -231,6 +231,18 @@ def test_every_task_outcome_reaches_the_catalog_and_a_rerun_asks_less(task_day):
     # past the give-up horizon: assets/core/sweep.py), ending with the same last answer.
     assert again["status"].equals(catalog["status"])
     assert last_answers(again["error"]).equals(last_answers(catalog["error"]))
+
+
+def test_a_run_fetched_for_a_row_rejected_later_leaves_no_file(task_day):
+    """Run 1009 is fetched before its row's task names run 1011: the row is rejected, and
+    neither a file nor a ledger row of 1009 stays behind."""
+    storage, catalog, first, *_ = task_day
+    assert first["downloads_by_run"].get(1009) == 1  # fetched at first, before its task said
+    audio = Path(storage.audio_root) / DAY
+    ok = catalog.loc[catalog["status"] == "ok", "run_id"].astype(int)
+    assert sorted(int(p.stem) for p in audio.glob("*.wav")) == sorted(ok)
+    ledger = read_state(storage.catalog(), "sound_files", DAY)
+    assert 1009 not in set(ledger["run_id"]) and 1008 in set(ledger["run_id"])
 
 
 def last_answers(errors: pd.Series) -> pd.Series:

@@ -159,3 +159,10 @@ def resolve_rows(manifest: pd.DataFrame, tasks: pd.DataFrame | None) -> pd.DataF
         else:
             owner[int(run_id)] = where
     return out
+
+
+def unclaimed(ledger: pd.DataFrame, rows: pd.DataFrame) -> list[int]:
+    """Runs in the day's ledger that no accepted row names once tasks resolved (`rows` from
+    `resolve_rows`): fetched for a row with both ids whose task named another run."""
+    claimed = set(rows.loc[rows["status"] == "accepted", "run_id"].dropna().astype(int))
+    return sorted({int(run_id) for run_id in ledger["run_id"]} - claimed)
