@@ -160,7 +160,8 @@ def harvested(sandbox_server, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("harvested")
     with pytest.MonkeyPatch.context() as monkeypatch:
         setup_env(monkeypatch, root, sandbox_server.base_url)
-        shutil.rmtree(root / "dagster_home")  # harvest makes a missing instance folder itself
+        # A folder made with mkdir: harvest gives it the project's instance config itself.
+        (root / "dagster_home" / "dagster.yaml").unlink()
         day = soundharvest("harvest", DAY)
         days = soundharvest("harvest", f"{DAY}...{NEXT}")
         status = soundharvest("status")
@@ -193,6 +194,7 @@ def test_harvest_of_a_day_ends_with_the_catalogs_counts(harvested: dict) -> None
     assert "Audio generation failed for run N" in result.output  # the top reasons
     assert last_line(result).startswith(f"harvested {DAY} (run ")
     assert (root / "dagster_home" / "dagster.yaml").exists()
+    assert "No dagster instance configuration file" not in result.output
 
 
 def test_harvest_of_a_range_is_one_run_with_the_range_tags(harvested: dict) -> None:

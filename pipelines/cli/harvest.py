@@ -114,8 +114,9 @@ def _traceback(verbose: bool) -> None:
 
 
 def _instance():
-    """The instance at DAGSTER_HOME; a missing folder is made, with the pool of
-    pipelines/dagster.yaml, and its storage is set up here, once, before any run."""
+    """The instance at DAGSTER_HOME; a missing folder, or one without a dagster.yaml, gets
+    pipelines/dagster.yaml (the pool, the batching event log), and its storage is set up
+    here, once, before any run."""
     home = os.environ.get("DAGSTER_HOME", "").strip()
     if not home:
         stop(
@@ -131,7 +132,8 @@ def _instance():
     try:
         # A new home gets the project's instance config; its storages are created once, under
         # a lock, so two commands started at once on it never race (pipelines/instance_home.py).
-        prepare(path, None if path.exists() else PROJECT / "pipelines" / "dagster.yaml")
+        config = path / "dagster.yaml"
+        prepare(path, None if config.exists() else PROJECT / "pipelines" / "dagster.yaml")
         instance = DagsterInstance.get()
         instance.get_runs(limit=1)
     except Exception as exc:
