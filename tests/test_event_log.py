@@ -1,11 +1,12 @@
 """`pipelines/event_log.py`: a range run stores the same events as Dagster's own SQLite event log,
-in a few transactions instead of two per event.
+in a few transactions instead of two per event; steps of many processes never share a slot.
 
-Each test runs one small range on two fresh SQLite instances: the stock one (no
+The range tests run one small range on two fresh SQLite instances: the stock one (no
 `event_log_storage`, Dagster's batching off) and the project's (`pipelines/dagster.yaml`); what
 each stored is read back through the instance, as the UI and the automation read it.
 """
 
+import multiprocessing
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -31,9 +32,10 @@ from dagster import (
 )
 
 from assets.partitions import run_tags
-from pipelines.event_log import BATCH_SIZE_ENV, BatchingSqliteEventLogStorage
+from pipelines.event_log import BATCH_SIZE_ENV, LocalEventLogStorage
 from pipelines.instance_home import prepare
 from resources.errors import OperatorError
+from resources.limits import POOL, pool_limit
 
 DAYS = DailyPartitionsDefinition(start_date="2025-01-01")
 FIRST, LAST = "2025-01-01", "2025-01-12"
@@ -151,7 +153,7 @@ def test_a_range_run_stores_what_the_stock_storage_stores(tmp_path, monkeypatch,
         with fresh_home(tmp_path / name, project_config, monkeypatch) as instance:
             if project_config:
                 storage = instance.event_log_storage
-                assert isinstance(storage, BatchingSqliteEventLogStorage)
+                assert isinstance(storage, LocalEventLogStorage)
                 assert (tmp_path / name / "history" / "runs" / "index.db").exists()
             commits, result = commits_during(
                 lambda instance=instance: materialize(
@@ -196,3 +198,42 @@ def test_an_instance_opened_by_path_under_another_home_is_refused(tmp_path, monk
     with pytest.raises(OperatorError) as refused:
         DagsterInstance.from_config(str(home))
     assert str(refused.value).endswith(f"export DAGSTER_HOME={home}")
+
+
+def claim_at_once(home: str, start, run_id: str, claims) -> None:
+    """One process: open the instance, wait for the others, claim a `camb_api` slot."""
+    with DagsterInstance.from_config(home) as instance:
+        start.wait()
+        status = instance.event_log_storage.claim_concurrency_slot(POOL, run_id, "sound_files")
+        claims.put(status.is_claimed)
+
+
+def test_steps_starting_at_once_in_many_processes_never_share_a_slot(tmp_path, monkeypatch):
+    """Six processes claim a slot of the pool of two at the same instant, ten times over.
+    (Dagster's own SQLite claim let five of them in, in this same harness.)"""
+    home = prepare(tmp_path / "home", PROJECT / "pipelines" / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    processes_ = multiprocessing.get_context("fork")
+    most = 0
+    with DagsterInstance.from_config(str(home)) as instance:
+        storage = instance.event_log_storage
+        storage.initialize_concurrency_limit_to_default(POOL)
+        assert pool_limit(instance) == 2
+        for round_ in range(10):
+            start, claims = processes_.Barrier(6), processes_.Queue()
+            run_ids = [f"round-{round_}-{n}" for n in range(6)]
+            workers = [
+                processes_.Process(target=claim_at_once, args=(str(home), start, run_id, claims))
+                for run_id in run_ids
+            ]
+            for worker in workers:
+                worker.start()
+            claimed = sum(claims.get(timeout=60) for _ in workers)
+            for worker in workers:
+                worker.join(timeout=60)
+                assert worker.exitcode == 0
+            most = max(most, claimed)
+            assert claimed >= 1  # someone always gets a free slot
+            for run_id in run_ids:
+                storage.free_concurrency_slots_for_run(run_id)
+    assert most == 2

@@ -10,8 +10,9 @@ import uuid
 
 import pytest
 from client_helpers import harvest, leftovers, ready_ids, settings_for
-from dagster import DagsterInstance, instance_for_test
+from dagster import instance_for_test
 
+from pipelines.instance_home import prepare
 from resources.camb_client import DAY_BUDGET_SPENT, Fetched, Pending
 from resources.limits import (
     POOL,
@@ -163,13 +164,11 @@ def test_days_in_separate_processes_never_exceed_the_total(sandbox, tmp_path):
         write_manifest(
             tmp_path / "manifests", day, list(range(2000 + 100 * offset, 2040 + 100 * offset))
         )
-    (tmp_path / "dagster_home").mkdir()
-    (tmp_path / "dagster_home" / "dagster.yaml").write_text(
-        "concurrency:\n  pools:\n    default_limit: 2\ntelemetry:\n  enabled: false\n"
-    )
-    # Create the instance's tables once, as `dagster instance migrate` does in a deployment:
-    # three processes racing to create a fresh SQLite instance can corrupt its schema version.
-    DagsterInstance.from_config(str(tmp_path / "dagster_home")).dispose()
+    # The project's instance config (its pool of two; its SQLite event log claims a slot in one
+    # statement: Dagster's own let steps starting at once share one). Its tables are created
+    # once, as `dagster instance migrate` does in a deployment: three processes racing to
+    # create a fresh SQLite instance can corrupt its schema version.
+    prepare(tmp_path / "dagster_home", PROJECT / "pipelines" / "dagster.yaml")
     env = cli_env(sandbox, tmp_path) | {"CAMB_TOTAL_CONCURRENCY": str(TOTAL)}
     sandbox.set_faults(latency_s=0.1)  # API calls overlap, as they do against the real API
 
