@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from pipelines.definitions import defs
+from pipelines.instance_home import prepare
 
 from servers import free_port, stop
 
@@ -52,8 +53,9 @@ QUERY = """
 
 def test_the_webserver_loads_the_location_with_everything_in_it(tmp_path):
     port = free_port()
-    home = tmp_path / "dagster_home"
-    home.mkdir()
+    # The demo's instance config, as `dg dev` on `.dagster_home` reads it (its event log
+    # storage is the project's: pipelines/event_log.py).
+    home = prepare(tmp_path / "dagster_home", PROJECT / "pipelines" / "dagster.yaml")
     log = (tmp_path / "webserver.log").open("w")
     server = subprocess.Popen(
         [
