@@ -115,7 +115,7 @@ def _traceback(verbose: bool) -> None:
 
 def _instance():
     """The instance at DAGSTER_HOME; a missing folder, or one without a dagster.yaml, gets
-    pipelines/dagster.yaml (the pool, the batching event log), and its storage is set up
+    pipelines/dagster.yaml (the pool, the project's event log storage), and its storage is set up
     here, once, before any run."""
     home = os.environ.get("DAGSTER_HOME", "").strip()
     if not home:
