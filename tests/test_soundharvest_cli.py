@@ -137,6 +137,20 @@ def test_doctor_names_what_is_wrong_and_the_fix(
     assert "1 failed" in lines[-1]
 
 
+def test_doctor_warns_of_dagsters_own_sqlite_event_log(setup: Path) -> None:
+    """An instance config with the pool but without the project's event log storage."""
+    config = setup / "dagster_home" / "dagster.yaml"
+    config.write_text(config.read_text().split("event_log_storage:")[0])
+    result = soundharvest("doctor", "--day", DAY)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    [warned] = [n for n, line in enumerate(lines) if line.startswith("- event log")]
+    assert "can share a camb_api slot" in lines[warned]
+    assert lines[warned + 1].startswith("    fix: copy the event_log_storage block of pipelines/")
+    assert "✓ camb_api pool: at most 2 days" in result.output
+    assert "0 failed, 1 warnings" in lines[-1]
+
+
 def test_doctor_writes_and_reads_back_an_s3_root(setup: Path, s3_bucket, monkeypatch) -> None:
     options = {"s3": {"endpoint_url": s3_bucket.endpoint_url}}
     monkeypatch.setenv("SOUNDHARVEST_STORAGE_OPTIONS", json.dumps(options))

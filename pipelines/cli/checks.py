@@ -360,6 +360,7 @@ def dagster_instance() -> list[Check]:
         with DagsterInstance.get() as instance:
             instance.get_runs(limit=1)
             kind = type(instance.run_storage).__name__
+            events = type(instance.event_log_storage).__name__
             limit = pool_limit(instance)
     except Exception as exc:
         return [
@@ -381,11 +382,19 @@ def dagster_instance() -> list[Check]:
             f"copy the concurrency block of pipelines/dagster.yaml into {home}/dagster.yaml",
         )
     )
-    return [
-        Check("DAGSTER_HOME", True, home),
-        Check("Dagster storage", True, f"{kind} answers"),
-        pool,
-    ]
+    checks = [Check("DAGSTER_HOME", True, home), Check("Dagster storage", True, f"{kind} answers")]
+    if events == "SqliteEventLogStorage":  # Dagster's own: pipelines/event_log.py says why not
+        checks.append(
+            Check(
+                "event log",
+                None,
+                "Dagster's own SQLite event log: steps of processes started together can share "
+                f"a {POOL} slot, and a range run writes its events one by one",
+                f"copy the event_log_storage block of pipelines/dagster.yaml into "
+                f"{home}/dagster.yaml",
+            )
+        )
+    return [*checks, pool]
 
 
 def yesterday() -> str:

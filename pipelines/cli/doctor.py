@@ -35,7 +35,7 @@ def doctor(day: str | None) -> None:
     results += checks.dagster_instance()
     for check in results:
         console.print(f"{mark(check.ok)} {check.name}: {check.detail}", soft_wrap=True)
-        if check.ok is False and check.fix:
+        if check.ok is not True and check.fix:  # a warning says what to do too
             console.print(f"    fix: {check.fix}", soft_wrap=True)
     failed = sum(check.ok is False for check in results)
     warned = sum(check.ok is None for check in results)
