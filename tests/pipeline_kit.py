@@ -6,6 +6,7 @@ downloads is the test's own (`scratch` fixture), so leftovers can be counted.
 """
 
 import hashlib
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -28,11 +29,32 @@ ASSETS = [run_manifest, sound_files, sound_catalog]
 HARVEST = "run_manifest,sound_files,sound_catalog"
 # The venv's `dg`, as the README runs it; it must run from the project root (pyproject's [tool.dg]).
 DG = str(Path(sys.executable).with_name("dg"))
+PROJECT = Path(__file__).resolve().parent.parent
 
 
 def dg_launch(*partition: str, select: str = HARVEST) -> list[str]:
     """`dg launch --assets <select> --partition D` (or `--partition-range A...B`)."""
     return [DG, "launch", "--assets", select, *partition]
+
+
+def launch_together(days: list[str], env: dict[str, str]) -> list[str]:
+    """One `dg launch --partition D` per day, all started at once from the project root; each
+    must succeed. Their outputs (stderr included), in the order of `days`."""
+    launches = [
+        subprocess.Popen(
+            dg_launch("--partition", day),
+            env=env,
+            cwd=PROJECT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for day in days
+    ]
+    outputs = [launch.communicate(timeout=400)[0] for launch in launches]
+    for launch, output in zip(launches, outputs, strict=True):
+        assert launch.returncode == 0, output[-3000:]
+    return outputs
 
 
 def sandbox_env(base_url: str, root: Path) -> dict[str, str]:

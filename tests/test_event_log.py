@@ -85,17 +85,17 @@ def fresh_home(path, project_config: bool, monkeypatch) -> DagsterInstance:
 
 def commits_during(run):
     """Transactions SQLAlchemy committed (on any engine) while `run()` ran, and its result."""
-    commits = Counter()
+    commits = []
 
     def count(_connection):
-        commits["n"] += 1
+        commits.append(1)
 
     sqlalchemy.event.listen(sqlalchemy.engine.Engine, "commit", count)
     try:
         result = run()
     finally:
         sqlalchemy.event.remove(sqlalchemy.engine.Engine, "commit", count)
-    return commits["n"], result
+    return len(commits), result
 
 
 def stored(instance: DagsterInstance, assets) -> dict:

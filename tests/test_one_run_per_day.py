@@ -14,7 +14,7 @@ from dagster._utils.tags import TagConcurrencyLimitsCounter
 from pipelines.instance_home import prepare
 from sandbox import run_state
 
-from pipeline_kit import dg_launch, write_manifest
+from pipeline_kit import launch_together, write_manifest
 from test_cli import PROJECT, cli_env, read_catalog
 
 DAY = "2026-11-01"
@@ -72,21 +72,7 @@ def test_two_launches_of_one_day_fetch_each_run_once(sandbox, tmp_path):
     sandbox.set_faults(download_latency_s=0.25)
     env = cli_env(sandbox, tmp_path) | {"CAMB_MAX_CONCURRENCY": "2"}
 
-    launches = [
-        subprocess.Popen(
-            dg_launch("--partition", DAY),
-            env=env,
-            cwd=PROJECT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for _ in range(2)
-    ]
-    outputs = [process.communicate(timeout=400)[0] for process in launches]
-
-    for process, output in zip(launches, outputs, strict=True):
-        assert process.returncode == 0, output[-3000:]
+    outputs = launch_together([DAY, DAY], env)
     stats = sandbox.stats()
     assert stats["downloads_by_run"] == dict.fromkeys(run_ids, 1)
     assert stats["lookups_by_run"] == dict.fromkeys(run_ids, 1)

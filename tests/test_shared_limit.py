@@ -24,7 +24,7 @@ from resources.limits import (
     step_in_flight,
 )
 
-from pipeline_kit import dg_launch, write_manifest
+from pipeline_kit import launch_together, write_manifest
 from test_cli import PROJECT, cli_env, read_catalog
 
 TOTAL = 4
@@ -172,21 +172,7 @@ def test_days_in_separate_processes_never_exceed_the_total(sandbox, tmp_path):
     env = cli_env(sandbox, tmp_path) | {"CAMB_TOTAL_CONCURRENCY": str(TOTAL)}
     sandbox.set_faults(latency_s=0.1)  # API calls overlap, as they do against the real API
 
-    processes = [
-        subprocess.Popen(
-            dg_launch("--partition", day),
-            env=env,
-            cwd=PROJECT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for day in days
-    ]
-    outputs = [process.communicate(timeout=400)[0] for process in processes]
-
-    for process, output in zip(processes, outputs, strict=True):
-        assert process.returncode == 0, output[-3000:]
+    launch_together(list(days), env)
     stats = sandbox.stats()
     print(
         f"\npeak in flight with {len(days)} runs at once: {stats['max_in_flight']} (total {TOTAL})"
