@@ -77,7 +77,7 @@ def operator_error(
     if exc.cause == UNREACHABLE:
         reason = _URL_PATH.sub(r"\1", reason)  # the endpoint, not the probe file's key
         return StorageUnreachable(
-            f"{where} cannot be reached ({reason}) and it has not answered once in this step",
+            f"{where} cannot be reached ({reason})",
             fix=f"check {setting} and the endpoint_url in {ENV_STORAGE_OPTIONS} (scheme, "
             "host, port), and that this machine can reach it",
             setting=exc.setting,
