@@ -49,7 +49,12 @@ def run_manifest(context: AssetExecutionContext, storage: StorageResource) -> Ma
     so gets an empty catalog partition), and the WARN check `manifest_present` names it.
     """
     config = settings()
-    preflight(context, config, lambda: storage.probe_writable("catalog"))
+    preflight(
+        context,
+        config,
+        lambda: storage.probe_writable("catalog"),
+        lambda: storage.probe_readable("manifests"),
+    )
     manifests, state = storage.manifests(), storage.catalog()
     prints = Fingerprints(state, "run_manifest", manifests=manifests.uri(""))
 
@@ -61,8 +66,8 @@ def run_manifest(context: AssetExecutionContext, storage: StorageResource) -> Ma
             if files and (summary := prints.unchanged(day, stamp)) is not None:
                 return summary, [name for name, *_ in files]  # nothing to parse again
             rows = load_day(manifests.fs, manifests.root, day)
-        except ManifestError as exc:
-            raise DayProblem(f"manifest cannot be read: {exc}") from None
+        except ManifestError as exc:  # only fixing the file helps: never retried
+            raise DayProblem(f"manifest cannot be read: {exc}", fix=exc.fix) from None
         if not rows["manifest"].size:
             missing[day] = where_looked(manifests.uri(day))
             if single_day:  # a range says it once, below

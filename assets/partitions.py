@@ -5,12 +5,12 @@ dependencies point one way, pipelines -> assets -> resources. Today's partition 
 only once the day has ended, so a scheduled run always harvests a complete day.
 """
 
-import os
-
 from dagster import DailyPartitionsDefinition
 
+from assets.core.settings import first_day
+
 # The first day manifests may exist for; a structural setting read when definitions load.
-FIRST_DAY = os.environ.get("SOUNDHARVEST_FIRST_DAY", "2024-01-01")
+FIRST_DAY = first_day().isoformat()
 
 daily_partitions = DailyPartitionsDefinition(start_date=FIRST_DAY, timezone="UTC")
 

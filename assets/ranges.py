@@ -13,11 +13,14 @@ days through `run_days`, and when some failed:
 Which failures end the loop: a problem of one day's own inputs (`DayProblem`) lets the other
 days go on. Trouble of the whole run stops it: an operator's mistake (`OperatorError`: a
 refused or missing key, a wrong base URL, an API never reached, every download refused by
-the policy, a storage root that cannot be written) would fail every other day the same way,
-and an API outage or a storage error would only spend the other days' budgets. Only trouble
-that may pass is retried, after `SOUNDHARVEST_STEP_RETRY_DELAY_S`; an operator's mistake
+the policy, a storage root that cannot be written or reached, a full disk) would fail every
+other day the same way, and an API outage or a storage error would only spend the other
+days' budgets. Only trouble that may pass is retried, after a wait that starts at
+`SOUNDHARVEST_STEP_RETRY_DELAY_S` and doubles (`step_retry_wait_s`); an operator's mistake
 fails at once with `ERROR_KIND_KEY: OPERATOR` in the failure's metadata and its one line
-(what is wrong, what to fix) last in the message.
+(what is wrong, what to fix) last in the message. So does a step whose failed days all
+failed for a reason only the operator can mend (`DayProblem.fix`: a manifest that cannot be
+parsed), after the other days went on.
 """
 
 import datetime as dt
@@ -31,7 +34,9 @@ from dagster import AssetExecutionContext, AssetKey, AssetMaterialization, Failu
 from assets.core.settings import PipelineSettings, SettingsError
 from resources.camb_client import CambApiError
 from resources.errors import ERROR_KIND_KEY, OPERATOR, OperatorError
+from resources.retry import step_retry_wait_s
 from resources.storage import StorageError
+from resources.storage_faults import StorageUnreachable, operator_error
 
 T = TypeVar("T")
 
@@ -40,7 +45,16 @@ RUN_WIDE = (CambApiError, StorageError, OperatorError)
 
 
 class DayProblem(Exception):
-    """Something wrong with one day's own inputs: that day fails, the others go on."""
+    """Something wrong with one day's own inputs: that day fails, the others go on.
+
+    With a `fix`, only the operator can mend it (a manifest that cannot be parsed): the
+    message says what to do, and a step whose failed days all carry one is the operator's
+    mistake, never retried.
+    """
+
+    def __init__(self, problem: str, *, fix: str = "") -> None:
+        super().__init__(f"{problem}: {fix}" if fix else problem)
+        self.fix = fix
 
 
 @dataclass
@@ -53,6 +67,7 @@ class Days(Generic[T]):
     not_tried: list[str] = field(default_factory=list)
     retriable: bool = False
     operator: OperatorError | None = None  # the operator's mistake that stopped the days
+    to_fix: set[str] = field(default_factory=set)  # failed days only the operator can mend
 
     def report(self) -> str:
         """One message: the failures, then what completed and what was not tried; an
@@ -69,6 +84,12 @@ class Days(Generic[T]):
             lines.append(str(self.operator))
         return "\n".join(lines)
 
+    def operators(self) -> bool:
+        """Is every failure the operator's to fix (so that no retry can help)?"""
+        return self.operator is not None or (
+            not self.retriable and bool(self.failed) and self.to_fix >= set(self.failed)
+        )
+
 
 def run_days(keys: Sequence[str], work: Callable[[str], T]) -> Days[T]:
     """`work(day)` for each day in order, as far as the failures allow (see the module doc)."""
@@ -78,7 +99,11 @@ def run_days(keys: Sequence[str], work: Callable[[str], T]) -> Days[T]:
             days.done[day] = work(day)
         except DayProblem as exc:
             days.failed[day] = str(exc)
+            if exc.fix:
+                days.to_fix.add(day)
         except RUN_WIDE as exc:
+            if isinstance(exc, StorageError):  # a full disk is the operator's wherever met
+                exc = operator_error(exc, first_contact=False) or exc
             days.failed[day] = str(exc)
             days.not_tried = list(keys[index + 1 :])
             days.operator = exc if isinstance(exc, OperatorError) else None
@@ -138,36 +163,47 @@ def preflight(
     """The step's checks before any day and any API call (storage probes, the key).
 
     An operator's mistake fails the step at once; storage trouble that may pass fails it as
-    a day would (retried), before any day was tried.
+    a day would (retried), before any day was tried. A storage endpoint that cannot be
+    reached is the operator's on the step's first attempt only: a retry follows an attempt
+    whose probes passed (or met trouble that may pass), so the endpoint was lost since.
     """
     try:
         for check in checks:
             check()
     except OperatorError as exc:
-        raise operator_failure(str(exc), exc.setting) from None
+        if not (isinstance(exc, StorageUnreachable) and context.retry_number > 0):
+            raise operator_failure(str(exc), exc.setting) from None
+        _failed_before_any_day(context, config, str(exc), retriable=True)
     except StorageError as exc:
-        keys = list(context.partition_keys)
-        days: Days[Any] = Days(keys, failed={keys[0]: str(exc)}, not_tried=keys[1:])
-        days.retriable = not exc.lasting
-        fail(context, days, config)
+        _failed_before_any_day(context, config, str(exc), retriable=not exc.lasting)
+
+
+def _failed_before_any_day(
+    context: AssetExecutionContext, config: PipelineSettings, why: str, *, retriable: bool
+) -> NoReturn:
+    keys = list(context.partition_keys)
+    days: Days[Any] = Days(keys, failed={keys[0]: why}, not_tried=keys[1:], retriable=retriable)
+    fail(context, days, config)
 
 
 def fail(context: AssetExecutionContext, days: Days[Any], settings: PipelineSettings) -> NoReturn:
     """Raise the step's failure: a retry request while retries are left and worth it."""
     message = days.report()
-    if days.operator is not None:
-        raise operator_failure(message, days.operator.setting)
+    if days.operators():
+        raise operator_failure(message, days.operator.setting if days.operator else None)
     attempt = context.retry_number
     # RetryRequested rather than a RetryPolicy on the asset: the policy is fixed when the
     # definitions load, while delay and count are settings read when the step runs.
     if days.retriable and attempt < settings.step_retries:
+        wait = step_retry_wait_s(
+            attempt + 1, settings.step_retry_delay_s, settings.step_retry_max_delay_s
+        )
         context.log.warning(
-            f"{message}\nretrying in {settings.step_retry_delay_s:g} s "
-            f"(retry {attempt + 1} of {settings.step_retries})"
+            f"{message}\nretrying in {wait:.3g} s (retry {attempt + 1} of {settings.step_retries})"
         )
         # The delay is waited here, in the step, not by Dagster (`seconds_to_wait`): told to
         # stop, a step raises at once, while the in-process executor's own wait for a retry
         # cannot be interrupted (SIGTERM used to wait out all 300 s).
-        time.sleep(settings.step_retry_delay_s)
+        time.sleep(wait)
         raise RetryRequested(max_retries=settings.step_retries) from Failure(description=message)
     raise Failure(description=message, allow_retries=False)

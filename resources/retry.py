@@ -117,6 +117,19 @@ class _Wait(tenacity.wait.wait_base):
         return self._backoff(retry_state)
 
 
+def step_retry_wait_s(retry: int, first_s: float, max_s: float) -> float:
+    """Seconds to wait before retry number `retry` (1, 2, ...) of a whole step.
+
+    `first_s`, doubled with each retry, plus a jitter of up to half of `first_s` (so that the
+    steps one outage failed together do not all come back in the same second), never more
+    than `max_s`: tenacity's exponential-with-jitter wait, asked for that retry.
+    """
+    state = tenacity.RetryCallState(None, None, (), {})
+    state.attempt_number = retry
+    wait = tenacity.wait_exponential_jitter(multiplier=first_s, max=max_s, jitter=first_s / 2)
+    return wait(state)
+
+
 def async_retrying(policy: RetryPolicy) -> tenacity.AsyncRetrying:
     """A tenacity loop for one request: `async for attempt in async_retrying(p): with attempt:`."""
     return tenacity.AsyncRetrying(

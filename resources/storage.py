@@ -40,6 +40,7 @@ import os
 import posixpath
 import re
 import secrets
+import socket
 import time
 import traceback
 from collections.abc import Iterable, Iterator, Mapping
@@ -72,16 +73,42 @@ _SECRET_NAME = re.compile(r"key|secret|token|password|passwd|credential|signatur
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s\"']+@")
 
 
+# What waiting would do about a storage error (`StorageError.cause`, from `cause_of`):
+PASSING = "passing"  # may pass: a timeout, a 5xx, throttling, a connection dropped
+LASTING = "lasting"  # stays until someone changes the root, its permissions or credentials
+FULL = "full"  # no space left, or a quota spent: no wait cures it either
+# The endpoint refused the connection, or its name is unknown: the operator's when met before
+# the root ever took a write (a wrong endpoint, a server that is not there), a blip after.
+UNREACHABLE = "unreachable"
+
+
 class StorageError(RuntimeError):
     """A storage operation failed; the message names the URI, never a credential.
 
-    `lasting`: the cause stays until someone changes the root, its permissions or the
-    credentials (see `lasting_cause`); otherwise it may pass (a timeout, a 5xx, throttling).
+    `cause` says what waiting would do (PASSING, LASTING, FULL, UNREACHABLE); `root` and
+    `setting` name the storage root it happened on and the variable that configures it, when
+    known; `errno` is the backend's own, when it gave one.
     """
 
-    def __init__(self, message: str, *, lasting: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        cause: str = PASSING,
+        root: str | None = None,
+        setting: str | None = None,
+        errno: int | None = None,
+    ) -> None:
         super().__init__(message)
-        self.lasting = lasting
+        self.cause = cause
+        self.root = root
+        self.setting = setting
+        self.errno = errno
+
+    @property
+    def lasting(self) -> bool:
+        """No wait cures the cause (unreachable may still pass: it is not lasting)."""
+        return self.cause in (LASTING, FULL)
 
 
 # Causes that no retry cures: a path through a file, a read-only or forbidden place, a
@@ -93,15 +120,43 @@ _LASTING_TYPES = (
 )  # fmt: skip
 _LASTING_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR})
 _LASTING_NAMES = frozenset({"NoCredentialsError", "PartialCredentialsError"})
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+# No connection at all: refused, name unknown, TLS refused. botocore says so with
+# EndpointConnectionError (refused or unknown name) and SSLError, aiohttp (gcsfs, http) with
+# ClientConnectorError; named, so neither is imported. A connect *timeout* is not one of them:
+# the endpoint may only be slow, and a timeout stays passing.
+_UNREACHABLE_TYPES = (ConnectionRefusedError, socket.gaierror)
+_UNREACHABLE_NAMES = frozenset({"EndpointConnectionError", "SSLError", "ClientConnectorError"})
 
 
-def lasting_cause(exc: BaseException) -> bool:
-    """True when `exc` (a backend's error) will not pass by waiting."""
-    if isinstance(exc, _LASTING_TYPES):
-        return True
-    if isinstance(exc, OSError) and exc.errno in _LASTING_ERRNOS:
-        return True
-    return any(cls.__name__ in _LASTING_NAMES for cls in type(exc).__mro__)
+def cause_of(exc: BaseException) -> str:
+    """What waiting would do about `exc`, a backend's error: PASSING, LASTING, FULL or
+    UNREACHABLE (see their comments)."""
+    code = exc.errno if isinstance(exc, OSError) else None
+    if code in _FULL_ERRNOS:
+        return FULL
+    if isinstance(exc, _LASTING_TYPES) or code in _LASTING_ERRNOS or _named(exc, _LASTING_NAMES):
+        return LASTING
+    if isinstance(exc, _UNREACHABLE_TYPES) or _named(exc, _UNREACHABLE_NAMES):
+        return UNREACHABLE
+    return PASSING
+
+
+def _named(exc: BaseException, names: frozenset[str]) -> bool:
+    return any(cls.__name__ in names for cls in type(exc).__mro__)
+
+
+class StorageSettingError(StorageError):
+    """A setting of the storage that cannot be used (`SOUNDHARVEST_STORAGE_OPTIONS`, a root's
+    URL scheme): the operator's to fix; `problem` and `fix` as in `OperatorError`."""
+
+    def __init__(self, problem: str, *, fix: str, setting: str | None) -> None:
+        super().__init__(f"{problem}: {fix}", cause=LASTING, setting=setting)
+        self.problem = problem
+        self.fix = fix
+
+
+_OPTIONS_FIX = 'write it as a JSON object keyed by protocol, e.g. {"s3": {"endpoint_url": "..."}}'
 
 
 class VerificationError(StorageError):
@@ -127,16 +182,19 @@ def storage_options_from_env(environ: Mapping[str, str] | None = None) -> dict[s
     try:
         parsed = json.loads(raw)
     except json.JSONDecodeError as exc:
-        # `from None`: the decode error keeps the whole document (and its secrets) in `.doc`.
-        raise StorageError(
-            f"{ENV_STORAGE_OPTIONS} is not valid JSON (line {exc.lineno} column {exc.colno})",
-            lasting=True,
+        # `from None`: the decode error keeps the whole document (and its secrets) in `.doc`;
+        # its `msg` and position name no part of it.
+        raise StorageSettingError(
+            f"{ENV_STORAGE_OPTIONS} is not valid JSON ({exc.msg}: line {exc.lineno} column "
+            f"{exc.colno}; its value is not shown, it may hold credentials)",
+            fix=_OPTIONS_FIX,
+            setting=ENV_STORAGE_OPTIONS,
         ) from None
     if not isinstance(parsed, dict) or not all(isinstance(v, dict) for v in parsed.values()):
-        raise StorageError(
-            f"{ENV_STORAGE_OPTIONS} must be a JSON object of objects keyed by protocol, e.g. "
-            '{"s3": {"endpoint_url": "..."}}',
-            lasting=True,
+        raise StorageSettingError(
+            f"{ENV_STORAGE_OPTIONS} must be a JSON object of objects keyed by protocol",
+            fix=_OPTIONS_FIX,
+            setting=ENV_STORAGE_OPTIONS,
         )
     return parsed
 
@@ -150,13 +208,23 @@ class Storage:
     receives a stale client, and listings are never answered from another instance's cache.
     """
 
-    def __init__(self, url: str, storage_options: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        storage_options: Mapping[str, Any] | None = None,
+        *,
+        setting: str | None = None,
+    ) -> None:
+        self.setting = setting  # the variable this root comes from, named by its errors
         protocol = fsspec.core.split_protocol(url)[0] or "file"
         try:
             cls = fsspec.get_filesystem_class(protocol)
         except (ValueError, ImportError) as exc:
-            raise StorageError(
-                f"unsupported storage URL scheme {protocol!r}: {exc}", lasting=True
+            raise StorageSettingError(
+                f"unsupported storage URL scheme {protocol!r}: {exc}",
+                fix=f"point {setting or 'the root'} at a local folder, s3://, gs:// or another "
+                "fsspec URL whose package is installed",
+                setting=setting,
             ) from None
         aliases = cls.protocol if isinstance(cls.protocol, tuple | list) else (cls.protocol,)
         from_env = storage_options_from_env()
@@ -495,7 +563,11 @@ class Storage:
     def _raise(self, what: str, exc: BaseException) -> NoReturn:
         """Raise a StorageError for ``exc``, chained only if no credential shows in it."""
         err = StorageError(
-            f"{what}: {type(exc).__name__}: {self._redact(str(exc))}", lasting=lasting_cause(exc)
+            f"{what}: {type(exc).__name__}: {self._redact(str(exc))}",
+            cause=cause_of(exc),
+            root=self.uri("") if hasattr(self, "root") else None,  # None while opening
+            setting=self.setting,
+            errno=exc.errno if isinstance(exc, OSError) else None,
         )
         chain = "".join(traceback.format_exception(exc))
         raise err from (exc if self._redact(chain) == chain else None)

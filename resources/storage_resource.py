@@ -18,7 +18,7 @@ from pydantic import Field
 
 from resources.roots import ROOTS, root_url
 from resources.storage import Storage
-from resources.storage_probe import probe_writable
+from resources.storage_probe import probe_readable, probe_writable
 
 
 class StorageResource(ConfigurableResource):
@@ -29,24 +29,33 @@ class StorageResource(ConfigurableResource):
     catalog_root: str | None = Field(default=None, description="$SOUNDHARVEST_CATALOG_ROOT")
     dataset_root: str | None = Field(default=None, description="$SOUNDHARVEST_DATASET_ROOT")
 
-    # Storage applies $SOUNDHARVEST_STORAGE_OPTIONS for the URL's protocol itself.
+    # Storage applies $SOUNDHARVEST_STORAGE_OPTIONS for the URL's protocol itself; each root
+    # names its variable, which its errors then name (even when a field set the root: the
+    # variable is where people look).
     def manifests(self) -> Storage:
-        return Storage(root_url("manifests", self.manifest_root))
+        return self._open("manifests", self.manifest_root)
 
     def audio(self) -> Storage:
-        return Storage(root_url("audio", self.audio_root))
+        return self._open("audio", self.audio_root)
 
     def catalog(self) -> Storage:
-        return Storage(root_url("catalog", self.catalog_root))
+        return self._open("catalog", self.catalog_root)
 
     def datasets(self) -> Storage:
-        return Storage(root_url("datasets", self.dataset_root))
+        return self._open("datasets", self.dataset_root)
 
     def probe_writable(self, *roots: str) -> None:
         """Write and remove a probe file in each named root ("audio", "catalog", "datasets");
-        `StorageUnwritable` names the first that cannot be written and its variable."""
+        the first that cannot be written raises the operator's mistake naming it and its
+        variable (`resources/storage_probe.py`)."""
         for root in roots:
-            configured = getattr(self, f"{root.removesuffix('s')}_root")
-            # The variable is named even when a field set the root: it is where people look.
-            url = root_url(root, configured)
-            probe_writable(lambda url=url: Storage(url), root, ROOTS[root][0])
+            probe_writable(getattr(self, root))
+
+    def probe_readable(self, root: str) -> None:
+        """Ask the root ("manifests") whether it exists: an endpoint that cannot be reached, or
+        credentials refused, raise the operator's mistake naming it and its variable."""
+        probe_readable(getattr(self, root))
+
+    @staticmethod
+    def _open(name: str, configured: str | None) -> Storage:
+        return Storage(root_url(name, configured), setting=ROOTS[name][0])

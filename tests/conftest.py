@@ -6,7 +6,7 @@ import pytest
 
 from sandbox import Faults, SandboxServer
 
-from moto_s3 import moto_s3_server, s3_bucket  # noqa: F401  (fixtures shared by every test module)
+from moto_s3 import moto_auth, moto_s3_server, s3_bucket  # noqa: F401  (fixtures for every module)
 from servers import postgres_server, redis_server  # noqa: F401  (real servers, started on demand)
 
 SANDBOX_KEY = "sandbox-test-key-5f3a9c"

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.dataset as ds
 import pytest
+from dagster import DagsterInstance
 
 from resources.audio_file import inspect_audio
 from sandbox import run_state
@@ -137,6 +138,26 @@ def test_a_cli_range_needs_single_run_backfills(sandbox, project_copy):
     assert done.returncode != 0
     assert "BackfillPolicy.single_run()" in done.stdout + done.stderr
     assert sandbox.stats()["api_requests"] == 0 and not (project_copy / "catalog").exists()
+
+
+@pytest.mark.parametrize("partition", ["--partition", "--partition-range"])
+def test_a_day_before_the_first_day_is_refused_without_a_run(sandbox, project_copy, partition):
+    """`soundharvest harvest` says so as a usage error (tests/test_soundharvest_cli.py); `dg
+    launch` is Dagster's own command: it refuses the partition before creating a run, in
+    Dagster's words (which do not name the variable), never with an `Invariant failed`."""
+    env = cli_env(sandbox, project_copy) | {"SOUNDHARVEST_FIRST_DAY": DAYS[1]}
+    days = DAYS[0] if partition == "--partition" else f"{DAYS[0]}...{DAYS[1]}"
+
+    done = subprocess.run(
+        dg_launch(partition, days), env=env, cwd=PROJECT, capture_output=True, text=True
+    )
+
+    said = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert f"partition key `{DAYS[0]}`" in said and "Invariant failed" not in said
+    assert sandbox.stats()["api_requests"] == 0 and not (project_copy / "catalog").exists()
+    with DagsterInstance.from_config(str(project_copy / "dagster_home")) as instance:
+        assert instance.get_runs() == []
 
 
 def test_a_crash_keeps_the_checkpointed_ledger_and_the_rerun_does_not_rehash(sandbox, project_copy):

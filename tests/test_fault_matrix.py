@@ -26,32 +26,43 @@ live in tests/test_client_faults.py; these check what reaches the catalog.
   `test_bulk_answers_missing_or_extra_ids_give_one_row_per_id`
 - a 4xx that poisons a batch:
   `test_a_4xx_poisoning_a_batch_sinks_only_the_bad_id`
-- malformed manifests:
+- malformed manifests (the operator's: never retried):
   `test_a_malformed_manifest_fails_naming_file_and_line`
 - non-positive, huge or path-like ids:
   `test_bad_ids_are_rejected_and_nothing_is_written_outside_the_roots`
-- disk full:
+- disk full (the audio root's, the scratch space's: the operator's):
   `test_disk_full_fails_clearly_keeps_the_catalog_and_a_rerun_completes`
 - unwritable storage:
   `test_unwritable_storage_fails_clearly_and_keeps_the_catalog`
 - S3 endpoint that accepts the connection and never answers:
   `test_a_mute_s3_endpoint_fails_the_day_in_bounded_time`
+- S3 endpoint lost mid-day (down from the start: tests/test_operator_errors.py):
+  `test_an_s3_endpoint_lost_mid_day_is_retried_after_a_short_wait`
 """
 
+import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
 
 import pytest
+from dagster import DagsterInstance
 
+from assets.state import read_state
+from resources.audio_file import inspect_audio
+from resources.errors import ERROR_KIND_KEY, OPERATOR
 from sandbox import Decoy, full_backlog, run_state
 
 from conftest import SANDBOX_KEY
-from moto_s3 import S3Bucket
+from moto_s3 import S3Bucket, proxy_to
+from mounts import fill, tmpfs
 from pipeline_kit import (
     DAY,
     assert_ok_rows_verify,
@@ -316,7 +327,11 @@ def test_a_4xx_poisoning_a_batch_sinks_only_the_bad_id(sandbox, tmp_path, scratc
 # -- manifests --------------------------------------------------------------------------------
 
 
-def test_a_malformed_manifest_fails_naming_file_and_line(sandbox, tmp_path):
+def test_a_malformed_manifest_fails_naming_file_and_line(sandbox, tmp_path, monkeypatch):
+    """Only fixing the file helps: the operator's, never retried (was: a failure retried
+    like an outage, exit 1), while the range's other days are still read."""
+    monkeypatch.setenv("SOUNDHARVEST_STEP_RETRIES", "2")  # a retry would show; none may happen
+    monkeypatch.setenv("SOUNDHARVEST_STEP_RETRY_DELAY_S", "0")
     days = ["2026-11-01", "2026-11-02"]
     write_manifest(tmp_path / "manifests", days[0], ready_ids(4300, 3))
     bad = tmp_path / "manifests" / days[1] / "batch.csv"
@@ -328,8 +343,13 @@ def test_a_malformed_manifest_fails_naming_file_and_line(sandbox, tmp_path):
 
     assert not result.success
     [message] = failure_messages(result)
-    assert message.startswith(f"{days[1]}: manifest cannot be read: {bad}, line 3: ")
-    assert message.endswith(f"completed: {days[0]}")
+    assert message == (
+        f"{days[1]}: manifest cannot be read: {bad}, line 3: malformed CSV: unexpected end of "
+        "data: fix line 3 of that file (or remove it), then harvest the day again\n"
+        f"completed: {days[0]}"
+    )
+    assert not step_events(result, "STEP_UP_FOR_RETRY")
+    assert failure_metadata(result)[ERROR_KIND_KEY] == OPERATOR
     assert sandbox.stats()["api_requests"] == 0  # nothing reached the API
     assert not Path(catalog_path(storage, days[1])).exists()
 
@@ -405,26 +425,31 @@ print(json.dumps({"success": result.success, "failures": failures}))
 
 @pytest.fixture
 def tiny_disk(tmp_path: Path):
-    """A 32 MiB tmpfs (root only), unmounted afterwards."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+    """A 32 MiB tmpfs, unmounted afterwards (root only: elsewhere skipped, in CI failed)."""
+    with tmpfs(tmp_path / "tiny", "size=32m") as disk:
+        yield disk
 
 
-@pytest.mark.parametrize("where", ["storage-tmpfs", "scratch-rlimit"])
+# What a full disk's failure says: which disk, how much is free, what the day still needs.
+_FULL = (
+    r"^the (?P<where>audio root|scratch space) (?P<path>\S+) is full \(No space left on "
+    r"device\): (?P<free>[\d.]+ (B|KiB|MiB)) free; 2026-11-01 still has (?P<left>\d+) runs to "
+    r"fetch, about [\d.]+ (KiB|MiB) \([\d.]+ (KiB|MiB) each, the median of its \d+ files so far\): "
+    r"free space there, or point (?P<setting>\S+) at a disk with room$"
+)
+
+
+@pytest.mark.parametrize("where", ["audio-tmpfs", "scratch-tmpfs", "scratch-rlimit"])
 def test_disk_full_fails_clearly_keeps_the_catalog_and_a_rerun_completes(
     sandbox, tmp_path, scratch, monkeypatch, request, where
 ):
-    monkeypatch.setenv("SOUNDHARVEST_STEP_RETRIES", "0")
-    root = request.getfixturevalue("tiny_disk") if where == "storage-tmpfs" else tmp_path
+    """Was: 300 s step retries of "[Errno 28] No space left on device", then exit 1 after
+    614 s. A full disk (the audio root's or the scratch space's) is the operator's: no step
+    retry, one line saying how much is free and what the day still needs."""
+    monkeypatch.setenv("SOUNDHARVEST_STEP_RETRIES", "2")  # a retry would show; none may happen
+    monkeypatch.setenv("SOUNDHARVEST_STEP_RETRY_DELAY_S", "0")
+    disk = request.getfixturevalue("tiny_disk") if where.endswith("tmpfs") else None
+    root = disk if where == "audio-tmpfs" else tmp_path
     first = ready_ids(4500, 3)
     write_manifest(root / "manifests", DAY, first)
     storage = local_storage(root)
@@ -433,14 +458,23 @@ def test_disk_full_fails_clearly_keeps_the_catalog_and_a_rerun_completes(
     more = first + ready_ids(4520, 25)
     write_manifest(root / "manifests", DAY, more)
 
-    if where == "storage-tmpfs":
-        free = os.statvfs(root).f_bavail * os.statvfs(root).f_frsize
-        (root / "filler").write_bytes(b"\0" * (free - 256 * 1024))  # a quarter MiB left
+    if where != "scratch-rlimit":
+        if where == "scratch-tmpfs":
+            monkeypatch.setattr(tempfile, "tempdir", str(disk))
+            scratch = disk / "soundharvest"
+        filler = fill(disk, leave=64 << 10)  # less than one of the day's files
         result = run(sandbox, storage, raise_on_error=False)
-        assert not result.success
         [message] = failure_messages(result)
-        assert "No space left on device" in message
-        (root / "filler").unlink()  # space returns
+        found = re.match(_FULL, message)
+        assert found, message
+        expected = (str(disk / "audio"), "SOUNDHARVEST_AUDIO_ROOT")
+        if where == "scratch-tmpfs":
+            expected = (str(disk / "soundharvest"), "TMPDIR")
+        assert (found["path"], found["setting"]) == expected
+        assert 0 < int(found["left"]) <= 25  # the 3 first runs are stored already
+        assert not step_events(result, "STEP_UP_FOR_RETRY")  # never retried
+        assert failure_metadata(result)[ERROR_KIND_KEY] == OPERATOR  # exit 3 from the CLI
+        filler.unlink()  # space returns
     else:
         child = subprocess.run(
             [
@@ -457,12 +491,34 @@ def test_disk_full_fails_clearly_keeps_the_catalog_and_a_rerun_completes(
         assert message.startswith(f"{DAY}: the scratch space {scratch} failed: ")
         assert "File too large" in message
 
-    assert message.startswith(f"{DAY}: ") and "\n" not in message  # one clear error
+    assert "\n" not in message  # one clear error
     assert Path(catalog_path(storage)).read_bytes() == before  # the catalog is intact
     assert not leftovers(root, scratch) and not leftovers(tmp_path, scratch)
+    assert_ledger_files_verify(storage)  # every file under a final name is whole
     sandbox.reset()
     assert run(sandbox, storage).success
     assert set(statuses(storage).values()) == {"ok"} and len(statuses(storage)) == len(more)
+
+
+def assert_ledger_files_verify(storage) -> None:
+    """Every file under a final name of the day is recorded ok in its ledger (the record the
+    failed day kept) with exactly its size and sha256, or is a whole WAV a rerun adopts."""
+    audio = Path(storage.audio().path(DAY))
+    ledger = read_state(storage.catalog(), "sound_files", DAY)
+    rows = {} if ledger is None else {int(r.run_id): r for r in ledger.itertuples()}
+    for path in audio.glob("*.wav"):
+        row = rows.get(int(path.stem))
+        if row is not None and row.status == "ok":
+            data = path.read_bytes()
+            assert (len(data), hashlib.sha256(data).hexdigest()) == (row.size_bytes, row.sha256)
+        else:
+            assert inspect_audio(path).frames > 0, path  # published whole, not yet recorded
+
+
+def failure_metadata(result) -> dict:
+    [event] = step_events(result, "STEP_FAILURE")
+    metadata = event.step_failure_data.user_failure_data.metadata
+    return {key: value.value for key, value in metadata.items()}
 
 
 @pytest.mark.parametrize("where", ["a-file-as-root", "missing-bucket"])
@@ -517,3 +573,64 @@ def test_a_mute_s3_endpoint_fails_the_day_in_bounded_time(
     assert message.startswith(f"{DAY}: cannot ") and "timeout" in message.lower()
     assert Path(catalog_path(storage)).read_bytes() == before
     assert not leftovers(tmp_path, scratch)
+
+
+def test_an_s3_endpoint_lost_mid_day_is_retried_after_a_short_wait(
+    sandbox, tmp_path, scratch, monkeypatch, s3_bucket: S3Bucket
+):
+    """The connection refused that fails a step at once when met before the root took any
+    write (`tests/test_operator_errors.py`) is a blip once files were written: the step is
+    retried, after a first wait of seconds (the delay set to 0.2 s here; 10 s by default)."""
+    monkeypatch.setenv("SOUNDHARVEST_STEP_RETRIES", "1")
+    monkeypatch.setenv("SOUNDHARVEST_STEP_RETRY_DELAY_S", "0.2")
+    proxy = proxy_to(s3_bucket)  # the endpoint the harvest knows, until it goes away
+    quick = {"connect_timeout": 1, "read_timeout": 2, "retries": {"max_attempts": 1}}
+    endpoint = {"endpoint_url": f"http://127.0.0.1:{proxy.port}", "config_kwargs": quick}
+    monkeypatch.setenv(
+        "SOUNDHARVEST_STORAGE_OPTIONS", json.dumps({"s3": s3_bucket.storage_options | endpoint})
+    )
+    run_ids = ready_ids(4800, 30)
+    write_manifest(tmp_path / "manifests", DAY, run_ids)
+    storage = local_storage(tmp_path, f"{s3_bucket.url}/audio")
+    sandbox.set_faults(download_latency_s=0.2)  # files arrive one by one, over seconds
+    watcher = threading.Thread(target=cut_after_the_first_file, args=(s3_bucket, proxy))
+    watcher.start()
+    instance = DagsterInstance.ephemeral()
+
+    result = run(sandbox, storage, raise_on_error=False, instance=instance)
+
+    watcher.join()
+    assert not result.success
+    assert len(step_events(result, "STEP_UP_FOR_RETRY")) == 1  # retriable, as a blip is
+    [retrying] = [
+        log.user_message
+        for log in instance.all_logs(result.run_id)
+        if "retrying in" in log.user_message
+    ]
+    assert "EndpointConnectionError" in retrying, retrying
+    wait = float(re.search(r"retrying in ([\d.]+) s \(retry 1 of 1\)", retrying)[1])
+    assert 0.2 <= wait <= 0.3  # the delay, plus a jitter of up to half of it
+    [message] = failure_messages(result)  # the retry's probe: still gone, still not an error
+    assert "cannot be reached" in message  # of the operator's (that is the first attempt's)
+    assert ERROR_KIND_KEY not in failure_metadata(result)
+    assert not Path(catalog_path(storage)).exists()
+    assert not leftovers(tmp_path, scratch) and s3_bucket.pending_uploads() == []
+    audio = stored_audio(s3_bucket)
+    assert audio and len(audio) < len(run_ids)
+    for key in audio:  # every object under a final name is a whole WAV
+        body = s3_bucket.client().get_object(Bucket=s3_bucket.name, Key=key)["Body"].read()
+        (tmp_path / "object.wav").write_bytes(body)
+        assert inspect_audio(tmp_path / "object.wav").frames > 0, key
+
+
+def cut_after_the_first_file(bucket: S3Bucket, proxy, timeout_s: float = 60.0) -> None:
+    """Cut the proxy (the endpoint goes away: connections refused) once the first audio file
+    is stored, asking moto directly."""
+    deadline = time.monotonic() + timeout_s
+    while not stored_audio(bucket) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proxy.cut()
+
+
+def stored_audio(bucket: S3Bucket) -> list[str]:
+    return [key for key in bucket.keys() if key.endswith(".wav")]  # noqa: SIM118 - objects

@@ -1,6 +1,8 @@
 """The plain modules behind `sound_files`: ledger checkpoints, scratch space, settings, ranges."""
 
+import errno
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +18,8 @@ from assets.core.settings import PipelineSettings, SettingsError
 from assets.ranges import DayProblem, day_ranges, run_days
 from resources.camb_client import CambAuthError, CambOutageError
 from resources.errors import OperatorError
-from resources.storage import StorageError
+from resources.retry import step_retry_wait_s
+from resources.storage import FULL, LASTING, UNREACHABLE, StorageError
 
 
 class Clock:
@@ -82,16 +85,19 @@ DAYS = ["2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04"]
 
 
 @pytest.mark.parametrize(
-    ("error", "stops", "retriable"),
+    ("error", "stops", "retriable", "operators"),
     [
-        (DayProblem("no manifest"), False, False),
-        (CambAuthError("key refused"), True, False),
-        (CambOutageError("API down"), True, True),
-        (StorageError("disk full"), True, True),
+        (DayProblem("no manifest"), False, False, False),
+        (DayProblem("manifest cannot be read", fix="fix line 3"), False, False, True),
+        (CambAuthError("key refused"), True, False, True),
+        (CambOutageError("API down"), True, True, False),
+        (StorageError("a timeout"), True, True, False),
+        (StorageError("refused, after writes", cause=UNREACHABLE), True, True, False),
+        (StorageError("read-only", cause=LASTING), True, False, False),
     ],
-    ids=["day-problem", "auth", "outage", "storage"],
+    ids=["day-problem", "bad-manifest", "auth", "outage", "storage", "lost-mid-day", "lasting"],
 )
-def test_which_failures_stop_a_range(error, stops, retriable):
+def test_which_failures_stop_a_range(error, stops, retriable, operators):
     def work(day: str) -> str:
         if day == DAYS[1]:
             raise error
@@ -103,6 +109,7 @@ def test_which_failures_stop_a_range(error, stops, retriable):
     assert list(days.done) == ([DAYS[0]] if stops else [DAYS[0], *DAYS[2:]])
     assert days.not_tried == (DAYS[2:] if stops else [])
     assert days.retriable is retriable
+    assert days.operators() is operators  # never retried, exit 3: fix it, then run again
     expected = f"{DAYS[1]}: {error}\ncompleted: " + (
         f"{DAYS[0]}\nnot tried: {DAYS[2]}...{DAYS[3]}"
         if stops
@@ -111,6 +118,37 @@ def test_which_failures_stop_a_range(error, stops, retriable):
     if isinstance(error, OperatorError):  # no day's own: said once, last, what to fix
         expected = f"completed: {DAYS[0]}\nnot tried: {DAYS[1]}...{DAYS[3]}\n{error}"
     assert days.report() == expected
+
+
+def test_a_full_disk_met_mid_day_is_the_operators_naming_free_space(tmp_path):
+    full = StorageError(
+        f"cannot publish {tmp_path}/audio/{DAYS[1]}/7.wav: OSError: [Errno 28] No space left",
+        cause=FULL,
+        root=str(tmp_path / "audio"),
+        setting="SOUNDHARVEST_AUDIO_ROOT",
+        errno=errno.ENOSPC,
+    )
+
+    days = run_days(DAYS, lambda day: (_ for _ in ()).throw(full) if day == DAYS[1] else day)
+
+    assert days.operators() and not days.retriable and days.not_tried == DAYS[2:]
+    said = days.report().splitlines()[-1]
+    assert said.startswith(f"the audio root {tmp_path}/audio is full (No space left on device): ")
+    # The free space of the disk the root is on (it does not exist: its nearest folder's).
+    assert re.search(r"\): [\d.]+ (B|KiB|MiB|GiB) free: ", said), said
+    assert said.endswith("point SOUNDHARVEST_AUDIO_ROOT at a disk with room")
+
+
+def test_step_retries_wait_seconds_first_then_longer_never_past_the_cap():
+    first = PipelineSettings().step_retry_delay_s
+    assert first <= 10  # seconds, not the 300 s it used to be
+    for retry in range(1, 8):
+        base = min(first * 2 ** (retry - 1), 300)
+        waits = [step_retry_wait_s(retry, first, 300) for _ in range(200)]
+        assert all(base <= wait <= min(base + first / 2, 300) for wait in waits), (retry, waits)
+        if base + first / 2 <= 300:
+            assert len(set(waits)) > 1  # jittered: steps failed together come back apart
+    assert step_retry_wait_s(1, 0, 300) == 0  # a delay of 0 (the tests') waits nothing
 
 
 def test_a_single_day_report_is_just_its_error():

@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,6 +36,7 @@ from sandbox import SandboxServer
 
 from conftest import SANDBOX_KEY
 from moto_s3 import S3Bucket
+from mounts import fill, tmpfs
 from pipeline_kit import (
     ASSETS,
     DAY,
@@ -213,44 +213,47 @@ def read_only_dir(tmp_path: Path):
         yield path
         path.chmod(0o755)
         return
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(path)], capture_output=True
-    )
-    if done.returncode:
-        pytest.skip(f"cannot mount a read-only tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with tmpfs(path, "ro,size=1m"):
         yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 @pytest.fixture
-def moto_auth(s3_bucket: S3Bucket):
-    """moto checking credentials (off by default): turned on and back off by its control API."""
+def full_disk(tmp_path: Path):
+    """A small tmpfs without one byte free."""
+    with tmpfs(tmp_path / "full", "size=1m") as disk:
+        fill(disk)
+        yield disk
 
-    def switch(count: str) -> None:
-        url = f"{s3_bucket.endpoint_url}/moto-api/reset-auth"
-        headers = {"content-type": "text/plain"}  # not a form: moto reads the raw body
-        urllib.request.urlopen(urllib.request.Request(url, count.encode(), headers, method="POST"))
 
-    switch("0")  # from the first request on, only keys moto's IAM knows are accepted
-    try:
-        yield
-    finally:
-        switch("inf")
+# An S3 endpoint down from the start: nothing listens, or its name is not found.
+DOWN_ENDPOINTS = {
+    "s3-closed-port": lambda: f"http://127.0.0.1:{closed_port()}",
+    "s3-unknown-host": lambda: "http://soundharvest-no-such-host.invalid:9000",
+}
 
 
 @pytest.mark.parametrize(
     "where",
-    ["file-as-root", "read-only", "catalog-under-a-file", "missing-bucket", "bad-credentials"],
+    [
+        "file-as-root",
+        "read-only",
+        "catalog-under-a-file",
+        "missing-bucket",
+        "bad-credentials",
+        "s3-closed-port",
+        "s3-unknown-host",
+        "full-disk",
+    ],
 )
 def test_storage_that_cannot_be_written_fails_before_any_api_call(
     sandbox, tmp_path, scratch, monkeypatch, request, where
 ):
     """Was: NotADirectoryError then 300 s step retries (a file as root); 605 s and two retry
-    waits before "[Errno 30] Read-only file system" (a read-only directory)."""
+    waits before "[Errno 30] Read-only file system" (a read-only directory); 617 s and two
+    300 s waits for an S3 endpoint down from the start; 300 s waits for a full disk."""
     a_day(tmp_path, 34_000)
     audio_root, catalog_root, variable = None, None, "SOUNDHARVEST_AUDIO_ROOT"
+    said = "cannot be written"
     if where == "file-as-root":
         (tmp_path / "a-file").write_text("not a folder")
         audio_root = str(tmp_path / "a-file")
@@ -259,11 +262,16 @@ def test_storage_that_cannot_be_written_fails_before_any_api_call(
     elif where == "catalog-under-a-file":
         (tmp_path / "a-file").write_text("not a folder")
         catalog_root, variable = str(tmp_path / "a-file" / "catalog"), "SOUNDHARVEST_CATALOG_ROOT"
+    elif where == "full-disk":  # not one byte left: the write probe fails
+        disk = request.getfixturevalue("full_disk")
+        audio_root, said = str(disk / "audio"), "is full (No space left on device): 0 B free"
     else:
         bucket: S3Bucket = request.getfixturevalue("s3_bucket")
-        monkeypatch.setenv(
-            "SOUNDHARVEST_STORAGE_OPTIONS", json.dumps({"s3": bucket.storage_options})
-        )
+        options = bucket.storage_options
+        if where.startswith("s3-"):  # the endpoint down from the start
+            options = {**options, "endpoint_url": DOWN_ENDPOINTS[where]()}
+            said = "cannot be reached (EndpointConnectionError: "
+        monkeypatch.setenv("SOUNDHARVEST_STORAGE_OPTIONS", json.dumps({"s3": options}))
         name = f"missing-{uuid.uuid4().hex[:12]}" if where == "missing-bucket" else bucket.name
         audio_root = f"s3://{name}/audio"
         if where == "bad-credentials":
@@ -278,6 +286,7 @@ def test_storage_that_cannot_be_written_fails_before_any_api_call(
 
     message, metadata = operator_failure(result)
     assert "\n" not in message and (audio_root or catalog_root) in message
+    assert said in message, message
     assert variable in message and metadata["setting"] == variable
     assert sandbox.stats()["api_requests"] == 0  # found before any API call
     assert not (tmp_path / "catalog" / "sound_catalog").exists()

@@ -7,8 +7,10 @@ harvest of a day and a range is shared by the assertions that read its outcome.
 
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +24,7 @@ from pipelines.cli import cli
 from pipelines.cli.output import EXIT_FAILED, EXIT_OPERATOR, EXIT_STOPPED
 from sandbox.__main__ import _parser as sandbox_parser
 
+from mounts import fill, tmpfs
 from pipeline_kit import sandbox_env, write_manifest
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -37,6 +40,7 @@ CLEARED = (
     "SOUNDHARVEST_AUDIO_ROOT",
     "SOUNDHARVEST_CATALOG_ROOT",
     "SOUNDHARVEST_DATASET_ROOT",
+    "SOUNDHARVEST_FIRST_DAY",
     "DAGSTER_HOME",
 )
 
@@ -47,7 +51,10 @@ def setup_env(monkeypatch: pytest.MonkeyPatch, root: Path, base_url: str) -> Non
         monkeypatch.delenv(name, raising=False)
     (root / "dagster_home").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(PROJECT / "pipelines" / "dagster.yaml", root / "dagster_home" / "dagster.yaml")
-    env = sandbox_env(base_url, root) | {"SOUNDHARVEST_STEP_RETRIES": "0"}
+    env = sandbox_env(base_url, root) | {
+        "SOUNDHARVEST_STEP_RETRIES": "0",
+        "SOUNDHARVEST_FIRST_DAY": DAY,  # the first manifest's day, as doctor advises
+    }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     for day in (DAY, NEXT):
@@ -148,6 +155,45 @@ def test_doctor_warns_of_dagsters_own_sqlite_event_log(setup: Path) -> None:
     assert "can share a camb_api slot" in lines[warned]
     assert lines[warned + 1].startswith("    fix: copy the event_log_storage block of pipelines/")
     assert "✓ camb_api pool: at most 2 days" in result.output
+    assert "0 failed, 1 warnings" in lines[-1]
+
+
+@pytest.mark.parametrize(
+    ("first_day", "warned"),
+    [
+        (None, "SOUNDHARVEST_FIRST_DAY=2024-01-01 starts 1035 days before the first manifest "
+         f"({DAY}): the UI counts 1035 partitions that have no runs"),
+        ("2026-09-01", f"SOUNDHARVEST_FIRST_DAY=2026-09-01 starts 61 days before the first "
+         f"manifest ({DAY}): the UI counts 61 partitions that have no runs"),
+        (NEXT, f"SOUNDHARVEST_FIRST_DAY={NEXT} starts after the first manifest ({DAY}): the "
+         "days before it cannot be harvested"),
+        ("2026-10-01", None),  # 31 days ahead: no word
+    ],
+    ids=["default", "two-months-early", "too-late", "a-month-early"],
+)  # fmt: skip
+def test_doctor_warns_when_the_first_day_is_far_from_the_first_manifest(
+    setup: Path, monkeypatch: pytest.MonkeyPatch, first_day: str | None, warned: str | None
+) -> None:
+    """A new instance showed "1,070 partitions, 0 % filled" for every harvest asset."""
+    if first_day is None:
+        monkeypatch.delenv("SOUNDHARVEST_FIRST_DAY")
+    else:
+        monkeypatch.setenv("SOUNDHARVEST_FIRST_DAY", first_day)
+    (setup / "manifests" / "README.txt").write_text("not a manifest: not a day either")
+
+    result = soundharvest("doctor", "--day", DAY)
+
+    assert result.exit_code == 0, result.output  # a warning, never a failure
+    lines = result.output.splitlines()
+    if warned is None:
+        assert f"✓ first day: SOUNDHARVEST_FIRST_DAY={first_day}, first manifest {DAY}" in lines
+        assert "0 failed, 0 warnings" in lines[-1]
+        return
+    [at] = [n for n, line in enumerate(lines) if line.startswith("- first day: ")]
+    assert lines[at] == f"- first day: {warned}"
+    assert lines[at + 1] == (
+        f"    fix: export SOUNDHARVEST_FIRST_DAY={DAY} (the UI, the schedule and backfills read it)"
+    )
     assert "0 failed, 1 warnings" in lines[-1]
 
 
@@ -314,6 +360,156 @@ def test_the_console_script_stops_when_told(setup: Path, sandbox) -> None:
     lines += rest.splitlines()
     assert process.returncode == EXIT_STOPPED, "".join(lines)
     assert lines[-1].startswith(f"soundharvest: stopped as told; run `soundharvest harvest {DAY}`")
+
+
+# -- storage faults and settings mistakes: the operator's, before any retry or any run ---------
+
+
+def no_runs() -> bool:
+    """The instance at DAGSTER_HOME holds no run."""
+    with DagsterInstance.get() as instance:
+        return instance.get_runs() == []
+
+
+def down_endpoint(kind: str) -> str:
+    """An S3 endpoint down from the start: a closed port, or a name that is not found."""
+    if kind == "unknown-host":
+        return "http://soundharvest-no-such-host.invalid:9000"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.mark.parametrize(
+    ("fault", "said"),
+    [
+        ("closed-port", "cannot be reached (EndpointConnectionError: "),
+        ("unknown-host", "cannot be reached (EndpointConnectionError: "),
+        ("missing-bucket", "cannot be written (FileNotFoundError: "),
+        ("bad-credentials", "cannot be written (PermissionError: "),
+    ],
+)
+def test_an_s3_audio_root_that_cannot_be_used_is_exit_3_and_a_doctor_failure(
+    setup: Path, s3_bucket, request, monkeypatch: pytest.MonkeyPatch, fault: str, said: str
+) -> None:
+    """Was: `retrying in 300 s (retry 1 of 2)`, then exit 1 after 617 s (a closed port)."""
+    monkeypatch.setenv("SOUNDHARVEST_STEP_RETRIES", "2")  # a retry would say so: none may
+    monkeypatch.setenv("SOUNDHARVEST_STEP_RETRY_DELAY_S", "0")
+    options = dict(s3_bucket.storage_options)
+    if fault in ("closed-port", "unknown-host"):
+        options["endpoint_url"] = down_endpoint(fault)
+    monkeypatch.setenv("SOUNDHARVEST_STORAGE_OPTIONS", json.dumps({"s3": options}))
+    bucket = f"missing-{os.urandom(6).hex()}" if fault == "missing-bucket" else s3_bucket.name
+    root = f"s3://{bucket}/audio"
+    monkeypatch.setenv("SOUNDHARVEST_AUDIO_ROOT", root)
+    if fault == "bad-credentials":
+        request.getfixturevalue("moto_auth")
+
+    harvested = soundharvest("harvest", DAY)
+    doctor = soundharvest("doctor", "--day", DAY)
+
+    assert harvested.exit_code == EXIT_OPERATOR, harvested.output
+    assert last_line(harvested).startswith(f"soundharvest: sound_files: the audio root {root} ")
+    assert said in last_line(harvested) and "SOUNDHARVEST_AUDIO_ROOT" in last_line(harvested)
+    assert "retrying in" not in harvested.output
+    lines = doctor.output.splitlines()
+    [failed] = [n for n, line in enumerate(lines) if line.startswith("✗")]
+    assert lines[failed].startswith(f"✗ audio root: the audio root {root} {said}")
+    assert "SOUNDHARVEST_AUDIO_ROOT" in lines[failed + 1]
+    assert "passing trouble" not in doctor.output and doctor.exit_code == EXIT_FAILED
+
+
+def test_a_full_audio_root_is_exit_3_naming_free_space_and_need(
+    setup: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Was: 300 s step retries of "[Errno 28] No space left on device", exit 1 after 614 s."""
+    with tmpfs(setup / "tiny", "size=1m") as disk:
+        monkeypatch.setenv("SOUNDHARVEST_AUDIO_ROOT", str(disk / "audio"))
+        monkeypatch.setenv("SOUNDHARVEST_STEP_RETRIES", "2")
+        monkeypatch.setenv("SOUNDHARVEST_STEP_RETRY_DELAY_S", "0")
+        fill(disk, leave=64 << 10)  # less than one of the day's files
+
+        result = soundharvest("harvest", DAY)
+
+        assert result.exit_code == EXIT_OPERATOR, result.output
+        said = last_line(result)
+        assert said.startswith(
+            f"soundharvest: sound_files: the audio root {disk / 'audio'} is full (No space left "
+            "on device): "
+        )
+        assert re.search(rf" free; {DAY} still has \d+ runs to fetch, about [\d.]+ [KM]iB ", said)
+        assert "point SOUNDHARVEST_AUDIO_ROOT at a disk with room" in said
+        assert "retrying in" not in result.output
+        assert not [p for p in disk.rglob(".*") if p.is_file()]  # no temporary left
+    assert not (setup / "catalog" / "sound_catalog").exists()
+
+
+def test_a_day_before_the_first_day_is_a_usage_error_without_a_run(
+    setup: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Was: a Dagster run failing with `CheckError: Invariant failed`, exit 1."""
+    monkeypatch.setenv("SOUNDHARVEST_FIRST_DAY", NEXT)
+
+    for days in (DAY, f"{DAY}...{NEXT}"):
+        result = soundharvest("harvest", days)
+
+        assert result.exit_code == 2, result.output
+        assert last_line(result).endswith(
+            f"{DAY} is before SOUNDHARVEST_FIRST_DAY={NEXT}, the first day of the daily "
+            f"partitions: harvest from {NEXT} on, or export SOUNDHARVEST_FIRST_DAY={DAY}"
+        )
+    assert no_runs()
+    assert soundharvest("harvest", NEXT).exit_code == 0  # the first day itself is fine
+
+
+def test_storage_options_that_are_not_json_are_named_in_harvest_and_doctor(
+    setup: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Was: harvest said the catalog root cannot be written; doctor `✓ settings`, then five
+    ✗ lines each ending "(it may be passing trouble: try again)"."""
+    secret = "s3cr3t-" + os.urandom(4).hex()
+    value = json.dumps({"s3": {"secret": secret}}).removesuffix("}}") + ", key: 1}}"
+    monkeypatch.setenv("SOUNDHARVEST_STORAGE_OPTIONS", value)
+    said = (
+        "SOUNDHARVEST_STORAGE_OPTIONS is not valid JSON (Expecting property name enclosed in "
+        f"double quotes: line 1 column {value.index('key: 1') + 1};"
+    )
+
+    harvested = soundharvest("harvest", DAY)
+    doctor = soundharvest("doctor", "--day", DAY)
+
+    assert harvested.exit_code == EXIT_OPERATOR
+    assert last_line(harvested).startswith(f"soundharvest: {said}")
+    assert no_runs()  # stopped before any run
+    assert doctor.exit_code == EXIT_FAILED
+    failed = [line for line in doctor.output.splitlines() if line.startswith("✗")]
+    assert failed == [f"✗ settings: {said} its value is not shown, it may hold credentials)"]
+    for root in ("manifests", "audio", "catalog", "datasets"):
+        assert f"- {root} root: not checked: SOUNDHARVEST_STORAGE_OPTIONS cannot be used" in (
+            doctor.output
+        )
+    assert "passing trouble" not in doctor.output
+    assert secret not in harvested.output + doctor.output
+
+
+def test_a_manifest_that_cannot_be_parsed_is_exit_3_and_the_other_days_go_on(
+    setup: Path,
+) -> None:
+    """Was: exit 1, "run ... again once it is fixed or has passed" (a retry cannot fix it)."""
+    bad = setup / "manifests" / f"{NEXT}.csv"
+    bad.write_text('run_id,prompt\n1001,fine\n1002,"never closed\n')
+
+    result = soundharvest("harvest", f"{DAY}...{NEXT}")
+
+    assert result.exit_code == EXIT_OPERATOR, result.output
+    assert last_line(result) == (
+        f"soundharvest: run_manifest: {NEXT}: manifest cannot be read: {bad}, line 3: "
+        "malformed CSV: unexpected end of data: fix line 3 of that file (or remove it), then "
+        "harvest the day again (nothing was retried)"
+    )
+    assert f"completed: {DAY}" in result.output  # the other day of the range was read
+    manifests = setup / "catalog" / "_state" / "run_manifest"
+    assert [p.name for p in manifests.rglob("*.parquet")] and not list(manifests.rglob(f"*{NEXT}*"))
 
 
 # -- --help -------------------------------------------------------------------------------------

@@ -6,12 +6,12 @@ file-size limit (RLIMIT_FSIZE).
 """
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -27,18 +27,23 @@ import pytest
 
 from resources.storage import (
     ENV_STORAGE_OPTIONS,
+    FULL,
+    LASTING,
+    PASSING,
     S3_CONFIG,
+    UNREACHABLE,
     Storage,
     StorageError,
+    StorageSettingError,
     VerificationError,
     sha256_file,
     storage_options_from_env,
 )
 
-from moto_s3 import S3Bucket  # its fixtures (s3_bucket, ...) come through conftest.py
+from moto_s3 import S3Bucket, proxy_to  # its fixtures (s3_bucket, ...) come through conftest.py
+from mounts import fill, tmpfs
 
 MiB = 1 << 20
-LINGER_RESET = struct.pack("ii", 1, 0)  # close() sends RST instead of FIN
 
 
 def _payload(n: int) -> bytes:
@@ -333,89 +338,6 @@ def test_crash_mid_copy_leaves_only_a_stale_temporary(tmp_path: Path) -> None:
     assert sorted(os.listdir(root / "d")) == [".hidden", "keep.wav", "notes.tmp"]
 
 
-class StallingProxy:
-    """A loopback TCP proxy that forwards the first ``limit`` request bytes, then stalls.
-
-    Stands between an uploader and moto, so that the uploader can be killed while the
-    server holds a request whose body it has only partly received. With ``reset=True`` it
-    drops the uploader's connection instead (a TCP reset), and every later one, as a
-    network that goes away mid-upload.
-    """
-
-    def __init__(self, upstream: tuple[str, int], limit: int, *, reset: bool = False) -> None:
-        self.upstream, self.limit, self.forwarded, self.reset = upstream, limit, 0, reset
-        self.stalled = threading.Event()
-        self._lock = threading.Lock()
-        self._pairs: list[tuple[socket.socket, socket.socket]] = []
-        self._responses: list[threading.Thread] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return  # closed
-            server = socket.create_connection(self.upstream)
-            self._pairs.append((client, server))
-            threading.Thread(target=self._requests, args=(client, server), daemon=True).start()
-            answers = threading.Thread(target=self._answers, args=(server, client), daemon=True)
-            self._responses.append(answers)
-            answers.start()
-
-    def _requests(self, client: socket.socket, server: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                with self._lock:
-                    allowed = min(self.limit - self.forwarded, 1 << 16)
-                if allowed <= 0:
-                    self.stalled.set()
-                    if self.reset:
-                        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
-                        client.close()
-                        server.shutdown(socket.SHUT_WR)
-                    return  # read no more: the uploader blocks until it is killed
-                data = client.recv(allowed)
-                if not data:
-                    server.shutdown(socket.SHUT_WR)  # pass the client's end on
-                    return
-                with self._lock:
-                    self.forwarded += len(data)
-                server.sendall(data)
-
-    def _answers(self, server: socket.socket, client: socket.socket) -> None:
-        """Relay the server's answers; keep reading after the client died, until it closes."""
-        with contextlib.suppress(OSError):
-            while data := server.recv(1 << 16):
-                with contextlib.suppress(OSError):
-                    client.sendall(data)
-
-    def cut(self, timeout: float = 10.0) -> bool:
-        """End every request where it stands, as a dead machine would; True once the
-        server has answered and closed every connection."""
-        self._listener.close()
-        for client, server in self._pairs:
-            with contextlib.suppress(OSError):
-                client.shutdown(socket.SHUT_RDWR)
-            with contextlib.suppress(OSError):
-                server.shutdown(socket.SHUT_WR)  # the body ends short of its Content-Length
-        deadline = time.monotonic() + timeout
-        for thread in self._responses:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        done = not any(thread.is_alive() for thread in self._responses)
-        for pair in self._pairs:
-            for sock in pair:
-                sock.close()
-        return done
-
-
-def _proxy_to(bucket: S3Bucket, limit: int, *, reset: bool = False) -> StallingProxy:
-    host, port = bucket.endpoint_url.removeprefix("http://").rsplit(":", 1)
-    return StallingProxy((host, int(port)), limit=limit, reset=reset)
-
-
 _UPLOAD = """
 import sys
 from resources.storage import Storage
@@ -433,7 +355,7 @@ def test_upload_killed_mid_stream_leaves_no_object(
     s3_bucket: S3Bucket, tmp_path: Path, size: int, cut_at: int
 ) -> None:
     src, size, digest = _source(tmp_path, _payload(size))
-    proxy = _proxy_to(s3_bucket, limit=cut_at)
+    proxy = proxy_to(s3_bucket, limit=cut_at)
     # The child finds its endpoint the way a deployment would: in the environment.
     options = {
         "s3": {**s3_bucket.storage_options, "endpoint_url": f"http://127.0.0.1:{proxy.port}"}
@@ -462,7 +384,7 @@ def test_network_lost_mid_upload_fails_cleanly(
     s3_bucket: S3Bucket, tmp_path: Path, size: int, cut_at: int
 ) -> None:
     src, size, digest = _source(tmp_path, _payload(size))
-    proxy = _proxy_to(s3_bucket, limit=cut_at, reset=True)
+    proxy = proxy_to(s3_bucket, limit=cut_at, reset=True)
     options = {
         **s3_bucket.storage_options,
         "endpoint_url": f"http://127.0.0.1:{proxy.port}",
@@ -544,6 +466,7 @@ def test_an_s3_endpoint_that_never_answers_fails_clearly(s3_bucket: S3Bucket) ->
 
     assert str(info.value).startswith(f"cannot write {s3_bucket.url}/d/part-0.parquet: ")
     assert "ReadTimeoutError" in str(info.value)
+    assert info.value.cause == PASSING  # it may only be slow: retried, never the operator's
     assert server.connections > 0 and b"PUT /" in server.received
     assert b"expect: 100-continue" not in bytes(server.received).lower()
     assert s3_bucket.keys() == []
@@ -675,9 +598,17 @@ def test_storage_options_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     value = {"s3": {"endpoint_url": "http://127.0.0.1:9", "anon": True}, "gs": {"project": "p"}}
     assert storage_options_from_env({ENV_STORAGE_OPTIONS: json.dumps(value)}) == value
     for bad in ('{"s3": {"secret": "hunter22-x"', '["hunter22-x"]', '{"s3": "hunter22-x"}'):
-        with pytest.raises(StorageError, match=ENV_STORAGE_OPTIONS) as info:
+        with pytest.raises(StorageSettingError, match=ENV_STORAGE_OPTIONS) as info:
             storage_options_from_env({ENV_STORAGE_OPTIONS: bad})
         assert "hunter22" not in "".join(traceback.format_exception(info.value))
+        assert info.value.setting == ENV_STORAGE_OPTIONS and info.value.lasting
+    with pytest.raises(StorageSettingError) as info:  # where the JSON goes wrong, and why
+        storage_options_from_env({ENV_STORAGE_OPTIONS: '{"s3": {"key": "hunter22-x", x: 1}}'})
+    assert info.value.problem.startswith(
+        f"{ENV_STORAGE_OPTIONS} is not valid JSON (Expecting property name enclosed in double "
+        "quotes: line 1 column 30;"
+    )
+    assert "hunter22" not in str(info.value)
 
 
 def test_env_options_apply_to_their_protocol_only(
@@ -707,7 +638,7 @@ def test_each_storage_gets_its_own_client(
     credentials = {k: v for k, v in s3_bucket.storage_options.items() if k != "endpoint_url"}
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_bucket.endpoint_url)
     Storage(s3_bucket.url, credentials).write_bytes(b"1", "first")
-    proxy = _proxy_to(s3_bucket, limit=1 << 30)  # a second way in, that counts what passes
+    proxy = proxy_to(s3_bucket, limit=1 << 30)  # a second way in, that counts what passes
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{proxy.port}")
     try:
         Storage(s3_bucket.url, credentials).write_bytes(b"2", "second")
@@ -755,6 +686,59 @@ def test_credentials_in_a_url_are_masked() -> None:
     with pytest.raises(StorageError, match=r"cannot open storage ftp://\*\*\*@127") as info:
         Storage(f"ftp://user:{password}@127.0.0.1:{port}/audio")
     assert password not in "".join(traceback.format_exception(info.value))
+
+
+# -- what waiting would do ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("endpoint", ["closed-port", "unknown-host"])
+def test_an_endpoint_that_cannot_be_reached_is_told_from_one_that_is_slow(
+    s3_bucket: S3Bucket, endpoint: str
+) -> None:
+    """Refused or unknown: UNREACHABLE (the operator's, before the root took any write);
+    a server that accepts and never answers: a timeout, PASSING (it may only be slow)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    url = closed if endpoint == "closed-port" else "http://soundharvest-no-such-host.invalid:9000"
+    options = {**s3_bucket.storage_options, "endpoint_url": url}
+    storage = Storage(f"{s3_bucket.url}/audio", options, setting="SOUNDHARVEST_AUDIO_ROOT")
+
+    with pytest.raises(StorageError) as info:
+        storage.write_bytes(b"probe", "_probe")
+
+    assert info.value.cause == UNREACHABLE and not info.value.lasting
+    assert "EndpointConnectionError" in str(info.value)
+    assert info.value.root == f"{s3_bucket.url}/audio"
+    assert info.value.setting == "SOUNDHARVEST_AUDIO_ROOT"
+
+
+def test_a_missing_bucket_and_refused_credentials_are_lasting(
+    s3_bucket: S3Bucket, moto_auth
+) -> None:
+    missing = Storage(f"s3://missing-{uuid.uuid4().hex[:12]}", s3_bucket.storage_options)
+    refused = Storage(s3_bucket.url, {**s3_bucket.storage_options, "key": "AKIANOTKNOWNBYMOTO0"})
+    for storage in (missing, refused):
+        with pytest.raises(StorageError) as info:
+            storage.write_bytes(b"probe", "_probe")
+        assert info.value.cause == LASTING, str(info.value)
+
+
+def test_a_full_disk_is_full_whatever_writes(tmp_path: Path) -> None:
+    """ENOSPC from a real full tmpfs, through both ways a local file is written."""
+    with tmpfs(tmp_path / "tiny", "size=1m") as disk:
+        fill(disk)
+        storage = Storage(str(disk / "audio"), setting="SOUNDHARVEST_AUDIO_ROOT")
+        src, size, digest = _source(tmp_path, _payload(64 << 10))
+        for write in (
+            lambda: storage.write_bytes(b"x" * 8192, "d/part-0.parquet"),
+            lambda: storage.publish_file(src, "d/1.wav", size=size, sha256=digest),
+        ):
+            with pytest.raises(StorageError) as info:
+                write()
+            assert info.value.cause == FULL and info.value.lasting
+            assert info.value.errno == errno.ENOSPC and info.value.root == str(disk / "audio")
+        assert [p.name for p in (disk / "audio" / "d").iterdir()] == []  # no temporary left
 
 
 def test_unknown_scheme_is_a_clear_error() -> None:

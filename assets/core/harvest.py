@@ -21,6 +21,7 @@ deadline: runs not finished by then become `pending` rows that say so.
 import contextlib
 import logging
 import shutil
+import statistics
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
@@ -42,7 +43,8 @@ from resources.audio_file import (
     transcode_to_wav,
 )
 from resources.camb_client import Failed, Fetched, Pending, RunOutcome
-from resources.storage import Storage, StorageError, sha256_file
+from resources.storage import FULL, Storage, StorageError, cause_of, sha256_file
+from resources.storage_faults import SCRATCH_SETTING, full, operator_error, size_text
 
 AUDIO_SUFFIX = ".wav"
 LEDGER_COLUMNS = (
@@ -219,6 +221,8 @@ class DayHarvest:
         # Tasks `fetch` resolves beside the harvest, adding their runs as it learns them: it
         # is called even with no run id of its own.
         self.resolving = resolving
+        self._sizes: list[int] = []  # of the files fetched in this run (publishing threads)
+        self._published: list[int] = []  # runs fetched and published in this run
 
     def run(self, run_ids: Sequence[int], previous: Mapping[int, dict[str, Any]]) -> pd.DataFrame:
         deadline = None if self.budget_s is None else time.monotonic() + self.budget_s
@@ -249,11 +253,42 @@ class DayHarvest:
                 ledger.save(only_changes=True)
             except Exception as save_error:
                 self.log.warning(f"{self.day}: the files ledger could not be saved: {save_error}")
-            if isinstance(exc, OSError):  # storage errors are StorageError: this is local disk
-                raise StorageError(f"the scratch space {scratch_root()} failed: {exc}") from exc
-            raise
+            said = self._said(exc, len(plan.fetch), ledger)
+            if said is exc:
+                raise
+            raise said from exc
         ledger.save()
         return ledger.frame()
+
+    def _said(self, exc: BaseException, to_fetch: int, ledger: Ledger) -> BaseException:
+        """`exc` as the day's failure: a full disk (the audio root's or the scratch space's)
+        is the operator's, saying what the day still needs; local disk trouble names the
+        scratch space (storage errors are StorageError, so an OSError is local disk)."""
+        if isinstance(exc, StorageError) and exc.cause == FULL:
+            need = self._need(to_fetch, ledger)
+            return operator_error(exc, first_contact=False, need=need) or exc
+        if isinstance(exc, OSError) and cause_of(exc) == FULL:
+            where, path = f"the scratch space {scratch_root()}", str(scratch_root())
+            return full(where, SCRATCH_SETTING, path, exc.errno, self._need(to_fetch, ledger))
+        if isinstance(exc, OSError):
+            return StorageError(f"the scratch space {scratch_root()} failed: {exc}")
+        return exc
+
+    def _need(self, to_fetch: int, ledger: Ledger) -> str:
+        """What the day still needs: the runs left to fetch times the median size of its files
+        so far (stored earlier, or fetched in this run); an estimate that leans high, as some
+        runs will turn out pending or failed."""
+        left = max(to_fetch - len(self._published), 1)  # the write that failed is one of them
+        rows = ledger.frame()
+        earlier = rows[(rows["status"] == "ok") & ~rows["run_id"].isin(self._published)]
+        sizes = [*earlier["size_bytes"].dropna(), *self._sizes]
+        if not sizes:
+            return f"{self.day} still has {left} runs to fetch (of a size not known yet)"
+        each = statistics.median(sizes)
+        return (
+            f"{self.day} still has {left} runs to fetch, about {size_text(left * each)} "
+            f"({size_text(each)} each, the median of its {len(sizes)} files so far)"
+        )
 
     def _work(
         self,
@@ -372,11 +407,13 @@ class DayHarvest:
             except Exception as exc:  # an extra: never a reason to lose the run's file
                 self.log.warning(f"{self.day}: run {outcome.run_id}: on_fresh_file: {exc}")
         relpath = audio_relpath(self.day, outcome.run_id)
+        self._sizes.append(size)  # what a file of the day takes, should the disk fill up
         # The sha256 was taken as the bytes were written (download or transcoder) to this
         # private file: publishing checks the size and does not read the file again.
         uri = self.storage.publish_file(
             str(path), relpath, size=size, sha256=sha256, move=True, hashed=True
         )
+        self._published.append(outcome.run_id)
         path.unlink(missing_ok=True)
         return self._ok_row(outcome.run_id, previous, uri, size, sha256, audio_out, audio.container)
 

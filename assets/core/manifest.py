@@ -19,7 +19,7 @@ import math
 import posixpath
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
 
 import fsspec
@@ -72,6 +72,12 @@ class ManifestError(ValueError):
         where = self.path if self.line is None else f"{self.path}, line {self.line}"
         return f"{where}: {self.reason}"
 
+    @property
+    def fix(self) -> str:
+        """What to do: only fixing the file helps, so no retry ever will."""
+        what = "that file" if self.line is None else f"line {self.line} of that file"
+        return f"fix {what} (or remove it), then harvest the day again"
+
 
 def check_day(day: str) -> str:
     """Return ``day`` if it is a real ``YYYY-MM-DD`` date, else raise ValueError."""
@@ -117,8 +123,19 @@ def manifest_day(relpath: str) -> str | None:
         day = None if hidden else first
     else:
         day = next((first.removesuffix(s) for s in MANIFEST_SUFFIXES if first.endswith(s)), None)
+    return _day_or_none(day) if day else None
+
+
+def first_manifest_day(names: Iterable[str]) -> str | None:
+    """The earliest day among the names at the top of a manifest root (`D` folders, `D.csv`,
+    ...), or None when none names a day."""
+    days = {manifest_day(name) or _day_or_none(name) for name in names} - {None}
+    return min(days, default=None)
+
+
+def _day_or_none(name: str) -> str | None:
     try:
-        return check_day(day) if day else None
+        return check_day(name)
     except ValueError:
         return None
 

@@ -10,6 +10,7 @@ downloading anything.
 """
 
 import datetime as dt
+import functools
 import os
 import secrets
 import socket
@@ -32,8 +33,8 @@ from resources.errors import OperatorError
 from resources.netguard import DownloadPolicy, UnsafeDownload
 from resources.redact import redact_text, redact_url
 from resources.roots import ROOTS, root_url
-from resources.storage import Storage
-from resources.storage_probe import PROBE_PREFIX, probe_writable
+from resources.storage import Storage, StorageSettingError, storage_options_from_env
+from resources.storage_probe import PROBE_PREFIX, probe_readable, probe_writable
 from resources.task_resolver import interpret_status, status_path
 
 KEY_VARIABLE, BASE_VARIABLE, HOSTS_VARIABLE = (
@@ -44,6 +45,11 @@ KEY_VARIABLE, BASE_VARIABLE, HOSTS_VARIABLE = (
 BULK_PATH = "text-to-sound-results"
 PROBE_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 PROJECT = Path(__file__).resolve().parents[2]
+# How far SOUNDHARVEST_FIRST_DAY may start before the first manifest without a warning: a
+# month, the span `soundharvest status` shows by default and the README's range example, so
+# a month of days whose manifests came late (or were never written) is not worth a word;
+# beyond it most partitions the UI counts can never have runs.
+FIRST_DAY_SLACK_DAYS = 31
 
 
 @dataclass(frozen=True)
@@ -66,15 +72,56 @@ def api_key() -> Check:
 
 
 def settings() -> Check:
-    """The pipeline's settings and the Definitions load (executor, backfill size, first day)."""
+    """The pipeline's settings and the Definitions load (executor, backfill size, first day,
+    storage options)."""
     from assets.core.settings import PipelineSettings
 
     try:
         PipelineSettings.from_env()
+        storage_options_from_env()
         import pipelines.definitions  # noqa: F401  (structural settings are read at load)
+    except StorageSettingError as exc:
+        return Check("settings", False, exc.problem, exc.fix)
     except Exception as exc:
         return Check("settings", False, f"{type(exc).__name__}: {exc}", "fix the variable named")
     return Check("settings", True, "the SOUNDHARVEST_* settings and the Definitions load")
+
+
+def first_day() -> Check | None:
+    """A warning when SOUNDHARVEST_FIRST_DAY starts far before the first day with a manifest
+    (the UI then counts mostly empty partitions), or after it (those days cannot be harvested).
+    None when there is nothing to say, or no manifest to compare with."""
+    from assets.core.manifest import first_manifest_day
+    from assets.core.settings import FIRST_DAY_VARIABLE
+    from assets.core.settings import first_day as configured
+
+    try:
+        first = configured()
+        manifests = Storage(root_url("manifests"))
+        day = first_manifest_day(manifests.listdir(""))
+    except Exception:  # the settings and manifests root lines say what is wrong
+        return None
+    if day is None:
+        return None
+    fix = f"export {FIRST_DAY_VARIABLE}={day} (the UI, the schedule and backfills read it)"
+    ahead = (dt.date.fromisoformat(day) - first).days
+    if ahead > FIRST_DAY_SLACK_DAYS:
+        return Check(
+            "first day",
+            None,
+            f"{FIRST_DAY_VARIABLE}={first} starts {ahead} days before the first manifest "
+            f"({day}): the UI counts {ahead} partitions that have no runs",
+            fix,
+        )
+    if ahead < 0:
+        return Check(
+            "first day",
+            None,
+            f"{FIRST_DAY_VARIABLE}={first} starts after the first manifest ({day}): the days "
+            "before it cannot be harvested",
+            fix,
+        )
+    return Check("first day", True, f"{FIRST_DAY_VARIABLE}={first}, first manifest {day}")
 
 
 def client_settings() -> ClientSettings:
@@ -229,15 +276,22 @@ def _result_url(client: ClientSettings, run_ids: list[int], key: str) -> str | N
 
 
 def storage_roots() -> Iterator[Check]:
-    """The manifest root can be listed; every other root written, read back and cleaned."""
+    """The manifest root can be read; every other root written, read back and cleaned."""
+    try:
+        storage_options_from_env()
+    except StorageSettingError as exc:  # every root would say the same: the settings line does
+        for name in ROOTS:
+            yield Check(f"{name} root", None, f"not checked: {exc.setting} cannot be used")
+        return
     for name, (variable, _) in ROOTS.items():
         try:
-            storage = Storage(root_url(name))
+            root = functools.partial(Storage, root_url(name), setting=variable)
             if name != "manifests":
                 # The steps' own write probe first, so doctor says what a harvest would say.
-                probe_writable(lambda storage=storage: storage, name, variable)
-                yield _read_back(storage, name, variable)
-            elif storage.fs.exists(storage.path("")):
+                yield _read_back(probe_writable(root), name, variable)
+                continue
+            storage = probe_readable(root)
+            if storage.exists(""):
                 storage.listdir("")
                 yield Check(f"{name} root", True, f"{storage.uri('')} is readable")
             else:
@@ -247,7 +301,7 @@ def storage_roots() -> Iterator[Check]:
                     f"{storage.uri('')} does not exist",
                     f"point {variable} at the folder or bucket of your manifests",
                 )
-        except OperatorError as exc:
+        except OperatorError as exc:  # a lasting cause, unreachable, full: said as such
             yield Check(f"{name} root", False, exc.problem, exc.fix)
         except Exception as exc:
             yield Check(
@@ -281,10 +335,14 @@ def manifests(day: str) -> tuple[Check, list[int], list[str]]:
 
     name = f"manifests of {day}"
     try:
+        storage_options_from_env()
+    except StorageSettingError as exc:
+        return Check(name, None, f"not checked: {exc.setting} cannot be used"), [], []
+    try:
         storage = Storage(root_url("manifests"))
         rows = load_day(storage.fs, storage.root, day)
     except ManifestError as exc:
-        return Check(name, False, str(exc), "fix or remove the file and line named"), [], []
+        return Check(name, False, str(exc), exc.fix), [], []
     except Exception as exc:
         fix = f"check {ROOTS['manifests'][0]}"
         return Check(name, False, redact_text(str(exc)), fix), [], []

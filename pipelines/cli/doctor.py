@@ -28,6 +28,8 @@ def doctor(day: str | None) -> None:
 
     day = day or checks.yesterday()
     results = [checks.api_key(), checks.settings()]
+    if (first_day := checks.first_day()) is not None:
+        results.append(first_day)
     manifest, run_ids, task_ids = checks.manifests(day)
     results += checks.connection(run_ids, task_ids)
     results += checks.storage_roots()

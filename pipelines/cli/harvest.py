@@ -45,14 +45,32 @@ def parse_days(text: str) -> list[str]:
         raise click.BadParameter(f"{text!r}: the range ends before it starts")
     if end >= today:
         raise click.BadParameter(f"{text!r}: a day can be harvested once it has ended (UTC)")
+    _check_first_day(text, start)
     return [(start + dt.timedelta(days=n)).isoformat() for n in range((end - start).days + 1)]
+
+
+def _check_first_day(text: str, start: dt.date) -> None:
+    """A day before the first daily partition is a usage error here, before any run (Dagster
+    would fail the run on an invariant)."""
+    from assets.core.settings import FIRST_DAY_VARIABLE, SettingsError, first_day
+
+    try:
+        first = first_day()
+    except SettingsError:
+        return  # not a day at all: the definitions do not load, said as a setting to fix
+    if start < first:
+        raise click.BadParameter(
+            f"{text!r}: {start} is before {FIRST_DAY_VARIABLE}={first}, the first day of the "
+            f"daily partitions: harvest from {first} on, or export {FIRST_DAY_VARIABLE}={start}"
+        )
 
 
 @click.command(
     short_help="Harvest a day or a range of days.",
     epilog="Exit status: 0 every day materialized; 1 a run failed (an API outage, a day that "
-    "failed: run it again later); 3 a configuration mistake (the last line names the setting); "
-    "130 stopped by Ctrl-C or SIGTERM.",
+    "failed: run it again later); 2 bad arguments (a day before SOUNDHARVEST_FIRST_DAY too); "
+    "3 an operator's mistake (the last line names the setting or file to fix); 130 stopped by "
+    "Ctrl-C or SIGTERM.",
 )
 @click.argument("days", metavar="D | A...B", callback=lambda _c, _p, v: parse_days(v))
 @click.option("--features", is_flag=True, help="Also measure sound_features for the days.")
@@ -74,6 +92,7 @@ def harvest(days: list[str], features: bool, verbose: bool) -> None:
     """
     if not os.environ.get("CAMB_API_KEY", "").strip():
         stop("CAMB_API_KEY is not set: export CAMB_API_KEY=<your key>", EXIT_OPERATOR)
+    _check_storage_options()
     assets = [*ASSETS, FEATURES] if features else ASSETS
     instance = _instance()
     started = dt.datetime.now(dt.UTC)
@@ -102,6 +121,16 @@ def harvest(days: list[str], features: bool, verbose: bool) -> None:
         for failed in launched.failures:
             err_console.print(failed.traceback, markup=False)
     _fail(days, launched)
+
+
+def _check_storage_options() -> None:
+    """SOUNDHARVEST_STORAGE_OPTIONS that cannot be used stops here, before any run."""
+    from resources.storage import StorageSettingError, storage_options_from_env
+
+    try:
+        storage_options_from_env()
+    except StorageSettingError as exc:
+        stop(str(exc), EXIT_OPERATOR)
 
 
 def _stopped(days: list[str]) -> None:
@@ -186,7 +215,8 @@ def _fail(days: list[str], launched) -> None:
         if line != reason:
             err_console.print(f"  {line}", markup=False, soft_wrap=True)
     if operator:
-        stop(f"{first.step}: {reason} (a setting to fix: nothing was retried)", EXIT_OPERATOR)
+        said = "a setting to fix: nothing was retried" if first.setting else "nothing was retried"
+        stop(f"{first.step}: {reason} ({said})", EXIT_OPERATOR)
     stop(
         f"{first.step}: {reason} (run `soundharvest harvest {_span(days)}` again once it is "
         "fixed or has passed; done days are kept)",

@@ -49,6 +49,7 @@ class StepFailure:
     operator: bool  # an operator's mistake (resources/errors.py): fix a setting, run again
     traceback: str
     interrupted: bool = False  # stopped as told (SIGINT, SIGTERM, terminate in the UI)
+    setting: str | None = None  # the variable an operator's mistake names, if a setting
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ def failure(step: str, data) -> StepFailure:
     operator = getattr(kind, "value", kind) == OPERATOR or (
         root is not None and root.cls_name == "OperatorError"
     )
+    setting = user.metadata.get("setting") if user else None
     if user and user.description:
         message = user.description
     elif root is not None:
@@ -109,7 +111,14 @@ def failure(step: str, data) -> StepFailure:
     else:
         message = "the step failed without a message"
     interrupted = any(e.cls_name in INTERRUPTS for e in _chain(error))
-    return StepFailure(step, message, operator, error.to_string() if error else "", interrupted)
+    return StepFailure(
+        step,
+        message,
+        operator,
+        error.to_string() if error else "",
+        interrupted,
+        getattr(setting, "value", setting),
+    )
 
 
 def _chain(error):

@@ -11,7 +11,7 @@ from rich.console import Console
 EXIT_OK = 0
 EXIT_FAILED = 1  # a run failed (an outage, a day that failed), or a doctor check failed
 EXIT_USAGE = 2  # click's own: a bad argument or option
-EXIT_OPERATOR = 3  # a setting, key, URL or storage root is wrong: fix it, then run again
+EXIT_OPERATOR = 3  # a setting, key, URL, storage root or manifest is wrong: fix it, run again
 EXIT_STOPPED = 130  # told to stop (Ctrl-C, SIGTERM): the shell's code for SIGINT
 
 EXIT_CODES = """\b
@@ -19,8 +19,8 @@ Exit status:
   0  success
   1  a run failed (API outage, a day that failed) or a doctor check failed: see the last line
   2  bad arguments or options
-  3  a configuration mistake (key, base URL, storage root, DAGSTER_HOME): the last line names
-     the setting and the fix
+  3  an operator's mistake (key, base URL, storage root, full disk, DAGSTER_HOME, a manifest
+     that cannot be parsed): the last line names the setting or file and the fix
   130  stopped by Ctrl-C or SIGTERM (days that completed are kept)"""
 
 console = Console(highlight=False)
