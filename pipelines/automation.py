@@ -12,9 +12,9 @@ cadence. The harvest itself keeps its schedule and sensors (docs/operations.md s
   progress (or about to start). Nothing changed: nothing is requested until the next tick.
 
 `ml_feed_automation` evaluates both every `SOUNDHARVEST_AUTOMATION_INTERVAL_S` (default 30 s)
-once the daemon runs; it starts RUNNING (the
-default automation sensor would start stopped, and features that need a switch turned on in
-the UI are features most deployments would not have).
+once the daemon runs; it starts running (`SOUNDHARVEST_AUTOMATION=off` starts it stopped):
+Dagster's default automation sensor would start stopped, and features that need a switch
+turned on in the UI are features most deployments would not have.
 """
 
 import os
@@ -24,9 +24,10 @@ from dagster import (
     AssetSelection,
     AutomationCondition,
     AutomationConditionSensorDefinition,
-    DefaultSensorStatus,
 )
 from dagster._utils.schedules import is_valid_cron_string
+
+from pipelines.deployment import sensor_status
 
 DATASET_CRON_ENV = "SOUNDHARVEST_DATASET_CRON"
 INTERVAL_ENV = "SOUNDHARVEST_AUTOMATION_INTERVAL_S"
@@ -103,7 +104,7 @@ def with_automation(assets: list[AssetsDefinition]) -> list[AssetsDefinition]:
 ml_feed_automation = AutomationConditionSensorDefinition(
     "ml_feed_automation",
     target=AssetSelection.assets("sound_features", "ml_dataset"),
-    default_status=DefaultSensorStatus.RUNNING,
+    default_status=sensor_status(),
     minimum_interval_seconds=automation_interval_s(),
     description="Features after each catalog day; an ml_dataset snapshot on its cadence.",
 )

@@ -1,4 +1,5 @@
-"""What a deployment chooses when the code location loads: the executor and the backfill size.
+"""What a deployment chooses when the code location loads: the executor, the backfill size, and
+whether the schedule and sensors start running.
 
 Both are structural (Dagster reads them from the definitions, not from run config), so they
 come from the environment every process of a deployment shares:
@@ -8,12 +9,25 @@ come from the environment every process of a deployment shares:
   `CELERY_RESULT_BACKEND` (e.g. `redis://redis:6379/0` and `.../1`).
 - `SOUNDHARVEST_BACKFILL_DAYS_PER_RUN`: N makes a UI/daemon backfill run N days per run;
   unset (default), a backfill runs its whole range in one run.
+- `SOUNDHARVEST_AUTOMATION`: `on` (default): the daily schedule, the manifest sensor, the
+  pending sweep, the ML feed's automation and the freshness sensor start running with the
+  daemon, since a pipeline that waits for switches in the UI does not run unattended; `off`:
+  they start stopped (a staging copy, a laptop). Either way the UI's toggles win once used.
 """
 
 import os
 from collections.abc import Sequence
 
-from dagster import AssetsDefinition, BackfillPolicy, ExecutorDefinition, in_process_executor
+from dagster import (
+    AssetsDefinition,
+    BackfillPolicy,
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    ExecutorDefinition,
+    in_process_executor,
+)
+
+AUTOMATION_ENV = "SOUNDHARVEST_AUTOMATION"
 
 
 def executor_from_env() -> ExecutorDefinition:
@@ -54,3 +68,19 @@ def with_backfill_policy(assets: Sequence[AssetsDefinition]) -> list[AssetsDefin
         a.with_attributes(backfill_policy=policy) if a.partitions_def is not None else a
         for a in assets
     ]
+
+
+def automation_on() -> bool:
+    """Whether schedules and sensors start running (`SOUNDHARVEST_AUTOMATION`, default on)."""
+    raw = os.environ.get(AUTOMATION_ENV, "").strip().lower() or "on"
+    if raw not in ("on", "off"):
+        raise ValueError(f"{AUTOMATION_ENV}={raw!r}: expected on or off")
+    return raw == "on"
+
+
+def sensor_status() -> DefaultSensorStatus:
+    return DefaultSensorStatus.RUNNING if automation_on() else DefaultSensorStatus.STOPPED
+
+
+def schedule_status() -> DefaultScheduleStatus:
+    return DefaultScheduleStatus.RUNNING if automation_on() else DefaultScheduleStatus.STOPPED

@@ -19,7 +19,6 @@ import warnings
 from dagster import (
     AssetChecksDefinition,
     AssetCheckSeverity,
-    DefaultSensorStatus,
     SensorDefinition,
     SupersessionWarning,
     build_sensor_for_freshness_checks,
@@ -27,6 +26,7 @@ from dagster import (
 )
 
 from assets.catalog import sound_catalog
+from pipelines.deployment import sensor_status
 
 DEADLINE_ENV = "SOUNDHARVEST_CATALOG_DEADLINE"
 DEFAULT_DEADLINE = "02:00"  # an hour after the 01:00 harvest
@@ -51,6 +51,6 @@ def catalog_freshness() -> tuple[list[AssetChecksDefinition], SensorDefinition]:
             severity=AssetCheckSeverity.WARN,
         )
         sensor = build_sensor_for_freshness_checks(
-            freshness_checks=checks, default_status=DefaultSensorStatus.RUNNING
+            freshness_checks=checks, default_status=sensor_status()
         )
     return list(checks), sensor

@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dagster import (
-    DefaultSensorStatus,
     RunRequest,
     SensorEvaluationContext,
     SensorResult,
@@ -22,6 +21,7 @@ from dagster import (
 from assets.core.manifest import manifest_day
 from assets.core.sweep import SweepPolicy, catalog_days, day_pending, plan_sweeps
 from assets.partitions import daily_partitions
+from pipelines.deployment import sensor_status
 from pipelines.jobs import daily_harvest
 from resources.storage import StorageError
 from resources.storage_resource import StorageResource
@@ -63,11 +63,12 @@ def _cursor(context: SensorEvaluationContext) -> dict[str, Any]:
 
 
 def _harvest_sensor(every_s: int, description: str) -> Any:
-    """A sensor asking for daily_harvest runs, stopped until someone turns it on."""
+    """A sensor asking for daily_harvest runs, running with the daemon unless
+    SOUNDHARVEST_AUTOMATION=off."""
     return sensor(
         job=daily_harvest,
         minimum_interval_seconds=every_s,
-        default_status=DefaultSensorStatus.STOPPED,
+        default_status=sensor_status(),
         description=description,
     )
 
