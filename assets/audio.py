@@ -2,7 +2,6 @@
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from functools import partial
 
 import pandas as pd
@@ -68,7 +67,7 @@ def sound_files(
         measure_fresh = HarvestFeatures.wanted(audio)
     except SettingsError as exc:
         raise operator_failure(str(exc)) from None
-    started, since = time.monotonic(), datetime.now(UTC)
+    started = time.monotonic()
     if not DayLease.supported(state):
         context.log.warning(f"{state}: no per-day lease on this storage: run each day once")
     prints = Fingerprints(state, "sound_files", audio=audio.uri(""))
@@ -139,6 +138,7 @@ def sound_files(
         if plan.poll:  # tasks the day budget left unasked stay pending, saying so
             tasks.unanswered(plan.poll, DAY_BUDGET_SPENT)
             write_tasks(state, day, tasks.frame())
+            dagster_run_id=context.run.run_id,
         resolved = resolve_rows(manifest, tasks.frame())
         if has_tasks(manifest) and (stray := unclaimed(ledger, resolved)):
             # No catalog row will name these runs: the ledger forgets them first (no row then
@@ -157,7 +157,7 @@ def sound_files(
         rejected = int((others["status"] == "rejected").sum())
         unresolved = others[others["status"] != "rejected"]
         shown = pd.concat([ledger, unresolved], ignore_index=True) if len(unresolved) else ledger
-        context.log.info(summary_line(day, shown, rejected, since))
+        context.log.info(summary_line(day, shown, rejected, context.run.run_id))
         summary = DaySummary.of(pd.concat([ledger, others]) if len(others) else ledger)
         prints.record(day, inputs(day), summary)
         return summary

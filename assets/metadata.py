@@ -6,8 +6,7 @@ partition (`context.add_asset_metadata(..., partition_key=day)`, whose keys over
 step's) and the step's result carries the range's totals under their own `range` key.
 """
 
-from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -107,14 +106,15 @@ def per_partition(
     return {"range": MetadataValue.json({"days": len(per_day), **totals()})}
 
 
-def summary_line(day: str, rows: pd.DataFrame, rejected: int, since: datetime) -> str:
-    """The day's one console line: counts by status, files new since `since`, their bytes."""
-    counts = rows["status"].value_counts()
+def summary_line(day: str, rows: pd.DataFrame, rejected: int, run_id: str) -> str:
+    """The day's one console line: counts by status, the files run `run_id` stored (other
+    runs of the day may have stored the rest), their bytes."""
+    by_status = rows["status"].value_counts()
     ok = rows[rows["status"] == "ok"]
-    new = ok[ok["fetched_at"].notna() & (pd.to_datetime(ok["fetched_at"], utc=True) >= since)]
+    new = ok[ok["dagster_run_id"] == run_id] if "dagster_run_id" in ok else ok.iloc[0:0]
     return (
-        f"{day}: {int(counts.get('ok', 0))} ok, {int(counts.get('pending', 0))} pending, "
-        f"{int(counts.get('failed', 0))} failed, {rejected} rejected; "
+        f"{day}: {int(by_status.get('ok', 0))} ok, {int(by_status.get('pending', 0))} pending, "
+        f"{int(by_status.get('failed', 0))} failed, {rejected} rejected; "
         f"{len(new)} new files, {int(new['size_bytes'].sum()) / MIB:.1f} MiB new, "
         f"{int(ok['size_bytes'].sum()) / MIB:.1f} MiB stored"
     )
