@@ -16,6 +16,9 @@ from dagster import (
     AssetCheckSpec,
     MetadataValue,
 )
+    TableColumn,
+    TableRecord,
+    TableSchema,
 
 from assets.core.catalog import assemble, parquet_bytes, row_keys, validate_invariants
 from assets.core.day_fingerprint import Fingerprints, file_stamp, listing_stamp
@@ -23,7 +26,7 @@ from assets.core.day_summary import DaySummary
 from assets.core.harvest import stored_sizes
 from assets.core.sweep import SweepPolicy, mark_given_up
 from assets.core.task_map import TASK_STATE, has_tasks
-from assets.ranges import DayProblem, operator_failure
+from assets.ranges import DayProblem, day_ranges, operator_failure
 from assets.state import read_state, state_relpath
 from resources.storage import Storage
 
@@ -38,6 +41,11 @@ CHECKS = {
 PENDING_CHECK = "no_pending_runs"
 PENDING_DESCRIPTION = "Days whose catalog still has pending rows (WARN), with their counts."
 CHECK_SPECS = [
+_PENDING_SCHEMA = TableSchema(
+    columns=[TableColumn("day", "string"), TableColumn("pending rows", "int")]
+)
+SHOWN_DAYS = 10  # a failing check names at most this many days one by one, then day ranges
+RUN_KEY_TAG = "dagster/run_key"  # the run key a sensor gave the run (Dagster's own tag)
     AssetCheckSpec(name, asset="sound_catalog", description=description)
     for name, description in {**CHECKS, PENDING_CHECK: PENDING_DESCRIPTION}.items()
 ]
@@ -110,28 +118,21 @@ def publish_day(
 
 
 def check_results(days: Mapping[str, DayCatalog]) -> list[AssetCheckResult]:
-    """The checks of `sound_catalog` over the days published: ERROR ones, then the WARN."""
-    problems: dict[str, list[str]] = {name: [] for name in CHECKS}
-    for published in days.values():
+    """The checks of `sound_catalog` over the days published: ERROR ones, then the WARN. A
+    failing check names its days in its description, which the UI shows without a click."""
+    problems: dict[str, dict[str, str]] = {name: {} for name in CHECKS}  # name -> day -> problem
+    for day, published in days.items():
         for name, problem in published.findings.items():
             if problem:
-                problems[name].append(problem)
-    pending = {day: published.pending for day, published in days.items() if published.pending}
-    return [
-        AssetCheckResult(
-            check_name=name,
-            passed=not found,
-            severity=AssetCheckSeverity.ERROR,
-            metadata={"problems": "; ".join(found) or "none"},
+                problems[name][day] = problem
+    results = [
+        _result(
+            name,
+            AssetCheckSeverity.ERROR,
+            _listed(found, "; "),
+            {"problems": MetadataValue.md("\n".join(f"- {p}" for p in found.values()))},
         )
         for name, found in problems.items()
-    ] + [
-        AssetCheckResult(
-            check_name=PENDING_CHECK,
-            passed=not pending,
-            severity=AssetCheckSeverity.WARN,
-            metadata={"pending_by_day": MetadataValue.json(pending)},
-        )
     ]
 
 
@@ -145,6 +146,43 @@ def check_day(
     return {
         "one_row_per_manifest_row": ""
         if len(catalog) == len(manifest) and _row_keys(catalog) == _row_keys(manifest)
+    pending = {day: published.pending for day, published in days.items() if published.pending}
+    by_day = [TableRecord({"day": day, "pending rows": n}) for day, n in pending.items()]
+    listed = _listed({day: f"{day} ({n})" for day, n in pending.items()}, ", ")
+    plural = "s" * (len(pending) != 1)
+    waiting = f"{sum(pending.values()):,} pending rows on {len(pending)} day{plural}: {listed}"
+    results.append(
+        _result(
+            PENDING_CHECK,
+            AssetCheckSeverity.WARN,
+            waiting if pending else "",
+            {"pending rows by day": MetadataValue.table(by_day, schema=_PENDING_SCHEMA)},
+        )
+    )
+    return results
+
+
+def _result(
+    name: str, severity: AssetCheckSeverity, failure: str, metadata: dict[str, MetadataValue]
+) -> AssetCheckResult:
+    """Passed when there is no `failure` to tell; else that failure and its metadata."""
+    return AssetCheckResult(
+        check_name=name,
+        passed=not failure,
+        severity=severity,
+        description=failure or None,
+        metadata=metadata if failure else {},
+    )
+
+
+def _listed(by_day: Mapping[str, str], separator: str) -> str:
+    """What is said of each day (each names its day), the first SHOWN_DAYS in full, the others
+    as day ranges."""
+    days = sorted(by_day)
+    text = separator.join(by_day[day] for day in days[:SHOWN_DAYS])
+    if rest := days[SHOWN_DAYS:]:
+        text += f"{separator}and {len(rest)} more days: {day_ranges(rest)}"
+    return text
         else f"{day}: {len(manifest)} manifest rows but {len(catalog)} catalog rows",
         "catalog_contract": "; ".join(
             f"{day}: {problem}" for problem in validate_invariants(catalog)

@@ -149,6 +149,13 @@ def failure_messages(result) -> list[str]:
     return messages
 
 
+def markdown_rows(text: str, header: bool = False) -> list[list[str]]:
+    """The cells of a Markdown table (metadata), its body's (the header row first if `header`)."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    lines = lines[:1] + lines[2:] if header else lines[2:]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+
+
 def step_events(result, kind: str) -> list:
     return [e for e in result.all_events if e.event_type_value == kind]
 
