@@ -23,7 +23,13 @@ from assets.core.task_map import TASK_STATE, TaskMap, has_tasks, resolve_rows, u
 from assets.manifests import run_manifest
 from assets.metadata import day_metadata, location, report_days, summary_line, unchanged_line
 from assets.partitions import daily_partitions
-from assets.publish import catalog_fingerprints, catalog_relpath, publish_day, sweep_policy
+from assets.publish import (
+    catalog_fingerprints,
+    catalog_relpath,
+    final_sweep,
+    publish_day,
+    sweep_policy,
+)
 from assets.ranges import (
     DayProblem,
     fail,
@@ -132,13 +138,13 @@ def sound_files(
             checkpoint_s=config.checkpoint_s,
             on_fresh_file=features.add if features else None,
             resolving=len(plan.poll),
+            dagster_run_id=context.run.run_id,
         ).run(plan.run_ids, index_rows(previous))
         if previous is None:  # a day with nothing to fetch (no manifest, all rejected) too
             write_files(state, day, ledger)
         if plan.poll:  # tasks the day budget left unasked stay pending, saying so
             tasks.unanswered(plan.poll, DAY_BUDGET_SPENT)
             write_tasks(state, day, tasks.frame())
-            dagster_run_id=context.run.run_id,
         resolved = resolve_rows(manifest, tasks.frame())
         if has_tasks(manifest) and (stray := unclaimed(ledger, resolved)):
             # No catalog row will name these runs: the ledger forgets them first (no row then
@@ -174,7 +180,9 @@ def sound_files(
     catalogs, published = {}, catalog_fingerprints(state, audio, sweep)
     for day in days.done:
         try:
-            catalogs[day] = publish_day(day, state, audio, sweep, published).summary
+            final = final_sweep(context, day)
+            done = publish_day(day, state, audio, sweep, published, final_sweep=final)
+            catalogs[day] = done.summary
         except (DayProblem, StorageError) as exc:
             days.failed[day] = f"files stored, but the catalog could not be written: {exc}"
     mark_done(context, days.done, lambda day: day_metadata(days.done[day], links[day]))

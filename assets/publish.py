@@ -14,17 +14,18 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
+    AssetExecutionContext,
     MetadataValue,
-)
     TableColumn,
     TableRecord,
     TableSchema,
+)
 
 from assets.core.catalog import assemble, parquet_bytes, row_keys, validate_invariants
 from assets.core.day_fingerprint import Fingerprints, file_stamp, listing_stamp
 from assets.core.day_summary import DaySummary
 from assets.core.harvest import stored_sizes
-from assets.core.sweep import SweepPolicy, mark_given_up
+from assets.core.sweep import SweepPolicy, final_sweep_key, given_up_rows, mark_given_up
 from assets.core.task_map import TASK_STATE, has_tasks
 from assets.ranges import DayProblem, day_ranges, operator_failure
 from assets.state import read_state, state_relpath
@@ -40,12 +41,12 @@ CHECKS = {
 # A warning, not an error: runs not ready yet are normal; the pending sweep comes back for them.
 PENDING_CHECK = "no_pending_runs"
 PENDING_DESCRIPTION = "Days whose catalog still has pending rows (WARN), with their counts."
-CHECK_SPECS = [
 _PENDING_SCHEMA = TableSchema(
     columns=[TableColumn("day", "string"), TableColumn("pending rows", "int")]
 )
 SHOWN_DAYS = 10  # a failing check names at most this many days one by one, then day ranges
 RUN_KEY_TAG = "dagster/run_key"  # the run key a sensor gave the run (Dagster's own tag)
+CHECK_SPECS = [
     AssetCheckSpec(name, asset="sound_catalog", description=description)
     for name, description in {**CHECKS, PENDING_CHECK: PENDING_DESCRIPTION}.items()
 ]
@@ -63,6 +64,11 @@ class DayCatalog:
     @property
     def pending(self) -> int:
         return self.summary.count("pending")
+
+
+def final_sweep(context: AssetExecutionContext, day: str) -> bool:
+    """Whether this run is the pending sweep's last run of `day`, the one that gives up."""
+    return context.run.tags.get(RUN_KEY_TAG) == final_sweep_key(day)
 
 
 def sweep_policy() -> SweepPolicy:
@@ -85,12 +91,15 @@ def publish_day(
     audio: Storage,
     sweep: SweepPolicy,
     prints: Fingerprints | None = None,
+    *,
+    final_sweep: bool = False,
 ) -> DayCatalog:
     """Assemble the day's catalog from its manifest and files ledger and replace its file.
 
-    Past the sweep's horizon, its pending rows say that soundharvest gave up waiting. With
-    `prints`, a complete day whose inputs and catalog did not change since its last publish
-    is not assembled again (`assets/core/day_fingerprint.py`).
+    In the sweep's final run of the day (`final_sweep`), its pending rows say that soundharvest
+    gave up waiting; rows that said so before keep saying it while they stay pending
+    (`assets/core/sweep.py`). With `prints`, a complete day whose inputs and catalog did not
+    change since its last publish is not assembled again (`assets/core/day_fingerprint.py`).
     """
 
     def inputs() -> str:
@@ -106,9 +115,12 @@ def publish_day(
     if manifest is None or files is None:
         raise DayProblem("materialize run_manifest and sound_files first")
     tasks = read_state(catalog_store, TASK_STATE, day) if has_tasks(manifest) else None
-    polls = {} if tasks is None else dict(zip(tasks["task_id"], tasks["polls"], strict=True))
-    catalog = assemble(manifest, files, tasks)
-    catalog = mark_given_up(catalog, day, datetime.now(UTC), sweep, task_polls=polls)
+    catalog, now = assemble(manifest, files, tasks), datetime.now(UTC)
+    if sweep.gave_up(day, now):  # only past the horizon can a row have been given up on
+        given_up = set() if final_sweep else given_up_rows(catalog_store, day)
+        catalog = mark_given_up(
+            catalog, day, now, sweep, final_sweep=final_sweep, given_up=given_up
+        )
     # A rerun that changed nothing finds the same bytes there and writes nothing.
     catalog_store.write_bytes(parquet_bytes(catalog), catalog_relpath(day), if_changed=True)
     published = DayCatalog(DaySummary.of(catalog), check_day(day, manifest, catalog, audio))
@@ -134,18 +146,6 @@ def check_results(days: Mapping[str, DayCatalog]) -> list[AssetCheckResult]:
         )
         for name, found in problems.items()
     ]
-
-
-def check_day(
-    day: str, manifest: pd.DataFrame, catalog: pd.DataFrame, audio: Storage
-) -> dict[str, str]:
-    """The checks' findings for one day: an empty string where a check holds."""
-    ok = catalog[catalog["status"] == "ok"]
-    sizes = stored_sizes(audio, day) if len(ok) else {}
-    missing = [int(r.run_id) for r in ok.itertuples() if sizes.get(int(r.run_id)) != r.size_bytes]
-    return {
-        "one_row_per_manifest_row": ""
-        if len(catalog) == len(manifest) and _row_keys(catalog) == _row_keys(manifest)
     pending = {day: published.pending for day, published in days.items() if published.pending}
     by_day = [TableRecord({"day": day, "pending rows": n}) for day, n in pending.items()]
     listed = _listed({day: f"{day} ({n})" for day, n in pending.items()}, ", ")
@@ -183,6 +183,18 @@ def _listed(by_day: Mapping[str, str], separator: str) -> str:
     if rest := days[SHOWN_DAYS:]:
         text += f"{separator}and {len(rest)} more days: {day_ranges(rest)}"
     return text
+
+
+def check_day(
+    day: str, manifest: pd.DataFrame, catalog: pd.DataFrame, audio: Storage
+) -> dict[str, str]:
+    """The checks' findings for one day: an empty string where a check holds."""
+    ok = catalog[catalog["status"] == "ok"]
+    sizes = stored_sizes(audio, day) if len(ok) else {}
+    missing = [int(r.run_id) for r in ok.itertuples() if sizes.get(int(r.run_id)) != r.size_bytes]
+    return {
+        "one_row_per_manifest_row": ""
+        if len(catalog) == len(manifest) and _row_keys(catalog) == _row_keys(manifest)
         else f"{day}: {len(manifest)} manifest rows but {len(catalog)} catalog rows",
         "catalog_contract": "; ".join(
             f"{day}: {problem}" for problem in validate_invariants(catalog)
