@@ -80,11 +80,9 @@ def day_metadata(summary: DaySummary, link: MetadataValue | None = None) -> dict
 
 
 def figures_table(named: Mapping[str, Figure], heading: str) -> MetadataValue:
-    """Named figures as a two-column Markdown table (integers with thousands separators)."""
+    """Named figures as a two-column Markdown table (thousands separated, rounded as given)."""
     lines = [f"| figure | {heading} |", "|:--|--:|"]
-    for name, value in named.items():
-        shown = f"{value:,}" if isinstance(value, int) else f"{value:g}"
-        lines.append(f"| {name} | {shown} |")
+    lines += [f"| {name} | {value:,} |" for name, value in named.items()]
     return MetadataValue.md("\n".join(lines))
 
 
