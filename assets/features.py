@@ -100,8 +100,9 @@ def sound_features(
     }
 
     def totals() -> dict[str, int | float]:
-        summed = [counts(result) for result in days.values()]
-        return {name: sum(figures[name] for figures in summed) for name in summed[0]}
+        each = [counts(result) for result in days.values()]
+        whole = {name: sum(figures[name] for figures in each) for name in each[0]}
+        return whole | {"measured (MiB)": mib(measured_bytes)}  # not a sum of rounded days
 
     step = {
         "elapsed (s)": round(elapsed, 2),
@@ -116,6 +117,7 @@ def sound_features(
             "fingerprint version": params.fingerprint,
         },
         "value",
+        label="parameter",
     )
     return MaterializeResult(metadata=metadata)
 

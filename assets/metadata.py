@@ -79,9 +79,11 @@ def day_metadata(summary: DaySummary, link: MetadataValue | None = None) -> dict
     return metadata
 
 
-def figures_table(named: Mapping[str, Figure], heading: str) -> MetadataValue:
+def figures_table(
+    named: Mapping[str, Figure], heading: str, label: str = "figure"
+) -> MetadataValue:
     """Named figures as a two-column Markdown table (thousands separated, rounded as given)."""
-    lines = [f"| figure | {heading} |", "|:--|--:|"]
+    lines = [f"| {label} | {heading} |", "|:--|--:|"]
     lines += [f"| {name} | {value:,} |" for name, value in named.items()]
     return MetadataValue.md("\n".join(lines))
 

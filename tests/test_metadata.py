@@ -136,7 +136,7 @@ def test_run_manifest_partitions_count_their_own_rows(ranged):
 def test_sound_features_partitions_carry_their_own_days_figures(ranged):
     """Was: every day of a range showed the range's totals ("files 11407, computed 11407")."""
     storage, instance, _ = ranged
-    clips = {}
+    clips, measured_bytes = {}, {}
     for day in DAYS:
         catalog = read_catalog(storage, day)
         ok = sorted(catalog.loc[catalog.status == "ok", "run_id"])
@@ -151,8 +151,11 @@ def test_sound_features_partitions_carry_their_own_days_figures(ranged):
         assert preview == ok[:10]  # the day's own clips
         assert metadata["location"].value.endswith(f"sound_features/date={day}/part-0.parquet")
         clips[day] = len(ok)
+        measured_bytes[day] = catalog.loc[catalog.status == "ok", "size_bytes"].sum()
     assert len(set(clips.values())) == 3  # the days differ, so no day can pass for another
-    assert range_totals(instance, "sound_features")["clips"] == str(sum(clips.values()))
+    whole = range_totals(instance, "sound_features")
+    assert whole["clips"] == str(sum(clips.values()))
+    assert whole["measured (MiB)"] == f"{round(sum(measured_bytes.values()) / 2**20, 2):,}"
 
 
 def all_metadata(instance) -> dict[tuple[str, str], dict]:
