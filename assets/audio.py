@@ -159,7 +159,8 @@ def sound_files(
             )
         # The day's figures count the rows its catalog will have beyond the ledger's too:
         # rejected ones, and those of tasks that never resolved.
-        others = resolved.loc[resolved["status"] != "accepted", ["run_id", "status", "error"]]
+        keys = ["run_id", "task_id", "status", "error"]  # a task never resolved: its task id
+        others = resolved.loc[resolved["status"] != "accepted", keys]
         rejected = int((others["status"] == "rejected").sum())
         unresolved = others[others["status"] != "rejected"]
         shown = pd.concat([ledger, unresolved], ignore_index=True) if len(unresolved) else ledger
