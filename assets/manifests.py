@@ -3,7 +3,6 @@
 from typing import Any
 
 from dagster import (
-    AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
@@ -16,7 +15,7 @@ from dagster import (
 from assets.core.day_fingerprint import Fingerprints, file_stamp, manifest_stamps
 from assets.core.day_summary import DaySummary
 from assets.core.manifest import MANIFEST_SUFFIXES, ManifestError, load_day
-from assets.metadata import failure_reasons, markdown_list, per_partition
+from assets.metadata import check_result, failure_reasons, markdown_list, per_partition
 from assets.partitions import daily_partitions
 from assets.ranges import DayProblem, day_ranges, fail, mark_done, preflight, run_days, settings
 from assets.state import state_relpath, write_manifest
@@ -97,20 +96,17 @@ def run_manifest(context: AssetExecutionContext, storage: StorageResource) -> Ma
     return MaterializeResult(
         metadata=per_partition(context, per_day, lambda: counts(total)),
         check_results=[
-            AssetCheckResult(
-                check_name="manifest_present",
-                passed=not missing,
-                severity=AssetCheckSeverity.WARN,
-                description=f"{len(missing)} day{'s' * (len(missing) != 1)} with no manifest "
-                f"rows, days with no runs: {day_ranges(missing)}"
+            check_result(
+                "manifest_present",
+                AssetCheckSeverity.WARN,
+                f"{len(missing)} day{'s' * (len(missing) != 1)} with no manifest rows, days "
+                f"with no runs: {day_ranges(missing)}"
                 if missing
-                else None,
-                metadata={
+                else "",
+                {
                     "days without manifest": MetadataValue.int(len(missing)),
                     "looked in": MetadataValue.text(where_looked(manifests.uri("D"))),
-                }
-                if missing
-                else {},
+                },
             )
         ],
     )

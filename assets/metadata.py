@@ -14,7 +14,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
-from dagster import AssetExecutionContext, MetadataValue, TableColumn, TableRecord, TableSchema
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    MetadataValue,
+    TableColumn,
+    TableRecord,
+    TableSchema,
+)
 
 from assets.core.catalog import STATUSES
 from assets.core.day_summary import DaySummary
@@ -92,6 +100,20 @@ def markdown_list(items: Iterable[str]) -> MetadataValue:
     return MetadataValue.md("\n".join(f"- `{item}`" for item in items) or "(none)")
 
 
+def check_result(
+    name: str, severity: AssetCheckSeverity, failure: str, metadata: Mapping[str, MetadataValue]
+) -> AssetCheckResult:
+    """Passed when there is no `failure` to tell; else that failure as the description (the UI
+    shows it without a click: it names the days) and its metadata."""
+    return AssetCheckResult(
+        check_name=name,
+        passed=not failure,
+        severity=severity,
+        description=failure or None,
+        metadata=metadata if failure else {},
+    )
+
+
 def location(storage: Storage, relpath: str) -> MetadataValue:
     """A link to a file or directory of storage: a path on local disk, else its URL."""
     uri = storage.uri(relpath)
@@ -143,7 +165,7 @@ def summary_line(day: str, rows: pd.DataFrame, rejected: int, run_id: str) -> st
     runs of the day may have stored the rest), their bytes."""
     by_status = rows["status"].value_counts()
     ok = rows[rows["status"] == "ok"]
-    new = ok[ok["dagster_run_id"] == run_id] if "dagster_run_id" in ok else ok.iloc[0:0]
+    new = ok[ok["dagster_run_id"] == run_id]
     return (
         f"{day}: {int(by_status.get('ok', 0))} ok, {int(by_status.get('pending', 0))} pending, "
         f"{int(by_status.get('failed', 0))} failed, {rejected} rejected; "

@@ -27,6 +27,7 @@ from assets.core.day_summary import DaySummary
 from assets.core.harvest import stored_sizes
 from assets.core.sweep import SweepPolicy, final_sweep_key, given_up_rows, mark_given_up
 from assets.core.task_map import TASK_STATE, has_tasks
+from assets.metadata import check_result
 from assets.ranges import DayProblem, day_ranges, operator_failure
 from assets.state import read_state, state_relpath
 from resources.storage import Storage
@@ -138,7 +139,7 @@ def check_results(days: Mapping[str, DayCatalog]) -> list[AssetCheckResult]:
             if problem:
                 problems[name][day] = problem
     results = [
-        _result(
+        check_result(
             name,
             AssetCheckSeverity.ERROR,
             _listed(found, "; "),
@@ -152,7 +153,7 @@ def check_results(days: Mapping[str, DayCatalog]) -> list[AssetCheckResult]:
     plural = "s" * (len(pending) != 1)
     waiting = f"{sum(pending.values()):,} pending rows on {len(pending)} day{plural}: {listed}"
     results.append(
-        _result(
+        check_result(
             PENDING_CHECK,
             AssetCheckSeverity.WARN,
             waiting if pending else "",
@@ -160,19 +161,6 @@ def check_results(days: Mapping[str, DayCatalog]) -> list[AssetCheckResult]:
         )
     )
     return results
-
-
-def _result(
-    name: str, severity: AssetCheckSeverity, failure: str, metadata: dict[str, MetadataValue]
-) -> AssetCheckResult:
-    """Passed when there is no `failure` to tell; else that failure and its metadata."""
-    return AssetCheckResult(
-        check_name=name,
-        passed=not failure,
-        severity=severity,
-        description=failure or None,
-        metadata=metadata if failure else {},
-    )
 
 
 def _listed(by_day: Mapping[str, str], separator: str) -> str:
