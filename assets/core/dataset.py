@@ -114,12 +114,8 @@ def read_rows(catalog: Storage) -> pl.LazyFrame:
     # than carrying and joining the 64-character strings.
     keys = ["date", "run_id"]
     measured = (*METRICS, *AUDIO_COLUMNS, FEATURES_ERROR)
-    features = features.select(
-        *keys,
-        pl.col("sha256").hash().alias("measured"),
-        *METRICS,
-        *AUDIO_COLUMNS,
-        pl.col("error").alias(FEATURES_ERROR),
+    features = features.rename({"error": FEATURES_ERROR}).select(
+        *keys, pl.col("sha256").hash().alias("measured"), *measured
     )
     same_file = pl.col("measured") == pl.col("sha256").hash()
     return (
