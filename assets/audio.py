@@ -2,7 +2,6 @@
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from functools import partial
 
 import pandas as pd
@@ -24,7 +23,13 @@ from assets.core.task_map import TASK_STATE, TaskMap, has_tasks, resolve_rows, u
 from assets.manifests import run_manifest
 from assets.metadata import day_metadata, location, report_days, summary_line, unchanged_line
 from assets.partitions import daily_partitions
-from assets.publish import catalog_fingerprints, catalog_relpath, publish_day, sweep_policy
+from assets.publish import (
+    catalog_fingerprints,
+    catalog_relpath,
+    final_sweep,
+    publish_day,
+    sweep_policy,
+)
 from assets.ranges import (
     DayProblem,
     fail,
@@ -68,7 +73,7 @@ def sound_files(
         measure_fresh = HarvestFeatures.wanted(audio)
     except SettingsError as exc:
         raise operator_failure(str(exc)) from None
-    started, since = time.monotonic(), datetime.now(UTC)
+    started = time.monotonic()
     if not DayLease.supported(state):
         context.log.warning(f"{state}: no per-day lease on this storage: run each day once")
     prints = Fingerprints(state, "sound_files", audio=audio.uri(""))
@@ -133,6 +138,7 @@ def sound_files(
             checkpoint_s=config.checkpoint_s,
             on_fresh_file=features.add if features else None,
             resolving=len(plan.poll),
+            dagster_run_id=context.run.run_id,
         ).run(plan.run_ids, index_rows(previous))
         if previous is None:  # a day with nothing to fetch (no manifest, all rejected) too
             write_files(state, day, ledger)
@@ -153,11 +159,12 @@ def sound_files(
             )
         # The day's figures count the rows its catalog will have beyond the ledger's too:
         # rejected ones, and those of tasks that never resolved.
-        others = resolved.loc[resolved["status"] != "accepted", ["run_id", "status", "error"]]
+        keys = ["run_id", "task_id", "status", "error"]  # a task never resolved: its task id
+        others = resolved.loc[resolved["status"] != "accepted", keys]
         rejected = int((others["status"] == "rejected").sum())
         unresolved = others[others["status"] != "rejected"]
         shown = pd.concat([ledger, unresolved], ignore_index=True) if len(unresolved) else ledger
-        context.log.info(summary_line(day, shown, rejected, since))
+        context.log.info(summary_line(day, shown, rejected, context.run.run_id))
         summary = DaySummary.of(pd.concat([ledger, others]) if len(others) else ledger)
         prints.record(day, inputs(day), summary)
         return summary
@@ -174,7 +181,9 @@ def sound_files(
     catalogs, published = {}, catalog_fingerprints(state, audio, sweep)
     for day in days.done:
         try:
-            catalogs[day] = publish_day(day, state, audio, sweep, published).summary
+            final = final_sweep(context, day)
+            done = publish_day(day, state, audio, sweep, published, final_sweep=final)
+            catalogs[day] = done.summary
         except (DayProblem, StorageError) as exc:
             days.failed[day] = f"files stored, but the catalog could not be written: {exc}"
     mark_done(context, days.done, lambda day: day_metadata(days.done[day], links[day]))

@@ -10,6 +10,7 @@ from assets.publish import (
     catalog_fingerprints,
     catalog_relpath,
     check_results,
+    final_sweep,
     publish_day,
     sweep_policy,
 )
@@ -36,7 +37,10 @@ def sound_catalog(context: AssetExecutionContext, storage: StorageResource) -> M
     audio, catalog_store = storage.audio(), storage.catalog()
     prints = catalog_fingerprints(catalog_store, audio, sweep)
     days = run_days(
-        context.partition_keys, lambda day: publish_day(day, catalog_store, audio, sweep, prints)
+        context.partition_keys,
+        lambda day: publish_day(
+            day, catalog_store, audio, sweep, prints, final_sweep=final_sweep(context, day)
+        ),
     )
     links = {day: location(catalog_store, catalog_relpath(day)) for day in days.done}
     if days.failed:

@@ -2,6 +2,7 @@
 
 import base64
 
+import pandas as pd
 from dagster import (
     AssetExecutionContext,
     AssetObservation,
@@ -13,9 +14,11 @@ from dagster import (
 )
 
 from assets.catalog import sound_catalog
-from assets.core.card import PLOTS
+from assets.core.card import PLOTS, groups_table
 from assets.core.dataset_spec import DatasetConfigError, DatasetSpec
+from assets.core.day_summary import markdown_table
 from assets.features import sound_features
+from assets.metadata import mib
 from resources.storage_resource import StorageResource
 
 
@@ -58,6 +61,7 @@ def ml_dataset(context: AssetExecutionContext, config: DatasetConfig, storage: S
     assert snapshot.manifest is not None and snapshot.plots is not None
     splits = split_frame(snapshot.manifest)
     png = base64.b64encode(snapshot.plots[PLOTS["duration"]]).decode()
+    groups = snapshot.manifest.get("groups")
     yield MaterializeResult(
         metadata={
             "version": snapshot.version,
@@ -66,12 +70,27 @@ def ml_dataset(context: AssetExecutionContext, config: DatasetConfig, storage: S
                 f"{(snapshot.uri or '').rstrip('/')}/README.md"
             ),
             "written": snapshot.written,
-            **{f"{split}_clips": int(n) for split, n in splits["clips"].items()},
-            "hours": MetadataValue.float(round(float(splits["hours"].sum()), 4)),
-            "bytes": MetadataValue.int(int(total_bytes(snapshot.manifest))),
-            "splits": MetadataValue.md(splits.to_markdown(floatfmt=".4f")),
-            "dropped": MetadataValue.json(snapshot.selection.dropped),
-            "groups": MetadataValue.json(snapshot.manifest.get("groups") or {}),
+            **{f"{split} clips": MetadataValue.int(int(n)) for split, n in splits["clips"].items()},
+            "audio (h)": MetadataValue.float(round(float(splits["hours"].sum()), 4)),
+            "size (MiB)": MetadataValue.float(mib(total_bytes(snapshot.manifest))),
+            "splits": MetadataValue.md(_splits_table(splits)),
+            "runs dropped": MetadataValue.md(_dropped_table(snapshot.selection.dropped)),
+            **({"similarity groups": MetadataValue.md(groups_table(groups))} if groups else {}),
             "durations": MetadataValue.md(f"![clip durations](data:image/png;base64,{png})"),
         }
     )
+
+
+def _splits_table(splits: pd.DataFrame) -> str:
+    """Clips (integers) and audio hours per split, and the total."""
+    table = splits.rename(columns={"hours": "audio (h)"}).rename_axis("split").reset_index()
+    table.loc[len(table)] = ["total", int(splits["clips"].sum()), splits["hours"].sum()]
+    return markdown_table(table, floatfmt=".4f")
+
+
+def _dropped_table(dropped: dict[str, int]) -> str:
+    """Runs left out of the snapshot, by reason (as the card says them)."""
+    counted = {why: n for why, n in dropped.items() if n}
+    if not counted:
+        return "none"
+    return markdown_table(pd.DataFrame({"reason": list(counted), "runs": list(counted.values())}))

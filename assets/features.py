@@ -16,13 +16,17 @@ from pydantic import Field
 
 from assets.catalog import sound_catalog
 from assets.core.catalog import read_partition, table_bytes
+from assets.core.day_summary import markdown_table
 from assets.core.features import (
+    FILE_MISSING,
     HARVEST_STATE,
+    DayFeatures,
     FeatureParams,
     day_features,
     features_relpath,
     features_table,
 )
+from assets.metadata import MIB, figures_table, location, mib, per_partition, typed
 from assets.partitions import daily_partitions
 from assets.state import read_state
 from resources.storage import Storage
@@ -65,8 +69,7 @@ def sound_features(
         raise Failure(description=f"sound_features config: {exc}") from None
     catalog = storage.catalog()
     started = time.monotonic()
-    totals = dict.fromkeys(("files", "kept", "from_harvest", "computed", "errors"), 0)
-    measured_bytes, frames = 0, []
+    days: dict[str, DayFeatures] = {}
     for day in context.partition_keys:
         rows = read_partition(catalog.fs, catalog.root, day)
         if rows is None:
@@ -84,23 +87,54 @@ def sound_features(
             f"{day}: {len(ok)} files: {result.kept} kept, {result.from_harvest} from the "
             f"harvest, {result.computed} measured ({result.errors} with an error)"
         )
-        totals["files"] += len(result.rows)
-        totals["kept"] += result.kept
-        totals["from_harvest"] += result.from_harvest
-        totals["computed"] += result.computed
-        totals["errors"] += result.errors
-        measured_bytes += result.computed_bytes
-        frames.append(result.rows)
+        days[day] = result
     elapsed = time.monotonic() - started
-    return MaterializeResult(
-        metadata={
-            **totals,
-            "measured_mb": round(measured_bytes / 1e6, 2),
-            "measured_mb_per_s": round(measured_bytes / 1e6 / elapsed, 2),
-            "params": MetadataValue.json(params.__dict__),
-            "preview": _preview(pd.concat(frames, ignore_index=True)),
+    measured_bytes = sum(result.computed_bytes for result in days.values())
+    per_day = {
+        day: {
+            **{name: typed(n) for name, n in counts(result).items()},
+            "preview": _preview(result.rows),
+            "location": location(catalog, features_relpath(day)),
         }
+        for day, result in days.items()
+    }
+
+    def totals() -> dict[str, int | float]:
+        each = [counts(result) for result in days.values()]
+        whole = {name: sum(figures[name] for figures in each) for name in each[0]}
+        return whole | {"measured (MiB)": mib(measured_bytes)}  # not a sum of rounded days
+
+    step = {
+        "elapsed (s)": round(elapsed, 2),
+        "measured MiB per s": round(measured_bytes / MIB / max(elapsed, 1e-9), 2),
+    }
+    metadata = per_partition(context, per_day, totals, step)
+    metadata["params"] = figures_table(
+        {
+            "silence threshold (dBFS)": params.silence_threshold_dbfs,
+            "silence window (ms)": params.silence_window_ms,
+            "clip threshold (dBFS)": params.clip_threshold_dbfs,
+            "fingerprint version": params.fingerprint,
+        },
+        "value",
+        label="parameter",
     )
+    return MaterializeResult(metadata=metadata)
+
+
+def counts(result: DayFeatures) -> dict[str, int | float]:
+    """A day's clips by where their features came from, and the errors by cause."""
+    errors = result.rows["error"].dropna()
+    missing = int((errors == FILE_MISSING).sum())
+    return {
+        "clips": len(result.rows),
+        "kept": result.kept,
+        "from harvest": result.from_harvest,
+        "measured": result.computed,
+        "file missing": missing,
+        "unreadable": len(errors) - missing,
+        "measured (MiB)": mib(result.computed_bytes),
+    }
 
 
 def _read_features(catalog: Storage, relpath: str) -> pd.DataFrame | None:
@@ -112,4 +146,4 @@ def _read_features(catalog: Storage, relpath: str) -> pd.DataFrame | None:
 
 def _preview(rows: pd.DataFrame) -> MetadataValue:
     columns = ["run_id", "lufs", "peak_dbfs", "clipped_fraction", "silence_fraction", "error"]
-    return MetadataValue.md(rows[columns].head(10).to_markdown(index=False, floatfmt=".2f"))
+    return MetadataValue.md(markdown_table(rows[columns].head(10), floatfmt=".2f"))

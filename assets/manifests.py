@@ -3,7 +3,6 @@
 from typing import Any
 
 from dagster import (
-    AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
@@ -16,7 +15,7 @@ from dagster import (
 from assets.core.day_fingerprint import Fingerprints, file_stamp, manifest_stamps
 from assets.core.day_summary import DaySummary
 from assets.core.manifest import MANIFEST_SUFFIXES, ManifestError, load_day
-from assets.metadata import failure_reasons, per_partition
+from assets.metadata import check_result, failure_reasons, markdown_list, per_partition
 from assets.partitions import daily_partitions
 from assets.ranges import DayProblem, day_ranges, fail, mark_done, preflight, run_days, settings
 from assets.state import state_relpath, write_manifest
@@ -97,13 +96,16 @@ def run_manifest(context: AssetExecutionContext, storage: StorageResource) -> Ma
     return MaterializeResult(
         metadata=per_partition(context, per_day, lambda: counts(total)),
         check_results=[
-            AssetCheckResult(
-                check_name="manifest_present",
-                passed=not missing,
-                severity=AssetCheckSeverity.WARN,
-                metadata={
-                    "days_without_manifest": MetadataValue.json(sorted(missing)),
-                    "looked_in": MetadataValue.json(missing),
+            check_result(
+                "manifest_present",
+                AssetCheckSeverity.WARN,
+                f"{len(missing)} day{'s' * (len(missing) != 1)} with no manifest rows, days "
+                f"with no runs: {day_ranges(missing)}"
+                if missing
+                else "",
+                {
+                    "days without manifest": MetadataValue.int(len(missing)),
+                    "looked in": MetadataValue.text(where_looked(manifests.uri("D"))),
                 },
             )
         ],
@@ -117,7 +119,7 @@ def where_looked(day_uri: str) -> str:
 
 def counts(summary: DaySummary) -> dict[str, int]:
     return {
-        "rows": summary.runs,
+        "rows": summary.rows,
         "accepted": summary.count("accepted"),
         "rejected": summary.count("rejected"),
     }
@@ -127,5 +129,5 @@ def manifest_metadata(summary: DaySummary, files: list[str]) -> dict[str, Any]:
     return {
         **{name: MetadataValue.int(n) for name, n in counts(summary).items()},
         "rejection reasons": failure_reasons(summary),
-        "files": MetadataValue.json(files),
+        "files": markdown_list(files),
     }

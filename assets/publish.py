@@ -14,16 +14,21 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
+    AssetExecutionContext,
     MetadataValue,
+    TableColumn,
+    TableRecord,
+    TableSchema,
 )
 
 from assets.core.catalog import assemble, parquet_bytes, row_keys, validate_invariants
 from assets.core.day_fingerprint import Fingerprints, file_stamp, listing_stamp
 from assets.core.day_summary import DaySummary
 from assets.core.harvest import stored_sizes
-from assets.core.sweep import SweepPolicy, mark_given_up
+from assets.core.sweep import SweepPolicy, final_sweep_key, given_up_rows, mark_given_up
 from assets.core.task_map import TASK_STATE, has_tasks
-from assets.ranges import DayProblem, operator_failure
+from assets.metadata import check_result
+from assets.ranges import DayProblem, day_ranges, operator_failure
 from assets.state import read_state, state_relpath
 from resources.storage import Storage
 
@@ -37,6 +42,11 @@ CHECKS = {
 # A warning, not an error: runs not ready yet are normal; the pending sweep comes back for them.
 PENDING_CHECK = "no_pending_runs"
 PENDING_DESCRIPTION = "Days whose catalog still has pending rows (WARN), with their counts."
+_PENDING_SCHEMA = TableSchema(
+    columns=[TableColumn("day", "string"), TableColumn("pending rows", "int")]
+)
+SHOWN_DAYS = 10  # a failing check names at most this many days one by one, then day ranges
+RUN_KEY_TAG = "dagster/run_key"  # the run key a sensor gave the run (Dagster's own tag)
 CHECK_SPECS = [
     AssetCheckSpec(name, asset="sound_catalog", description=description)
     for name, description in {**CHECKS, PENDING_CHECK: PENDING_DESCRIPTION}.items()
@@ -55,6 +65,11 @@ class DayCatalog:
     @property
     def pending(self) -> int:
         return self.summary.count("pending")
+
+
+def final_sweep(context: AssetExecutionContext, day: str) -> bool:
+    """Whether this run is the pending sweep's last run of `day`, the one that gives up."""
+    return context.run.tags.get(RUN_KEY_TAG) == final_sweep_key(day)
 
 
 def sweep_policy() -> SweepPolicy:
@@ -77,12 +92,15 @@ def publish_day(
     audio: Storage,
     sweep: SweepPolicy,
     prints: Fingerprints | None = None,
+    *,
+    final_sweep: bool = False,
 ) -> DayCatalog:
     """Assemble the day's catalog from its manifest and files ledger and replace its file.
 
-    Past the sweep's horizon, its pending rows say that soundharvest gave up waiting. With
-    `prints`, a complete day whose inputs and catalog did not change since its last publish
-    is not assembled again (`assets/core/day_fingerprint.py`).
+    In the sweep's final run of the day (`final_sweep`), its pending rows say that soundharvest
+    gave up waiting; rows that said so before keep saying it while they stay pending
+    (`assets/core/sweep.py`). With `prints`, a complete day whose inputs and catalog did not
+    change since its last publish is not assembled again (`assets/core/day_fingerprint.py`).
     """
 
     def inputs() -> str:
@@ -98,9 +116,12 @@ def publish_day(
     if manifest is None or files is None:
         raise DayProblem("materialize run_manifest and sound_files first")
     tasks = read_state(catalog_store, TASK_STATE, day) if has_tasks(manifest) else None
-    polls = {} if tasks is None else dict(zip(tasks["task_id"], tasks["polls"], strict=True))
-    catalog = assemble(manifest, files, tasks)
-    catalog = mark_given_up(catalog, day, datetime.now(UTC), sweep, task_polls=polls)
+    catalog, now = assemble(manifest, files, tasks), datetime.now(UTC)
+    if sweep.gave_up(day, now):  # only past the horizon can a row have been given up on
+        given_up = set() if final_sweep else given_up_rows(catalog_store, day)
+        catalog = mark_given_up(
+            catalog, day, now, sweep, final_sweep=final_sweep, given_up=given_up
+        )
     # A rerun that changed nothing finds the same bytes there and writes nothing.
     catalog_store.write_bytes(parquet_bytes(catalog), catalog_relpath(day), if_changed=True)
     published = DayCatalog(DaySummary.of(catalog), check_day(day, manifest, catalog, audio))
@@ -110,29 +131,46 @@ def publish_day(
 
 
 def check_results(days: Mapping[str, DayCatalog]) -> list[AssetCheckResult]:
-    """The checks of `sound_catalog` over the days published: ERROR ones, then the WARN."""
-    problems: dict[str, list[str]] = {name: [] for name in CHECKS}
-    for published in days.values():
+    """The checks of `sound_catalog` over the days published: ERROR ones, then the WARN. A
+    failing check names its days in its description, which the UI shows without a click."""
+    problems: dict[str, dict[str, str]] = {name: {} for name in CHECKS}  # name -> day -> problem
+    for day, published in days.items():
         for name, problem in published.findings.items():
             if problem:
-                problems[name].append(problem)
-    pending = {day: published.pending for day, published in days.items() if published.pending}
-    return [
-        AssetCheckResult(
-            check_name=name,
-            passed=not found,
-            severity=AssetCheckSeverity.ERROR,
-            metadata={"problems": "; ".join(found) or "none"},
+                problems[name][day] = problem
+    results = [
+        check_result(
+            name,
+            AssetCheckSeverity.ERROR,
+            _listed(found, "; "),
+            {"problems": MetadataValue.md("\n".join(f"- {p}" for p in found.values()))},
         )
         for name, found in problems.items()
-    ] + [
-        AssetCheckResult(
-            check_name=PENDING_CHECK,
-            passed=not pending,
-            severity=AssetCheckSeverity.WARN,
-            metadata={"pending_by_day": MetadataValue.json(pending)},
-        )
     ]
+    pending = {day: published.pending for day, published in days.items() if published.pending}
+    by_day = [TableRecord({"day": day, "pending rows": n}) for day, n in pending.items()]
+    listed = _listed({day: f"{day} ({n})" for day, n in pending.items()}, ", ")
+    plural = "s" * (len(pending) != 1)
+    waiting = f"{sum(pending.values()):,} pending rows on {len(pending)} day{plural}: {listed}"
+    results.append(
+        check_result(
+            PENDING_CHECK,
+            AssetCheckSeverity.WARN,
+            waiting if pending else "",
+            {"pending rows by day": MetadataValue.table(by_day, schema=_PENDING_SCHEMA)},
+        )
+    )
+    return results
+
+
+def _listed(by_day: Mapping[str, str], separator: str) -> str:
+    """What is said of each day (each names its day), the first SHOWN_DAYS in full, the others
+    as day ranges."""
+    days = sorted(by_day)
+    text = separator.join(by_day[day] for day in days[:SHOWN_DAYS])
+    if rest := days[SHOWN_DAYS:]:
+        text += f"{separator}and {len(rest)} more days: {day_ranges(rest)}"
+    return text
 
 
 def check_day(

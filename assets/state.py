@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from assets.core.catalog import parquet_bytes, table_bytes
+from assets.core.catalog import LEDGER_SCHEMA, parquet_bytes, table_bytes
 from assets.core.manifest import MANIFEST_SCHEMA, frame_from_arrow
 from assets.core.task_map import TASK_SCHEMA, TASK_STATE
 from resources.storage import Storage
@@ -27,9 +27,10 @@ def write_manifest(storage: Storage, day: str, rows: pd.DataFrame) -> str:
 
 
 def write_files(storage: Storage, day: str, rows: pd.DataFrame) -> str:
-    """The files ledger: catalog-shaped rows (without manifest columns) for accepted runs."""
+    """The files ledger: catalog-shaped rows (without manifest columns) for accepted runs, and
+    the Dagster run that stored each file."""
     relpath = state_relpath("sound_files", day)
-    return storage.write_bytes(parquet_bytes(rows), relpath, if_changed=True)
+    return storage.write_bytes(parquet_bytes(rows, LEDGER_SCHEMA), relpath, if_changed=True)
 
 
 def write_tasks(storage: Storage, day: str, rows: pd.DataFrame) -> str:

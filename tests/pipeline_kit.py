@@ -40,20 +40,26 @@ def dg_launch(*partition: str, select: str = HARVEST) -> list[str]:
 def launch_together(days: list[str], env: dict[str, str]) -> list[str]:
     """One `dg launch --partition D` per day, all started at once from the project root; each
     must succeed. Their outputs (stderr included), in the order of `days`."""
-    launches = [
+    return run_together([dg_launch("--partition", day) for day in days], env)
+
+
+def run_together(commands: list[list[str]], env: dict[str, str]) -> list[str]:
+    """The commands, all started at once from the project root; each must succeed. Their
+    outputs (stderr included), in the order of `commands`."""
+    processes = [
         subprocess.Popen(
-            dg_launch("--partition", day),
+            command,
             env=env,
             cwd=PROJECT,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
-        for day in days
+        for command in commands
     ]
-    outputs = [launch.communicate(timeout=400)[0] for launch in launches]
-    for launch, output in zip(launches, outputs, strict=True):
-        assert launch.returncode == 0, output[-3000:]
+    outputs = [process.communicate(timeout=400)[0] for process in processes]
+    for process, output in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, output[-3000:]
     return outputs
 
 
@@ -141,6 +147,13 @@ def failure_messages(result) -> list[str]:
         user = data.user_failure_data
         messages.append(user.description if user and user.description else data.error.message)
     return messages
+
+
+def markdown_rows(text: str, header: bool = False) -> list[list[str]]:
+    """The cells of a Markdown table (metadata), its body's (the header row first if `header`)."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    lines = lines[:1] + lines[2:] if header else lines[2:]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
 
 
 def step_events(result, kind: str) -> list:

@@ -169,7 +169,7 @@ def test_filters_drop_what_they_name_and_count_it():
         "shorter than 1.0 s": 1,
         "longer than 10.0 s": 1,
         "another channel count": 1,
-        "without features (materialize sound_features)": 1,
+        "not measured yet (materialize sound_features)": 1,
         "silent": 1,
         "clipped": 1,
         "quieter than -40.0 LUFS": 1,

@@ -31,6 +31,7 @@ from sandbox import run_state
 
 from conftest import SANDBOX_KEY
 from ml_clips import Clip, storage, write_catalog_day
+from pipeline_kit import markdown_rows
 
 DAY = "2026-11-01"
 ONE_PROCESS = {"ops": {"sound_features": {"config": {"workers": 1}}}}
@@ -74,24 +75,30 @@ def test_features_then_a_snapshot_and_reruns_that_redo_nothing(tmp_path, dataset
     assert features.drop(index=8)["error"].isna().all()
     assert bool(features.loc[9, "is_silent"]) and not features.loc[1:7, "is_silent"].any()
     assert set(features["computed_by"]) == {"sound_features"}
-    assert metadata_of(result, "sound_features")["computed"] == 9
+    assert metadata_of(result, "sound_features")["measured"] == 9
 
     again = materialize(
         [sound_features], partition_key=DAY, resources={"storage": resource}, run_config=ONE_PROCESS
     )
     meta = metadata_of(again, "sound_features")
-    assert (meta["computed"], meta["kept"]) == (1, 8)  # only the undecodable one, tried again
+    assert (meta["measured"], meta["kept"]) == (1, 8)  # only the undecodable one, tried again
+    assert (meta["unreadable"], meta["file missing"]) == (1, 0)
 
     first = materialize([ml_dataset], resources={"storage": resource})
     meta = metadata_of(first, "ml_dataset")
     version = meta["version"]
     assert (dataset_root / LATEST).read_text().strip() == version
     assert Path(meta["card"]) == dataset_root / f"v={version}" / "README.md"
-    assert sum(meta[f"{split}_clips"] for split in ("train", "validation", "test")) == 7
-    assert meta["written"] is True and meta["bytes"] > 0
+    clips = {split: meta[f"{split} clips"] for split in ("train", "validation", "test")}
+    assert sum(clips.values()) == 7
+    splits = {split: n for split, n, _ in markdown_rows(meta["splits"])}  # integers, not 7.0000
+    assert splits == {**{split: str(n) for split, n in clips.items()}, "total": "7"}
+    assert meta["written"] is True and meta["size (MiB)"] > 0
     assert meta["durations"].startswith("![clip durations](data:image/png;base64,iVBOR")
-    assert meta["dropped"]["silent"] == 1
-    assert meta["dropped"]["without features (materialize sound_features)"] == 1
+    assert dict(markdown_rows(meta["runs dropped"])) == {
+        "file unreadable when measured": "1",
+        "silent": "1",
+    }
 
     second = metadata_of(materialize([ml_dataset], resources={"storage": resource}), "ml_dataset")
     assert (second["version"], second["written"]) == (version, False)
@@ -201,7 +208,7 @@ def test_on_object_storage_the_harvest_measures_each_fresh_file(
     )
 
     meta = metadata_of(result, "sound_features")
-    assert (meta["from_harvest"], meta["computed"]) == (len(ready), 0)  # nothing read back
+    assert (meta["from harvest"], meta["measured"]) == (len(ready), 0)  # nothing read back
     features = read_features(resource)
     assert sorted(features.index) == ready
     assert set(features["computed_by"]) == {"harvest"} and features["lufs"].notna().all()
@@ -212,7 +219,7 @@ def test_on_object_storage_the_harvest_measures_each_fresh_file(
         [sound_features], partition_key=DAY, resources=resources, run_config=stricter
     )
     meta = metadata_of(again, "sound_features")
-    assert (meta["from_harvest"], meta["computed"], meta["errors"]) == (0, len(ready), 0)
+    assert (meta["from harvest"], meta["measured"], meta["unreadable"]) == (0, len(ready), 0)
     remeasured = read_features(resource)
     assert set(remeasured["computed_by"]) == {"sound_features"}
     assert remeasured["lufs"].tolist() == pytest.approx(features["lufs"].tolist())
@@ -225,7 +232,7 @@ def test_on_object_storage_the_harvest_measures_each_fresh_file(
     )
     latest = Storage(f"{s3_bucket.url}/datasets").read_bytes(LATEST).decode().strip()
     assert latest == built["version"]
-    assert sum(built[f"{split}_clips"] for split in ("train", "validation", "test")) == len(ready)
+    assert sum(built[f"{split} clips"] for split in ("train", "validation", "test")) == len(ready)
     tars = [k for k in s3_bucket.keys() if k.startswith(f"datasets/v={latest}/webdataset/")]  # noqa: SIM118
     assert tars and all(k.endswith(".tar") for k in tars)
 

@@ -1,6 +1,7 @@
 """One run per day: the run queue of both instance configs, a fresh SQLite home made ready
 once, and two CLI launches of one day at once against the sandbox."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from dagster._utils.tags import TagConcurrencyLimitsCounter
 from pipelines.instance_home import prepare
 from sandbox import run_state
 
-from pipeline_kit import launch_together, write_manifest
+from pipeline_kit import launch_together, run_together, write_manifest
 from test_cli import PROJECT, cli_env, read_catalog
 
 DAY = "2026-11-01"
@@ -84,3 +85,29 @@ def test_two_launches_of_one_day_fetch_each_run_once(sandbox, tmp_path):
         Path(uri).stat().st_size == size
         for uri, size in zip(catalog.uri, catalog.size_bytes, strict=True)
     )
+
+
+@pytest.mark.slow
+def test_two_harvests_of_one_day_at_once_count_only_their_own_files(sandbox, tmp_path):
+    """Was: both `soundharvest harvest` tables said "new files 53" for 53 downloads in all: a
+    file counted as new when it was stored after the run started, whichever run stored it.
+    Pending runs keep the day incomplete, so the run that waited harvests it too."""
+    ready = [i for i in range(5000, 5200) if run_state(i) == "ready"][:60]
+    pending = [i for i in range(5000, 5200) if run_state(i) == "pending"][:3]
+    write_manifest(tmp_path / "manifests", DAY, ready + pending)
+    sandbox.set_faults(download_latency_s=0.25)  # slow enough that the two runs overlap
+    env = cli_env(sandbox, tmp_path) | {"CAMB_MAX_CONCURRENCY": "2", "COLUMNS": "200"}
+    harvest = [str(Path(sys.executable).with_name("soundharvest")), "harvest", DAY, "--verbose"]
+
+    outputs = run_together([harvest, harvest], env)
+
+    downloads = sum(sandbox.stats()["downloads_by_run"].values())
+    assert downloads == len(ready)
+    assert sum(f"{DAY}: waiting for run " in output for output in outputs) == 1
+    rows = [
+        [line.split() for line in out.splitlines() if line.split()[:1] == [DAY]] for out in outputs
+    ]
+    in_tables = [int(row[-1][5]) for row in rows]  # the day's row of the table: its new files
+    assert sorted(in_tables) == [0, downloads]
+    lines = [re.findall(rf"{DAY}: \d+ ok, .*; (\d+) new files", output) for output in outputs]
+    assert sorted(int(n) for found in lines for n in found) == [0, downloads]

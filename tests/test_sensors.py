@@ -264,75 +264,115 @@ def test_the_sweep_sensor_across_ticks(instance, tmp_path, monkeypatch):
     assert not after.run_requests and json.loads(after.cursor) == {"days": {}}
 
 
-def test_mark_given_up_keeps_the_last_answer_and_is_idempotent():
+def test_only_the_final_sweep_gives_up_and_the_answer_stays_at_the_end():
     policy = SweepPolicy(give_up_after=timedelta(days=7))
     catalog = pd.DataFrame(
         {
-            "run_id": [1, 2, 3, 4],
-            "status": ["ok", "pending", "failed", "pending"],
-            "error": [None, "API status PENDING", "x", "API status PENDING"],
-            "attempts": [1, 2, 2, 1],  # run 4 is met for the first time: not given up yet
+            "run_id": pd.array([1, 2, 3, 4, None], dtype="Int64"),
+            "task_id": [None, None, None, None, "never-resolved"],
+            "status": ["ok", "pending", "failed", "pending", "pending"],
+            "error": [None, "API status PENDING", "x", "no result yet", "task status PENDING"],
         }
     )
-    early = mark_given_up(catalog, D1, datetime(2026, 10, 8, 23, tzinfo=UTC), policy)
-    late = mark_given_up(catalog, D1, datetime(2026, 10, 20, tzinfo=UTC), policy)
+    past = datetime(2026, 10, 20, tzinfo=UTC)
 
-    assert early.equals(catalog)
-    assert late.loc[3, "error"] == "API status PENDING"
-    assert late.loc[1, "error"].startswith(f"{GAVE_UP}: still pending 18 days after the day ended")
-    assert late.loc[1, "error"].endswith("last answer: API status PENDING")
-    assert pd.isna(late.loc[0, "error"]) and late.loc[2, "error"] == "x"
-    again = mark_given_up(late, D1, datetime(2026, 10, 21, tzinfo=UTC), policy)
-    assert again.loc[1, "error"] == late.loc[1, "error"]
+    early = mark_given_up(
+        catalog, D1, datetime(2026, 10, 8, 23, tzinfo=UTC), policy, final_sweep=True
+    )
+    by_hand = mark_given_up(catalog, D1, past, policy)
+    final = mark_given_up(catalog, D1, past, policy, final_sweep=True)
+    kept = mark_given_up(catalog, D1, past, policy, given_up={"run_id 2"})
+
+    assert early.equals(catalog) and by_hand.equals(catalog)  # nobody gave up on these
+    gave_up = final["error"].str.startswith(GAVE_UP).tolist()
+    assert gave_up == [False, True, False, True, True]  # every pending row, tasks too
+    assert final.loc[1, "error"].startswith(f"{GAVE_UP}: still pending 18 days after the day")
+    assert final.loc[1, "error"].endswith("last answer: API status PENDING")
+    assert pd.isna(final.loc[0, "error"]) and final.loc[2, "error"] == "x"
+    assert kept["error"].str.startswith(GAVE_UP).tolist() == [False, True, False, False, False]
+    again = mark_given_up(final, D1, past + timedelta(days=1), policy, final_sweep=True)
+    assert again["error"].equals(final["error"])
 
 
-def test_the_catalog_warns_of_pending_days_and_says_when_it_gave_up(sandbox, tmp_path, monkeypatch):
+def pending_check(result):
+    [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "no_pending_runs"]
+    return check
+
+
+def test_the_catalog_warns_of_pending_days_naming_them(sandbox, tmp_path):
     day = "2026-11-01"  # the sandbox leaves ids ending in 7 pending
     write_manifest(tmp_path / "manifests", day, [1001, 1007, 1017])
     storage = local_storage(tmp_path)
 
-    monkeypatch.setenv("SOUNDHARVEST_GIVE_UP_AFTER_DAYS", "36500")
-    waiting = materialize(ASSETS, partition_key=day, resources=resources(sandbox, storage))
+    result = materialize(ASSETS, partition_key=day, resources=resources(sandbox, storage))
+
+    check = pending_check(result)
+    assert not check.passed and check.severity == AssetCheckSeverity.WARN
+    assert check.description == f"2 pending rows on 1 day: {day} (2)"
+    [record] = check.metadata["pending rows by day"].records
+    assert record.data == {"day": day, "pending rows": 2}
+
+
+def test_a_reason_says_soundharvest_gave_up_only_once_the_sweep_did(sandbox, tmp_path, monkeypatch):
+    """Was: a day past the horizon, rerun by hand, said "soundharvest gave up waiting" at once,
+    though no sweep had run on it (the sweep starts stopped)."""
+    day = "2026-11-01"  # long past a 1-day horizon; ids ending in 7 stay pending
+    write_manifest(tmp_path / "manifests", day, [1001, 1007, 1017])
+    storage = local_storage(tmp_path)
     monkeypatch.setenv("SOUNDHARVEST_GIVE_UP_AFTER_DAYS", "1")
-    gave_up = materialize(ASSETS, partition_key=day, resources=resources(sandbox, storage))
 
-    for result in (waiting, gave_up):
-        [check] = [
-            c for c in result.get_asset_check_evaluations() if c.check_name == "no_pending_runs"
-        ]
-        assert not check.passed and check.severity == AssetCheckSeverity.WARN
-        assert check.metadata["pending_by_day"].value == {day: 2}
-    catalog = read_catalog(storage, day).set_index("run_id")
-    assert catalog.loc[1001, "status"] == "ok"
-    for run_id in (1007, 1017):
-        assert catalog.loc[run_id, "status"] == "pending"
-        assert catalog.loc[run_id, "error"].startswith(f"{GAVE_UP}: still pending")
-    assert GAVE_UP not in str(read_state(storage.catalog(), "sound_files", day).error.tolist())
+    def run(**tags: str) -> pd.DataFrame:
+        """The pending rows' errors in the catalog, beside the answers the run got (ledger)."""
+        result = materialize(
+            ASSETS, partition_key=day, resources=resources(sandbox, storage), tags=tags
+        )
+        assert result.success
+        catalog = read_catalog(storage, day).set_index("run_id")["error"]
+        ledger = read_state(storage.catalog(), "sound_files", day).set_index("run_id")["error"]
+        assert pd.isna(catalog[1001])
+        return pd.DataFrame({"said": catalog, "answer": ledger}).loc[[1007, 1017]]
+
+    first, rerun = run(), run()
+    final = run(
+        **{"dagster/run_key": f"sweep:{day}:final", "soundharvest/trigger": "pending-sweep"}
+    )
+    rerun_after = run()
+    monkeypatch.setenv("SOUNDHARVEST_GIVE_UP_AFTER_DAYS", "36500")  # the sweep would come back
+    moved_out = run()
+
+    for rows in (first, rerun, moved_out):
+        assert rows["said"].tolist() == rows["answer"].tolist()  # the API's answer, nothing more
+    for rows in (final, rerun_after):  # the rerun tried them again: the sweep still will not
+        assert rows["said"].str.startswith(f"{GAVE_UP}: still pending").all()
+        for said, answer in rows.itertuples(index=False):
+            assert said.endswith(f"last answer: {answer}")
+        assert not rows["answer"].str.contains(GAVE_UP).any()  # only the catalog says it
 
 
-def test_a_failed_range_publishes_its_completed_days_with_the_give_up_text(
+def test_a_failed_range_keeps_the_give_up_text_of_its_completed_days(
     sandbox, tmp_path, monkeypatch
 ):
     """sound_catalog does not run after sound_files fails, so sound_files publishes the days
-    it completed itself: those catalogs must say that soundharvest gave up, too."""
+    it completed itself: days the sweep gave up on must keep saying so."""
     monkeypatch.setenv("SOUNDHARVEST_GIVE_UP_AFTER_DAYS", "1")
     days = ["2026-11-01", "2026-11-02", "2026-11-03"]
     for day in days:  # the sandbox leaves ids ending in 7 pending
         write_manifest(tmp_path / "manifests", day, [1001, 1007])
     storage = local_storage(tmp_path)
-    [run_manifest, sound_files, sound_catalog] = ASSETS
-    for day in (days[0], days[2]):  # the middle day's run_manifest is missing
-        materialize([run_manifest], partition_key=day, resources=resources(sandbox, storage))
+    [_, sound_files, sound_catalog] = ASSETS
+    for day in (days[0], days[2]):  # the sweep's last runs; the middle day's manifest is lost
+        final = {"dagster/run_key": f"sweep:{day}:final"}
+        materialize(ASSETS, partition_key=day, resources=resources(sandbox, storage), tags=final)
+        assert read_catalog(storage, day).set_index("run_id").loc[1007, "error"].startswith(GAVE_UP)
 
-    for _ in range(2):  # a run is given up on once it was tried before
-        result = run_range(
-            sandbox,
-            storage,
-            days[0],
-            days[-1],
-            assets=[sound_files, sound_catalog],
-            raise_on_error=False,
-        )
+    result = run_range(
+        sandbox,
+        storage,
+        days[0],
+        days[-1],
+        assets=[sound_files, sound_catalog],
+        raise_on_error=False,
+    )
 
     assert not result.success
     assert not result.get_asset_check_evaluations()  # sound_catalog itself never ran
@@ -341,3 +381,4 @@ def test_a_failed_range_publishes_its_completed_days_with_the_give_up_text(
         assert catalog.loc[1001, "status"] == "ok"
         assert catalog.loc[1007, "status"] == "pending"
         assert catalog.loc[1007, "error"].startswith(f"{GAVE_UP}: still pending")
+        assert catalog.loc[1007, "attempts"] == 2  # tried again by the range

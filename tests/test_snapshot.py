@@ -299,3 +299,37 @@ def test_an_empty_selection_writes_nothing_and_leaves_latest_alone(tmp_path, cat
     assert "filtered out" in empty.selection.why_empty()
     assert sorted(Path(out.root).rglob("*")) == before
     assert (Path(out.root) / LATEST).read_text().strip() == first.version
+
+
+def test_the_card_says_why_a_clip_has_no_features(tmp_path):
+    """Was: 44 clips "without features (materialize sound_features)", though they had been
+    measured: their files had gone missing."""
+    resource = storage(tmp_path)
+    measured = write_catalog_day(resource, DAYS[0], clips_of(0)).set_index("run_id")
+    Path(measured.loc[1001, "uri"]).unlink()  # gone before the day was measured
+    Path(measured.loc[1002, "uri"]).unlink()
+    Path(measured.loc[1004, "uri"]).write_bytes(b"RIFF\x24\x00\x00\x00WAVEnot audio" + bytes(16))
+    write_features_day(resource, DAYS[0], measured.reset_index())
+    write_catalog_day(resource, DAYS[1], clips_of(1))  # a day not measured yet
+
+    _, dropped = build(tmp_path, resource)  # drop_silent: clips need features
+    _, kept = build(tmp_path, resource, drop_silent=False, formats=["nemo"])
+
+    reasons = {
+        "file missing when measured (rerun its day's harvest)": 2,
+        "file unreadable when measured": 1,
+        "not measured yet (materialize sound_features)": 10,
+    }
+    assert {why: dropped.selection.dropped[why] for why in reasons} == reasons
+    card = (Path(dropped.uri) / "README.md").read_text()
+    assert ", ".join(f"{why}: {n}" for why, n in reasons.items()) in card
+    assert "materialize sound_features): 13" not in card
+    # Kept without a quality filter (the second day's silent clip is the first day's audio).
+    assert kept.selection.dropped["same audio as an earlier run"] == 1
+    unmeasured = {**reasons, "not measured yet (materialize sound_features)": 9}
+    assert kept.selection.without_features == unmeasured
+    quality = (Path(kept.uri) / "README.md").read_text().split("## Quality")[1]
+    assert quality.startswith(
+        "\n\n7 of 19 clips measured, 1 silent. Without features: "
+        + ", ".join(f"{n} {why}" for why, n in unmeasured.items())
+    )

@@ -248,7 +248,7 @@ def test_harvest_of_a_day_ends_with_the_catalogs_counts(harvested: dict) -> None
         DAY,
         *(str(counts.get(s, 0)) for s in ("ok", "pending", "failed", "rejected")),
         str(len(ok)),  # a first harvest: every ok file is new
-        f"{ok['size_bytes'].sum() / 1e6:.1f}",
+        f"{ok['size_bytes'].sum() / 2**20:.1f}",
     ]
     assert (counts["ok"], counts["pending"], counts["failed"], counts["rejected"]) == (13, 1, 1, 1)
     assert "Audio generation failed for run N" in result.output  # the top reasons

@@ -18,6 +18,18 @@ _SIZE_CATEGORIES = [
     (10_000_000, "1M<n<10M"),
     (100_000_000, "10M<n<100M"),
 ]
+GROUP_LABELS = {
+    "groups": "groups",
+    "largest_group": "runs in the largest group",
+    "prompt_links": "near-duplicate prompt links (pairs of distinct prompts)",
+    "audio_links": "same-sound audio links (pairs of clips)",
+    "prompt_links_split_before": "prompt links the prompt hash split (leakage avoided)",
+    "audio_links_split_before": "audio links the prompt hash split (leakage avoided)",
+    "links_split_now": "links crossing splits in this snapshot",
+    "kept": "runs that kept their split from the previous snapshot",
+    "bridged": "new runs joining a group already in two splits",
+    "near_audio_dropped": "clips dropped as the same sound as an earlier one",
+}
 
 
 def size_category(rows: int) -> str:
@@ -78,9 +90,11 @@ def card(
     dropped: dict[str, int],
     hf_files: dict[str, str],
     groups: dict[str, int] | None = None,
+    without_features: dict[str, int] | None = None,
 ) -> str:
     """The card's Markdown; ``hf_files`` maps each split with rows to its ``hf/`` glob;
-    ``groups``: the counts of similarity groups (``GroupStats``), when splits follow them."""
+    ``groups``: the counts of similarity groups (``GroupStats``), when splits follow them;
+    ``without_features``: clips of the snapshot without features, by why they have none."""
     front = ["---", "configs:", "- config_name: default", "  data_files:"]
     for split, pattern in hf_files.items():
         front += [f"  - split: {split}", f"    path: {pattern}"]
@@ -95,7 +109,7 @@ def card(
     if not hf_files:
         front[1:4] = []  # no hf export: nothing for `configs` to point at
     summary = split_summary(rows)
-    quality = _quality(rows)
+    quality = _quality(rows, without_features or {})
     lines = [
         *front,
         "",
@@ -147,21 +161,6 @@ def _splits_rule(spec: DatasetSpec, groups: dict[str, int] | None) -> list[str]:
             "Splits come from a stable hash of the group key "
             f"(`{spec.group_by}`, seed `{spec.split_seed}`): one prompt never spans two splits."
         ]
-    labels = {
-        "groups": "groups",
-        "largest_group": "runs in the largest group",
-        "prompt_links": "near-duplicate prompt links (pairs of distinct prompts)",
-        "audio_links": "same-sound audio links (pairs of clips)",
-        "prompt_links_split_before": "prompt links the prompt hash split (leakage avoided)",
-        "audio_links_split_before": "audio links the prompt hash split (leakage avoided)",
-        "links_split_now": "links crossing splits in this snapshot",
-        "kept": "runs that kept their split from the previous snapshot",
-        "bridged": "new runs joining a group already in two splits",
-        "near_audio_dropped": "clips dropped as the same sound as an earlier one",
-    }
-    table = pd.DataFrame(
-        {"similarity groups": list(labels.values()), "count": [groups[k] for k in labels]}
-    )
     return [
         "Runs whose prompts are near-copies (take numbers, word order, punctuation, a stray "
         f"word: Jaccard similarity at least {spec.prompt_similarity}) or whose clips are the "
@@ -172,8 +171,19 @@ def _splits_rule(spec: DatasetSpec, groups: dict[str, int] | None) -> list[str]:
         "the split holding most of its group's earlier runs (ties to train): the links it "
         "makes across splits are counted below.",
         "",
-        table.to_markdown(index=False),
+        groups_table(groups),
     ]
+
+
+def groups_table(groups: dict[str, int]) -> str:
+    """The counts of the similarity groups (``GroupStats``) as a Markdown table."""
+    table = pd.DataFrame(
+        {
+            "similarity groups": list(GROUP_LABELS.values()),
+            "count": [int(groups[key]) for key in GROUP_LABELS],
+        }
+    )
+    return table.to_markdown(index=False)
 
 
 def _counts(label: str, values: pd.Series) -> str:
@@ -181,15 +191,18 @@ def _counts(label: str, values: pd.Series) -> str:
     return pd.DataFrame({label: counts.index, "clips": counts.to_numpy()}).to_markdown(index=False)
 
 
-def _quality(rows: pd.DataFrame) -> str:
+def _quality(rows: pd.DataFrame, without_features: dict[str, int]) -> str:
+    """Quantiles of the measured clips' figures; why the others have none."""
     measured = rows[rows["peak_dbfs"].notna()]
+    why = ", ".join(f"{n} {reason}" for reason, n in without_features.items() if n)
     if measured.empty:
-        return "No clip has quality features yet (materialize `sound_features`)."
+        return f"No clip has quality features: {why or 'none measured yet'}."
     figures = measured[["lufs", "peak_dbfs", "clipped_fraction", "silence_fraction"]]
     finite = figures.astype(float).replace([math.inf, -math.inf], math.nan)
     table = finite.quantile([0.05, 0.5, 0.95]).rename(index=lambda q: f"p{round(q * 100)}")
     silent = int(measured["is_silent"].astype(bool).sum())
+    unmeasured = f" Without features: {why}." if why else ""
     return (
-        f"{len(measured)} of {len(rows)} clips measured, {silent} silent.\n\n"
+        f"{len(measured)} of {len(rows)} clips measured, {silent} silent.{unmeasured}\n\n"
         + table.to_markdown(floatfmt=".3f")
     )

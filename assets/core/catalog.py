@@ -73,6 +73,9 @@ CATALOG_SCHEMA = pa.schema(
 )
 CATALOG_SCHEMA = with_nullable_ints(CATALOG_SCHEMA)
 CATALOG_COLUMNS = tuple(CATALOG_SCHEMA.names)
+# The files ledger (`_state/sound_files/`) is catalog-shaped, plus the Dagster run that stored
+# or adopted each ok row's file, so a run counts the files it published, and only those.
+LEDGER_SCHEMA = with_nullable_ints(CATALOG_SCHEMA.append(pa.field("dagster_run_id", pa.string())))
 REQUIRED_COLUMNS = ("run_id", "status")
 
 # A URL with a query string (presigned URLs carry their signature there) or an API key header.
@@ -85,8 +88,9 @@ def partition_path(catalog_root: str, day: str) -> str:
     return f"{catalog_root.rstrip('/')}/sound_catalog/date={check_day(day)}/part-0.parquet"
 
 
-def to_table(df: pd.DataFrame) -> pa.Table:
-    """``df`` as an Arrow table of exactly CATALOG_SCHEMA; ValueError saying what is wrong.
+def to_table(df: pd.DataFrame, schema: pa.Schema = CATALOG_SCHEMA) -> pa.Table:
+    """``df`` as an Arrow table of exactly ``schema`` (the catalog's, or the files ledger's);
+    ValueError saying what is wrong.
 
     Absent optional columns become nulls; unknown columns, a missing run_id/status column, a
     status outside STATUSES, values that do not fit their type, and timestamps without a time
@@ -96,12 +100,12 @@ def to_table(df: pd.DataFrame) -> pa.Table:
         table = pa.Table.from_pandas(df, preserve_index=False)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise ValueError(f"catalog rows cannot be converted to Arrow: {exc}") from None
-    return _conform(table)
+    return _conform(table, schema)
 
 
-def parquet_bytes(df: pd.DataFrame) -> bytes:
+def parquet_bytes(df: pd.DataFrame, schema: pa.Schema = CATALOG_SCHEMA) -> bytes:
     """The whole partition file for ``df``; the caller publishes it with one atomic write."""
-    return table_bytes(to_table(df))
+    return table_bytes(to_table(df, schema))
 
 
 def table_bytes(table: pa.Table) -> bytes:
@@ -173,20 +177,20 @@ def _problem(what: str, keys: pd.Series) -> str:
     return f"{what}: {', '.join(shown)}{more} ({rows})"
 
 
-def _conform(table: pa.Table) -> pa.Table:
+def _conform(table: pa.Table, schema: pa.Schema = CATALOG_SCHEMA) -> pa.Table:
     missing = [name for name in REQUIRED_COLUMNS if name not in table.column_names]
     if missing:
         raise ValueError(f"catalog rows need the columns: {', '.join(missing)}")
-    unknown = [name for name in table.column_names if name not in CATALOG_COLUMNS]
+    unknown = [name for name in table.column_names if name not in schema.names]
     if unknown:
         raise ValueError(f"unknown catalog columns: {', '.join(unknown)}")
     columns = [
         _cast(table[field.name], field)
         if field.name in table.column_names
         else pa.nulls(len(table), field.type)
-        for field in CATALOG_SCHEMA
+        for field in schema
     ]
-    out = pa.Table.from_arrays(columns, schema=CATALOG_SCHEMA)
+    out = pa.Table.from_arrays(columns, schema=schema)
     bad = set(pc.unique(out["status"]).to_pylist()) - set(STATUSES)
     if bad:
         shown = ", ".join(sorted(map(repr, bad)))

@@ -3,7 +3,9 @@
 The plain logic behind `ml_dataset` (docs/ml.md has the user's view):
 
 1. every `ok` row of every catalog day, with its quality features when `sound_features`
-   has them (joined on day, run id and sha256, so features of another file never attach);
+   has them (joined on day, run id and sha256, so features of another file never attach),
+   or the reason it has none: its file was missing or unreadable when measured, or it was
+   not measured yet;
 2. one row per run id: the earliest day wins;
 3. the filters of the spec, each counted in ``dropped``;
 4. optionally one row per audio sha256 (exact duplicates): the earliest (day, run id) wins;
@@ -35,7 +37,7 @@ import pyarrow.ipc
 import pyarrow.parquet as pq
 
 from assets.core.dataset_spec import SPLITS, DatasetSpec
-from assets.core.features import FEATURES_SCHEMA, METRICS, features_relpath
+from assets.core.features import FEATURES_SCHEMA, FILE_MISSING, METRICS, features_relpath
 from assets.core.groups import GroupStats, assign, audio_pairs, near_audio_keep
 from resources.storage import Storage
 
@@ -73,6 +75,14 @@ ROW_SCHEMA = pa.schema(
 assert tuple(ROW_SCHEMA.names) == ROW_COLUMNS
 _HIVE_DATE = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
 AUDIO_COLUMNS = ("audio_profile",)  # read for grouping, not exported
+FEATURES_ERROR = "features_error"  # why measuring the same file failed; read, not exported
+# Why a clip has no features, in the order the quality filters drop them: each reason is a
+# filter, so the card and the metadata count each apart.
+NO_FEATURES = {
+    "missing": "file missing when measured (rerun its day's harvest)",
+    "unreadable": "file unreadable when measured",
+    "unmeasured": "not measured yet (materialize sound_features)",
+}
 
 
 # -- reading ------------------------------------------------------------------------------
@@ -84,7 +94,7 @@ def read_rows(catalog: Storage) -> pl.LazyFrame:
     only the columns and rows needed are ever read."""
     rows = _scan(catalog, "sound_catalog")
     if rows is None:
-        empty = pl.from_arrow(_empty(["date", *CATALOG_COLUMNS, *METRICS]))
+        empty = pl.from_arrow(_empty(["date", *CATALOG_COLUMNS, *METRICS, FEATURES_ERROR]))
         return empty.lazy().with_columns(_no_audio())  # type: ignore[union-attr]
     # ok rows always have a run id: a task that never resolved is never selected.
     ok = (pl.col("status") == "ok") & pl.col("run_id").is_not_null()
@@ -92,16 +102,19 @@ def read_rows(catalog: Storage) -> pl.LazyFrame:
     features = _scan(catalog, "sound_features", FEATURES_SCHEMA)
     if features is None:
         return rows.with_columns(
-            pl.lit(None, pl.Boolean if name == "is_silent" else pl.Float64).alias(name)
-            for name in METRICS
+            *(
+                pl.lit(None, pl.Boolean if name == "is_silent" else pl.Float64).alias(name)
+                for name in METRICS
+            ),
+            pl.lit(None, pl.String).alias(FEATURES_ERROR),
         ).with_columns(_no_audio())
     # One features row per day and run id; its figures count only if it measured this very
     # file (same sha256). Joining on the integers and comparing 64-bit hashes of the sha256
     # after (polars' hash: stable within the process) is far cheaper in time and memory
     # than carrying and joining the 64-character strings.
     keys = ["date", "run_id"]
-    measured = (*METRICS, *AUDIO_COLUMNS)
-    features = features.filter(pl.col("error").is_null()).select(
+    measured = (*METRICS, *AUDIO_COLUMNS, FEATURES_ERROR)
+    features = features.rename({"error": FEATURES_ERROR}).select(
         *keys, pl.col("sha256").hash().alias("measured"), *measured
     )
     same_file = pl.col("measured") == pl.col("sha256").hash()
@@ -191,7 +204,7 @@ def _empty(names: tuple[str, ...] | list[str]) -> pa.Table:
     return pa.schema([(name, schema[name]) for name in names]).empty_table()
 
 
-_CATALOG_ONLY = {"prompt": pa.string_view()}
+_CATALOG_ONLY = {"prompt": pa.string_view(), FEATURES_ERROR: pa.string_view()}
 
 
 # -- selection ----------------------------------------------------------------------------
@@ -202,6 +215,8 @@ class Selection:
     rows: pa.Table  # ROW_SCHEMA, ordered by split then run id
     considered: int  # distinct ok run ids
     dropped: dict[str, int] = field(default_factory=dict)  # reason -> rows
+    # Selected rows without features, by reason (NO_FEATURES): without a quality filter they stay
+    without_features: dict[str, int] = field(default_factory=dict)
     groups: GroupStats | None = None  # group_by similarity: what the card says of its groups
     assignments: pl.DataFrame | None = None  # group_by similarity: run_id, split (kept)
 
@@ -226,8 +241,7 @@ def filters(spec: DatasetSpec) -> list[tuple[pl.Expr, str]]:
          "another sample rate"),
         (None if spec.channels is None else col("channels").is_in(spec.channels),
          "another channel count"),
-        (col("peak_dbfs").is_not_null() if spec.quality_filters() else None,
-         "without features (materialize sound_features)"),
+        *(_features_filters() if spec.quality_filters() else []),
         (col("is_silent").not_() if spec.drop_silent else None, "silent"),
         (None if spec.max_clipped_fraction is None
          else col("clipped_fraction") <= spec.max_clipped_fraction, "clipped"),
@@ -237,6 +251,32 @@ def filters(spec: DatasetSpec) -> list[tuple[pl.Expr, str]]:
          f"louder than {spec.max_lufs} LUFS"),
     ]  # fmt: skip
     return [(expr, why) for expr, why in found if expr is not None]
+
+
+def _features_filters() -> list[tuple[pl.Expr, str]]:
+    """A clip without features, dropped under the reason it has none (NO_FEATURES)."""
+    error = pl.col(FEATURES_ERROR)
+    return [
+        ((error != FILE_MISSING).fill_null(True), NO_FEATURES["missing"]),
+        (error.is_null(), NO_FEATURES["unreadable"]),
+        (pl.col("peak_dbfs").is_not_null(), NO_FEATURES["unmeasured"]),
+    ]
+
+
+def without_features(rows: pl.DataFrame) -> dict[str, int]:
+    """Rows without features, counted by the reason they have none (NO_FEATURES), zeros left
+    out."""
+    error = pl.col(FEATURES_ERROR)
+    kind = (
+        pl.when(error == FILE_MISSING)
+        .then(pl.lit(NO_FEATURES["missing"]))
+        .when(error.is_not_null())
+        .then(pl.lit(NO_FEATURES["unreadable"]))
+        .otherwise(pl.lit(NO_FEATURES["unmeasured"]))
+    )
+    missing = rows.filter(pl.col("peak_dbfs").is_null()).select(kind.alias("why"))
+    counts = dict(missing["why"].value_counts().iter_rows())
+    return {why: counts[why] for why in NO_FEATURES.values() if counts.get(why)}
 
 
 def select(
@@ -256,7 +296,8 @@ def select(
     present = rows.collect_schema().names()
     if fingerprints is None and "audio_fingerprint" in present:
         fingerprints = _fingerprints_in(rows)
-    rows = rows.with_columns(e for e in _no_audio() if e.meta.output_name() not in present)
+    read_only = [*_no_audio(), pl.lit(None, pl.String).alias(FEATURES_ERROR)]
+    rows = rows.with_columns(e for e in read_only if e.meta.output_name() not in present)
     earliest = rows.group_by("run_id").agg(pl.col("date").min())
     rows = rows.join(earliest, on=["run_id", "date"], how="semi")
     steps = filters(spec)
@@ -288,6 +329,7 @@ def select(
         splits = split_table(groups, spec)
         split = groups.replace_strict(splits["group"], splits["split"])
     frame = frame.with_columns(text=pl.col("prompt").fill_null(""), split=split)
+    selection.without_features = without_features(frame)
     order = pl.col("split").replace_strict(SPLITS, list(range(len(SPLITS))))
     selection.rows = rows_table(frame.sort(order, "run_id"))
     if spec.group_by == "similarity":

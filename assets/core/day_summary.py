@@ -1,5 +1,10 @@
 """What people are told about one day's rows: counts, volume, top failure reasons, a preview.
 
+Rows and runs are counted apart: a manifest may name a run on several rows (the copies are
+`rejected` as duplicates), so a day's rows by status add up to its rows, and its distinct runs
+are the keys of the rows that are not rejected (the run id, else the task id of a task that
+never resolved).
+
 Plain and small, so a day whose inputs did not change can show its figures from the record
 kept with its fingerprint (`assets/core/day_fingerprint.py`) instead of re-reading its rows.
 """
@@ -10,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from assets.core.catalog import row_keys
 from assets.core.reasons import reason_group
 
 TOP_REASONS = 5
@@ -27,6 +33,7 @@ PREVIEW_COLUMNS = [
 @dataclass(frozen=True)
 class DaySummary:
     counts: dict[str, int]  # rows by status
+    distinct_runs: int = 0  # run ids (task ids of tasks never resolved) of rows not rejected
     stored_bytes: int = 0  # of the ok rows' files
     audio_s: float = 0.0
     reasons: list[tuple[str, int, str]] = field(default_factory=list)  # (group, rows, example)
@@ -39,27 +46,30 @@ class DaySummary:
         grouped = errors.groupby(errors.map(reason_group), sort=False).agg(["size", "first"])
         grouped = grouped.sort_values("size", ascending=False, kind="stable").head(top)
         preview = rows.reindex(columns=PREVIEW_COLUMNS).sort_values("run_id").head(10)
+        live = rows[rows["status"] != "rejected"]
         return cls(
             counts={str(k): int(v) for k, v in rows["status"].value_counts().items()},
+            distinct_runs=int(row_keys(live).nunique()),
             stored_bytes=int(ok["size_bytes"].sum()) if "size_bytes" in ok else 0,
             audio_s=float(ok["duration_s"].sum()) if "duration_s" in ok else 0.0,
             reasons=[(group, int(n), example) for group, (n, example) in grouped.iterrows()],
-            preview=preview.to_markdown(index=False),
+            preview=markdown_table(preview),
         )
 
     @classmethod
     def total(cls, days: Iterable["DaySummary"]) -> "DaySummary":
         """The sums of several days (no reasons, no preview)."""
         counts: dict[str, int] = {}
-        stored, audio = 0, 0.0
+        runs, stored, audio = 0, 0, 0.0
         for day in days:
             for status, n in day.counts.items():
                 counts[status] = counts.get(status, 0) + n
+            runs += day.distinct_runs
             stored, audio = stored + day.stored_bytes, audio + day.audio_s
-        return cls(counts, stored, audio)
+        return cls(counts, runs, stored, audio)
 
     @property
-    def runs(self) -> int:
+    def rows(self) -> int:
         return sum(self.counts.values())
 
     def count(self, status: str) -> int:
@@ -76,3 +86,9 @@ class DaySummary:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "DaySummary":
         return cls(**{**data, "reasons": [tuple(r) for r in data.get("reasons", [])]})
+
+
+def markdown_table(frame: pd.DataFrame, floatfmt: str = "g") -> str:
+    """`frame` as a Markdown table, missing values as blank cells (never `nan` or `<NA>`)."""
+    cells = frame.astype(object).where(frame.notna(), None)
+    return cells.to_markdown(index=False, floatfmt=floatfmt)

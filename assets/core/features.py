@@ -89,6 +89,8 @@ FEATURES_SCHEMA = with_nullable_ints(
     )
 )
 FEATURE_COLUMNS = tuple(FEATURES_SCHEMA.names)
+# The `error` of a row whose file was not there when measured; any other error: unreadable.
+FILE_MISSING = "stored file is missing"
 
 
 def features_relpath(day: str) -> str:
@@ -300,7 +302,7 @@ def feature_row(item: Item, params: FeatureParams, computed_by: str) -> dict[str
         with open(path, "rb") if path else open_stored(item.uri) as reader:
             row.update(measure(reader, params))
     except FileNotFoundError:
-        row["error"] = "stored file is missing"
+        row["error"] = FILE_MISSING
     except (sf.SoundFileError, ValueError) as exc:
         # libsndfile's own words, without soundfile's "Error opening <file>:" prefix
         row["error"] = f"cannot decode: {getattr(exc, 'error_string', None) or exc}"

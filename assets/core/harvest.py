@@ -50,6 +50,7 @@ AUDIO_SUFFIX = ".wav"
 LEDGER_COLUMNS = (
     "run_id", "status", "error", "uri", "size_bytes", "sha256", "sample_rate", "channels",
     "frames", "duration_s", "subtype", "source_format", "attempts", "first_seen_at", "fetched_at",
+    "dagster_run_id",
 )  # fmt: skip
 
 
@@ -204,6 +205,7 @@ class DayHarvest:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_fresh_file: Callable[[int, Path, str], None] | None = None,
         resolving: int = 0,
+        dagster_run_id: str | None = None,
     ) -> None:
         self.day = day
         self.storage = storage
@@ -223,6 +225,9 @@ class DayHarvest:
         self.resolving = resolving
         self._sizes: list[int] = []  # of the files fetched in this run (publishing threads)
         self._published: list[int] = []  # runs fetched and published in this run
+        # The Dagster run doing this, recorded on each file it stores or adopts: the files of
+        # another run of the day (one that held the day's lease before) are not its own.
+        self.dagster_run_id = dagster_run_id
 
     def run(self, run_ids: Sequence[int], previous: Mapping[int, dict[str, Any]]) -> pd.DataFrame:
         deadline = None if self.budget_s is None else time.monotonic() + self.budget_s
@@ -362,7 +367,7 @@ class DayHarvest:
             **values,
         )
         if row["status"] == "ok":
-            row["fetched_at"] = now
+            row["fetched_at"], row["dagster_run_id"] = now, self.dagster_run_id
         return row
 
     def _ok_row(

@@ -150,7 +150,15 @@ def write_snapshot(
         for name, png in plots(summary_rows).items():
             files.put(png, name)
         groups = None if selection.groups is None else selection.groups.as_dict()
-        readme = card(summary_rows, spec, version, selection.dropped, hf_globs, groups)
+        readme = card(
+            summary_rows,
+            spec,
+            version,
+            selection.dropped,
+            hf_globs,
+            groups,
+            selection.without_features,
+        )
         files.put(readme.encode(), "README.md")
         summary = split_summary(summary_rows)
         manifest = {

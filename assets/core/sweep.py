@@ -1,9 +1,12 @@
 """How long soundharvest keeps coming back for runs that were not ready, and when it stops.
 
 A day whose catalog still holds `pending` rows is materialized again after growing intervals
-(by default 1 h, 4 h, then daily) until `give_up_after` has passed since the day ended. From
-then on nothing sweeps it, and its pending rows say so in their `error`, written by the
-pipeline itself whenever it builds that day's catalog; a manual rerun still tries them.
+(by default 1 h, 4 h, then daily) until `give_up_after` has passed since the day ended. Then
+the sweep runs it one last time (run key `sweep:<day>:final`): that run's catalog says in the
+`error` of each row still pending that soundharvest gave up, and from then on nothing sweeps
+the day. A rerun by hand still tries those rows; while they stay pending they keep saying it
+(the sweep still will not come back), and no other run ever writes it: a day nobody swept
+(the sweep is off, or the day was harvested late) has pending rows, not given-up ones.
 
 | variable                           | default    |
 |------------------------------------|------------|
@@ -13,7 +16,7 @@ pipeline itself whenever it builds that day's catalog; a manual rerun still trie
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -21,6 +24,7 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
+from assets.core.catalog import row_keys
 from resources.storage import Storage
 
 GAVE_UP = "soundharvest gave up waiting"
@@ -79,22 +83,27 @@ def _intervals(text: str) -> tuple[timedelta, ...]:
     return tuple(timedelta(**{_UNITS[m[2]]: float(m[1])}) for m in matches if m)
 
 
+def final_sweep_key(day: str) -> str:
+    """The run key of the sweep's last run of `day`, the run that gives up on it."""
+    return f"sweep:{day}:final"
+
+
 def mark_given_up(
     catalog: pd.DataFrame,
     day: str,
     now: datetime,
     policy: SweepPolicy,
-    task_polls: Mapping[str, int] | None = None,
+    *,
+    final_sweep: bool = False,
+    given_up: Collection[str] = (),
 ) -> pd.DataFrame:
-    """The day's catalog with every pending row saying soundharvest gave up, once the day is
-    past the horizon; the answer the API last gave stays at the end of the text.
-
-    Only rows tried before (`attempts` above 1) are given up on: a run met for the first time
-    past the horizon (a late manifest, a backfill of old days, the demo's first run) is
-    pending, and the final sweep that follows gives up on it if it still is. A task that never
-    resolved has no attempts: its status calls (`task_polls`, task id -> count) count instead.
+    """The day's catalog with its pending rows saying soundharvest gave up, the answer the API
+    last gave kept at the end of the text: every pending row in the sweep's final run of the
+    day (`final_sweep`), and in any other run the rows whose earlier catalog row said so
+    already (`given_up`, their keys: `catalog.row_keys`). Only past the horizon: a policy
+    moved further out makes the sweep come back, and then the text would not be true.
     """
-    if not policy.gave_up(day, now):
+    if not policy.gave_up(day, now) or not (final_sweep or given_up):
         return catalog
     age = (now - day_end(day)).days
     limit = policy.give_up_after / timedelta(days=1)
@@ -104,14 +113,23 @@ def mark_given_up(
     )
     out = catalog.copy()
     error = out["error"].astype("string").fillna("")
-    attempts = out["attempts"].astype("Float64") if "attempts" in out else None
-    if attempts is not None and task_polls and "task_id" in out:
-        attempts = attempts.fillna(out["task_id"].map(task_polls).astype("Float64"))
-    # A row without any count is taken as tried before, as it always was.
-    tried = attempts.fillna(2) > 1 if attempts is not None else True
-    rows = (out["status"] == "pending") & ~error.str.startswith(GAVE_UP) & tried
+    rows = (out["status"] == "pending") & ~error.str.startswith(GAVE_UP)
+    if not final_sweep:
+        rows &= row_keys(out).isin(list(given_up)).fillna(False).astype(bool)
     out.loc[rows, "error"] = [prefix + text for text in error[rows]]
     return out
+
+
+def given_up_rows(catalog: Storage, day: str) -> set[str]:
+    """The keys of the rows of the day's catalog (as it is now) that say soundharvest gave up."""
+    try:
+        with catalog.open(f"sound_catalog/date={day}/part-0.parquet") as file:
+            columns = ["run_id", "task_id", "status", "error"]
+            table = pq.read_table(file, columns=columns).to_pandas()
+    except FileNotFoundError:
+        return set()
+    said = (table["status"] == "pending") & table["error"].fillna("").str.startswith(GAVE_UP)
+    return set(row_keys(table[said]).dropna())
 
 
 @dataclass(frozen=True)
@@ -146,7 +164,7 @@ def plan_sweeps(
             continue
         if policy.gave_up(day, now):
             if rows.given_up < rows.pending:
-                sweeps.append(Sweep(day, f"sweep:{day}:final"))
+                sweeps.append(Sweep(day, final_sweep_key(day)))
             continue
         seen = state.get(day)
         if seen is None:

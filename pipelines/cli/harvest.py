@@ -95,7 +95,6 @@ def harvest(days: list[str], features: bool, verbose: bool) -> None:
     _check_storage_options()
     assets = [*ASSETS, FEATURES] if features else ASSETS
     instance = _instance()
-    started = dt.datetime.now(dt.UTC)
     from pipelines.cli.launch import harvest_job, launch
 
     try:
@@ -113,7 +112,7 @@ def harvest(days: list[str], features: bool, verbose: bool) -> None:
         except Exception as exc:
             _traceback(verbose)
             stop(f"the run could not be launched: {type(exc).__name__}: {exc}", EXIT_FAILED)
-    _summary(days, started, complete=launched.success)
+    _summary(days, launched.run_id, complete=launched.success)
     if launched.success:
         console.print(f"[green]harvested {_span(days)}[/] (run {launched.run_id})")
         return
@@ -179,16 +178,18 @@ def _span(days: list[str]) -> str:
     return days[0] if len(days) == 1 else f"{days[0]}...{days[-1]}"
 
 
-def _summary(days: list[str], started: dt.datetime, *, complete: bool) -> None:
-    """The table per day and the top reasons, read back from the catalog. After a complete
-    run a day without rows had no manifest (a row of zeros); otherwise it may be undone."""
-    from pipelines.cli.report import read_catalog, report, tables
+def _summary(days: list[str], run_id: str, *, complete: bool) -> None:
+    """The table per day and the top reasons, read back from the catalog, with the files run
+    `run_id` stored. After a complete run a day without rows had no manifest (a row of zeros);
+    otherwise it may be undone."""
+    from pipelines.cli.report import read_catalog, report, stored_by, tables
     from resources.roots import root_url
     from resources.storage import Storage
 
     try:
         storage = Storage(root_url("catalog"))
         rows = read_catalog(storage, days=days)
+        new = stored_by(storage, days, run_id)
     except Exception as exc:  # the failure (last line) says more than this
         err_console.print(f"(the catalog could not be read for the summary: {exc})")
         return
@@ -196,7 +197,7 @@ def _summary(days: list[str], started: dt.datetime, *, complete: bool) -> None:
         console.print("no catalog rows for these days yet")
         return
     shown = days if complete else ()
-    summary = report(storage.uri("sound_catalog"), rows, new_since=started, days=shown)
+    summary = report(storage.uri("sound_catalog"), rows, new=new, days=shown)
     for table in tables(summary, new=True):
         console.print(table)
 

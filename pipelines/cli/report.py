@@ -1,11 +1,11 @@
 """What the catalog says about some days: counts by status, new files, oldest pending, reasons.
 
 Plain pyarrow and pandas over `{CATALOG_ROOT}/sound_catalog` (any fsspec URL); no Dagster.
-Shared by `soundharvest status` and the table that ends `soundharvest harvest`.
+Shared by `soundharvest status` and the table that ends `soundharvest harvest`, whose new
+files are those its run stored, as the days' files ledgers record them.
 """
 
-import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
 import pandas as pd
@@ -17,6 +17,7 @@ from rich.text import Text
 
 from assets.core.catalog import STATUSES
 from assets.core.reasons import reason_group
+from assets.state import read_state
 from resources.storage import Storage
 
 _COLUMNS = ["run_id", "status", "error", "size_bytes", "first_seen_at", "fetched_at"]
@@ -30,7 +31,7 @@ class DayCounts:
     pending: int = 0
     failed: int = 0
     rejected: int = 0
-    new_files: int = 0  # ok rows fetched since `new_since`
+    new_files: int = 0  # files the harvest's own run stored (or adopted)
     new_bytes: int = 0
 
 
@@ -73,30 +74,42 @@ def read_catalog(
     return dataset.to_table(columns=[*_COLUMNS, "date"], filter=where).to_pandas()
 
 
+def stored_by(storage: Storage, days: Iterable[str], run_id: str) -> dict[str, tuple[int, int]]:
+    """Day -> (files, bytes) that the Dagster run `run_id` stored or adopted, from the days'
+    files ledgers: another run of the same day (one that held its lease first) stored the
+    others, even while this run was waiting."""
+    stored = {}
+    for day in days:
+        ledger = read_state(storage, "sound_files", day)
+        if ledger is None or "dagster_run_id" not in ledger:
+            continue
+        own = ledger[(ledger["status"] == "ok") & (ledger["dagster_run_id"] == run_id)]
+        stored[day] = (len(own), int(own["size_bytes"].sum()))
+    return stored
+
+
 def report(
     catalog: str,
     rows: pd.DataFrame,
     *,
-    new_since: dt.datetime | None = None,
+    new: Mapping[str, tuple[int, int]] | None = None,
     top: int = 5,
     days: Iterable[str] = (),
 ) -> Report:
-    """Per-day counts (`days` without rows count zero: no manifest, no runs), the `top`
-    reasons rows are not ok, the oldest pending day."""
+    """Per-day counts (`days` without rows count zero: no manifest, no runs), with the new
+    files and bytes of `new` (`stored_by`), the `top` reasons rows are not ok, the oldest
+    pending day."""
+    new = new or {}
     counted = []
     for date, day in rows.groupby("date", sort=True):
         counts = day["status"].value_counts()
-        new = day[day["status"] == "ok"]
-        if new_since is None:
-            new = new.iloc[0:0]
-        else:
-            new = new[new["fetched_at"] >= pd.Timestamp(new_since)]
+        files, size = new.get(str(date), (0, 0))
         counted.append(
             DayCounts(
                 str(date),
                 **{s: int(counts.get(s, 0)) for s in STATUSES},
-                new_files=len(new),
-                new_bytes=int(new["size_bytes"].sum()),
+                new_files=files,
+                new_bytes=size,
             )
         )
     seen = {day.date for day in counted}
@@ -121,17 +134,17 @@ def tables(report: Report, *, new: bool) -> list[Text | Table]:
     """The report for the console: where the catalog is, a row per day (with new files when
     `new`), the most frequent reasons."""
     days = Table(box=box.SIMPLE_HEAD)
-    for name in ("day", *STATUSES, *(("new files", "new MB") if new else ())):
+    for name in ("day", *STATUSES, *(("new files", "new MiB") if new else ())):
         days.add_column(name, justify="left" if name == "day" else "right")
     for day in report.days:
         cells = [day.date, *(str(getattr(day, s)) for s in STATUSES)]
         if new:
-            cells += [str(day.new_files), f"{day.new_bytes / 1e6:.1f}"]
+            cells += [str(day.new_files), f"{day.new_bytes / (1 << 20):.1f}"]
         days.add_row(*cells)
     out: list[Text | Table] = [Text(f"catalog: {report.catalog}"), days]
     if report.reasons:
         reasons = Table(box=box.SIMPLE_HEAD, title="most frequent reasons", title_justify="left")
-        reasons.add_column("runs", justify="right")
+        reasons.add_column("rows", justify="right")
         reasons.add_column("status")
         reasons.add_column("reason", overflow="fold")
         for reason in report.reasons:
