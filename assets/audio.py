@@ -66,13 +66,14 @@ def sound_files(
     `SOUNDHARVEST_DAY_BUDGET_S` fetching; its files ledger is saved as it goes.
     """
     config, sweep = settings(), sweep_policy()
+    try:  # ML features of fresh files, where reading them back later would cost (PLAN #3)
+        harvest_features = HarvestFeatures.setting()
+    except SettingsError as exc:
+        raise operator_failure(str(exc)) from None
     # Before any API call: roots that cannot be written and a missing key fail in seconds.
     preflight(context, config, lambda: storage.probe_writable("audio", "catalog"), camb.check)
     audio, state = storage.audio(), storage.catalog()
-    try:  # ML features of fresh files, where reading them back later would cost (PLAN #3)
-        measure_fresh = HarvestFeatures.wanted(audio)
-    except SettingsError as exc:
-        raise operator_failure(str(exc)) from None
+    measure_fresh = HarvestFeatures.wanted(audio, harvest_features)
     started = time.monotonic()
     if not DayLease.supported(state):
         context.log.warning(f"{state}: no per-day lease on this storage: run each day once")

@@ -435,15 +435,19 @@ class HarvestFeatures:
         self._lock = threading.Lock()
 
     @staticmethod
-    def wanted(audio: Storage) -> bool:
-        """Whether the harvest measures its files: as `$SOUNDHARVEST_HARVEST_FEATURES` says,
-        by default only when the audio storage is not local (reading a local file again is
-        cheap)."""
+    def setting() -> str:
+        """`$SOUNDHARVEST_HARVEST_FEATURES`: auto (default), always or never."""
         choice = os.environ.get(ENV_HARVEST_FEATURES, "auto").strip().lower() or "auto"
         if choice not in ("auto", "always", "never"):
             raise SettingsError(
                 f"{ENV_HARVEST_FEATURES} must be auto, always or never, not {choice!r}"
             )
+        return choice
+
+    @staticmethod
+    def wanted(audio: Storage, choice: str) -> bool:
+        """Whether the harvest measures its files: as the setting says, by default only when
+        the audio storage is not local (reading a local file again is cheap)."""
         return choice == "always" or (choice == "auto" and not audio.is_local())
 
     def add(self, run_id: int, path: Path, sha256: str) -> None:
