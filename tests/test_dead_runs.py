@@ -178,7 +178,9 @@ def cli_env(sandbox, tmp_path: Path) -> dict[str, str]:
     write_manifest(tmp_path / "manifests", DAY, list(range(1001, 1081)))
     # Slow downloads, one at a time: the harvest is mid-run for about 40 s.
     sandbox.set_faults(download_latency_s=0.5)
-    return sandbox_env(sandbox.base_url, tmp_path) | {"CAMB_MAX_CONCURRENCY": "1"}
+    # No schedule or sensor of the daemon's: the runs of the day are the test's.
+    settings = {"CAMB_MAX_CONCURRENCY": "1", "SOUNDHARVEST_AUTOMATION": "off"}
+    return sandbox_env(sandbox.base_url, tmp_path) | settings
 
 
 def start_harvest(env: dict[str, str]) -> tuple[subprocess.Popen, str]:

