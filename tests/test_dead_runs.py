@@ -41,7 +41,7 @@ from pipelines.cli import cli
 from pipelines.instance_home import prepare
 from resources.storage import Storage
 
-from pipeline_kit import PROJECT, sandbox_env, write_manifest
+from pipeline_kit import PROJECT, local_storage, run, sandbox_env, write_manifest
 
 DAY = "2026-11-01"
 BIN = Path(sys.executable).parent
@@ -168,6 +168,19 @@ def test_a_run_elsewhere_is_marked_only_once_its_lease_has_expired(instance, tmp
     )
     assert gone.reason.endswith(
         "without renewal (SOUNDHARVEST_LEASE_TTL_S): its process is gone or stuck"
+    )
+
+
+def test_the_harvest_of_a_day_marks_a_dead_run_before_it_takes_the_days_lease(
+    sandbox, tmp_path, instance
+):
+    write_manifest(tmp_path / "manifests", DAY, [1001, 1002])
+    dead = started_run(instance, {HOST_TAG: this_host(), PID_TAG: str(dead_pid())})
+    result = run(sandbox, local_storage(tmp_path), instance=instance)
+    assert result.success
+    assert instance.get_run_by_id(dead).status == DagsterRunStatus.FAILURE
+    assert failure_event(instance, dead).message.endswith(
+        f"marked failed by run {result.run_id[:8]}"
     )
 
 
