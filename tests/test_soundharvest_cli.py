@@ -357,6 +357,23 @@ def test_status_reads_a_catalog_on_s3(harvested: dict, s3_bucket, monkeypatch) -
 # -- failures and exit codes --------------------------------------------------------------------
 
 
+def test_status_without_an_instance_shows_the_catalog_alone(harvested: dict, monkeypatch) -> None:
+    monkeypatch.setenv("SOUNDHARVEST_CATALOG_ROOT", str(harvested["root"] / "catalog"))
+    home = harvested["root"] / "no-instance-here"
+    for where in (None, home):  # DAGSTER_HOME unset, or naming a folder with no instance
+        if where is None:
+            monkeypatch.delenv("DAGSTER_HOME", raising=False)
+        else:
+            monkeypatch.setenv("DAGSTER_HOME", str(where))
+        result = soundharvest("status", "--json")
+        assert result.exit_code == 0, result.output
+        assert [day["run"] for day in json.loads(result.output)["days"]] == [None, None]
+        table = soundharvest("status").output.splitlines()
+        header = next(line.split() for line in table if line.split()[:1] == ["day"])
+        assert header == ["day", "ok", "pending", "failed", "rejected"]  # no run column
+    assert not home.exists()  # a reader never creates an instance
+
+
 def test_harvest_failure_ends_with_the_reason_and_no_traceback(
     setup: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

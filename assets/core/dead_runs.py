@@ -66,8 +66,10 @@ class Gone:
     reason: str
 
     def __str__(self) -> str:
-        span = f" ({self.days[0]}{'...' + self.days[-1] if len(self.days) > 1 else ''})"
-        return f"run {self.run_id[:8]}{span if self.days else ''}: {self.reason}"
+        if not self.days:
+            return f"run {self.run_id[:8]}: {self.reason}"
+        span = self.days[0] if len(self.days) == 1 else f"{self.days[0]}...{self.days[-1]}"
+        return f"run {self.run_id[:8]} ({span}): {self.reason}"
 
 
 @dataclass(frozen=True)

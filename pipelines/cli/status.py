@@ -43,11 +43,7 @@ def status(since: str | None, day: str | None, as_json: bool) -> None:
     except (StorageError, OSError) as exc:
         stop(f"cannot read the catalog: {exc}: check {variable}", EXIT_OPERATOR)
     catalog = storage.uri("sound_catalog")
-    runs = {
-        date: run
-        for date, run in _day_runs().items()
-        if (date == day if day else date >= since if since else True)
-    }
+    runs = {date: run for date, run in _day_runs().items() if _asked(date, since, day)}
     if rows is None and not runs:
         stop(
             f"no catalog at {catalog}: nothing harvested yet (soundharvest harvest DAY), "
@@ -73,6 +69,12 @@ def status(since: str | None, day: str | None, as_json: bool) -> None:
         console.print(f"oldest pending day: {shown.oldest_pending}")
     elif not shown.days:
         console.print("no catalog rows for these days")
+
+
+def _asked(date: str, since: str | None, day: str | None) -> bool:
+    if day:
+        return date == day
+    return since is None or date >= since
 
 
 def _day_runs() -> dict:
