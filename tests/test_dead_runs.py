@@ -283,6 +283,7 @@ def wait_for(instance: DagsterInstance, run_id: str, done, log: Path, seconds: f
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # a daemon, a run worker and two harvests on 2 busy cores
 def test_the_daemon_frees_a_dead_runs_day_for_the_run_queued_behind_it(
     sandbox, tmp_path, monkeypatch
 ):
