@@ -14,8 +14,6 @@ the run queue. This launcher, named in `pipelines/dagster.yaml` and `deploy/dags
   within `run_monitoring.poll_interval_seconds`. A run it cannot judge is reported running.
 """
 
-import socket
-
 from dagster import DagsterInstance, DagsterRun, DefaultRunLauncher
 from dagster._core.events import EngineEventData
 from dagster._core.launcher import CheckRunHealthResult, LaunchRunContext, WorkerStatus
@@ -47,10 +45,8 @@ class HostRunLauncher(DefaultRunLauncher):
     def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
         instance: DagsterInstance = self._instance
         record = instance.get_run_record_by_id(run.run_id)
-        if record is None:
-            return CheckRunHealthResult(WorkerStatus.UNKNOWN, "no such run")
-        reason = why_gone(instance, record, lambda: leases_in(_catalog()))
-        if reason is None:
+        reason = record and why_gone(instance, record, lambda: leases_in(_catalog()))
+        if not reason:  # alive, or not to be told: monitoring fails any other answer
             return CheckRunHealthResult(WorkerStatus.RUNNING)
         # Marked here rather than by the monitoring daemon, so every dead run carries the same
         # words and frees its pool slots, whoever found it; the daemon then sees it ended.
@@ -67,7 +63,7 @@ def _code_server_is_here(context: LaunchRunContext) -> bool:
     if getattr(location, "socket", None):
         return True
     host = getattr(location, "host", None)
-    return host in LOOPBACK or host == socket.gethostname()
+    return host in LOOPBACK or host == this_host()
 
 
 def _catalog() -> Storage | None:

@@ -9,6 +9,7 @@ monitoring), the daily_harvest run of that day queued behind the dead run starts
 """
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -27,6 +28,7 @@ from dagster import (
 )
 from dagster._core.events import EngineEventData
 from dagster._core.test_utils import create_run_for_test
+from dagster._daemon.monitoring.run_monitoring import monitor_started_run
 
 from assets.core.dead_runs import (
     GONE,
@@ -45,6 +47,7 @@ from pipeline_kit import PROJECT, local_storage, run, sandbox_env, write_manifes
 
 DAY = "2026-11-01"
 BIN = Path(sys.executable).parent
+LOG = logging.getLogger("run_monitoring")
 
 
 @pytest.fixture(name="instance")
@@ -169,6 +172,24 @@ def test_a_run_elsewhere_is_marked_only_once_its_lease_has_expired(instance, tmp
     assert gone.reason.endswith(
         "without renewal (SOUNDHARVEST_LEASE_TTL_S): its process is gone or stuck"
     )
+
+
+def test_run_monitoring_marks_a_dead_run_through_the_projects_launcher(tmp_path, monkeypatch):
+    """Dagster's monitoring of a started run, as its daemon runs it, on the instance config of
+    `pipelines/dagster.yaml`: Dagster's default launcher could not answer it at all."""
+    home = prepare(tmp_path / "home", PROJECT / "pipelines" / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with DagsterInstance.get() as instance:
+        assert instance.run_monitoring_enabled
+        live = started_run(instance, {HOST_TAG: this_host(), PID_TAG: str(os.getpid())})
+        dead = started_run(instance, {HOST_TAG: this_host(), PID_TAG: str(dead_pid())})
+        for run_id in (live, dead):
+            monitor_started_run(instance, None, instance.get_run_record_by_id(run_id), LOG)
+        assert instance.get_run_by_id(live).status == DagsterRunStatus.STARTED
+        assert instance.get_run_by_id(dead).status == DagsterRunStatus.FAILURE
+        assert failure_event(instance, dead).message.endswith(
+            "is gone (killed?): marked failed by the daemon's run monitoring"
+        )
 
 
 def test_the_harvest_of_a_day_marks_a_dead_run_before_it_takes_the_days_lease(
