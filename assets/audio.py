@@ -15,6 +15,7 @@ from dagster import (
 
 from assets.core.day_fingerprint import Fingerprints, file_stamp, listing_stamp
 from assets.core.day_summary import DaySummary
+from assets.core.dead_runs import mark_dead_runs
 from assets.core.features import HARVEST_STATE, HarvestFeatures
 from assets.core.harvest import DayHarvest, audio_relpath, index_rows
 from assets.core.lease import DayLease, Holder, LeaseHeld, LeaseLost, holding
@@ -77,6 +78,9 @@ def sound_files(
     started = time.monotonic()
     if not DayLease.supported(state):
         context.log.warning(f"{state}: no per-day lease on this storage: run each day once")
+    # Before waiting on a day's lease: a run that died holding it is failed, not left STARTED.
+    for gone in mark_dead_runs(context.instance, state, by=f"run {context.run.run_id[:8]}"):
+        context.log.warning(f"marked failed: {gone}")
     prints = Fingerprints(state, "sound_files", audio=audio.uri(""))
     unchanged: dict[str, DaySummary] = {}
 

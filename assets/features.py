@@ -23,6 +23,7 @@ from assets.core.features import (
     DayFeatures,
     FeatureParams,
     day_features,
+    feature_workers,
     features_relpath,
     features_table,
 )
@@ -70,24 +71,27 @@ def sound_features(
     catalog = storage.catalog()
     started = time.monotonic()
     days: dict[str, DayFeatures] = {}
-    for day in context.partition_keys:
-        rows = read_partition(catalog.fs, catalog.root, day)
-        if rows is None:
-            raise Failure(description=f"{day}: no sound_catalog partition: materialize it first")
-        ok = rows.loc[rows["status"] == "ok", ["run_id", "sha256", "uri", "size_bytes"]]
-        result = day_features(
-            ok,
-            _read_features(catalog, features_relpath(day)),
-            read_state(catalog, HARVEST_STATE, day),
-            params,
-            workers=config.workers,
-        )
-        catalog.write_bytes(table_bytes(features_table(result.rows)), features_relpath(day))
-        context.log.info(
-            f"{day}: {len(ok)} files: {result.kept} kept, {result.from_harvest} from the "
-            f"harvest, {result.computed} measured ({result.errors} with an error)"
-        )
-        days[day] = result
+    with feature_workers(config.workers) as pool:  # shut down with the step
+        for day in context.partition_keys:
+            rows = read_partition(catalog.fs, catalog.root, day)
+            if rows is None:
+                raise Failure(
+                    description=f"{day}: no sound_catalog partition: materialize it first"
+                )
+            ok = rows.loc[rows["status"] == "ok", ["run_id", "sha256", "uri", "size_bytes"]]
+            result = day_features(
+                ok,
+                _read_features(catalog, features_relpath(day)),
+                read_state(catalog, HARVEST_STATE, day),
+                params,
+                pool=pool,
+            )
+            catalog.write_bytes(table_bytes(features_table(result.rows)), features_relpath(day))
+            context.log.info(
+                f"{day}: {len(ok)} files: {result.kept} kept, {result.from_harvest} from the "
+                f"harvest, {result.computed} measured ({result.errors} with an error)"
+            )
+            days[day] = result
     elapsed = time.monotonic() - started
     measured_bytes = sum(result.computed_bytes for result in days.values())
     per_day = {

@@ -41,7 +41,14 @@ from assets.core.catalog import parquet_bytes, table_bytes
 from assets.core.dataset import read_rows, select
 from assets.core.dataset_spec import DatasetSpec
 from assets.core.exports import SnapshotFiles, write_hf, write_webdataset
-from assets.core.features import FeatureParams, Item, features_relpath, features_table, measure_all
+from assets.core.features import (
+    FeatureParams,
+    Item,
+    feature_workers,
+    features_relpath,
+    features_table,
+    measure_all,
+)
 from assets.core.snapshot import build_snapshot
 from resources.storage import Storage
 
@@ -243,7 +250,8 @@ def write_clips(folder: Path, clips: int, seconds: float) -> pd.DataFrame:
 def bench_features(rows: pd.DataFrame, workers: int) -> float:
     items = [Item(r.run_id, r.sha256, r.uri) for r in rows.itertuples()]
     started = time.perf_counter()
-    done = list(measure_all(items, FeatureParams(), workers=workers, computed_by="bench"))
+    with feature_workers(workers) as pool:
+        done = list(measure_all(items, FeatureParams(), computed_by="bench", pool=pool))
     seconds = time.perf_counter() - started
     if any(row["error"] for row in done):
         raise SystemExit(f"bench: a clip failed to measure: {done}")
@@ -270,7 +278,7 @@ def fingerprint_cost(rows: pd.DataFrame, repeats: int = 3) -> tuple[float, float
 
     def cpu() -> float:
         started = time.process_time()
-        list(measure_all(items, FeatureParams(), workers=1, computed_by="bench"))
+        list(measure_all(items, FeatureParams(), computed_by="bench"))
         return time.process_time() - started
 
     with_print, without_print = [], []
@@ -346,7 +354,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         rows = write_clips(work / "clips", args.clips, args.clip_seconds)
         audio_mb = rows["size_bytes"].sum() / 1e6
         # The first pool of a process starts its fork server (imports numpy, scipy, ...):
-        # paid once per run, so timed apart from the throughput.
+        # paid once per process, so timed apart from the throughput. Each later pool forks
+        # its workers from it, as each sound_features step does (in the rates below).
         startup = bench_features(rows.iloc[:8], 2)  # enough chunks to start both workers
         rates = {
             f"sound_features, {n} worker{'s' if n > 1 else ''}": audio_mb / bench_features(rows, n)
@@ -356,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         with_print, without_print = fingerprint_cost(rows)
         print(
             f"\naudio: {args.clips} clips, stereo 44.1 kHz PCM_16, {audio_mb:.0f} MB; "
-            f"worker pool start-up (once per run, not in the rates) {startup:.1f} s"
+            f"fork server start-up (once per process, not in the rates) {startup:.1f} s"
         )
         print(f"{'step':<28}  MB/s")
         for name, rate in rates.items():

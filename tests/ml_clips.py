@@ -106,6 +106,6 @@ def write_catalog_day(
 def write_features_day(resource: StorageResource, day: str, rows: pd.DataFrame) -> pd.DataFrame:
     """The day's sound_features file, computed in this process as the asset would."""
     ok = rows[rows["status"] == "ok"]
-    result = day_features(ok, None, None, FeatureParams(), workers=1)
+    result = day_features(ok, None, None, FeatureParams())
     resource.catalog().write_bytes(table_bytes(features_table(result.rows)), features_relpath(day))
     return result.rows

@@ -1,9 +1,11 @@
 """Quality features against clips whose figures are known by construction."""
 
+import contextlib
 import math
 
 import numpy as np
 import pandas as pd
+import psutil
 import pyloudnorm
 import pytest
 
@@ -12,6 +14,7 @@ from assets.core.features import (
     Item,
     day_features,
     feature_row,
+    feature_workers,
     measure,
     measure_all,
 )
@@ -165,11 +168,43 @@ def items(tmp_path, count):
 
 def test_a_process_pool_gives_exactly_what_one_process_gives(tmp_path):
     work = items(tmp_path, 6)
-    inline = list(measure_all(work, PARAMS, workers=1, computed_by="x"))
-    pooled = list(measure_all(work, PARAMS, workers=2, computed_by="x"))
+    inline = list(measure_all(work, PARAMS, computed_by="x"))
+    with feature_workers(2) as pool:
+        pooled = list(measure_all(work, PARAMS, computed_by="x", pool=pool))
     strip = ["computed_at"]
     assert [r["run_id"] for r in pooled] == [1, 2, 3, 4, 5, 6]
     assert pd.DataFrame(pooled).drop(columns=strip).equals(pd.DataFrame(inline).drop(columns=strip))
+
+
+def feature_worker_processes() -> list[psutil.Process]:
+    """The pool's workers: the children of this process's fork server."""
+    servers = [
+        child
+        for child in psutil.Process().children()
+        if "multiprocessing.forkserver" in " ".join(child.cmdline())
+    ]
+    return [worker for server in servers for worker in server.children()]
+
+
+def gone(process: psutil.Process) -> bool:
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.parametrize("ending", ["done", "failed"])
+def test_the_feature_workers_end_with_their_block(tmp_path, ending):
+    """A run process exits only once its worker processes have: workers kept for the life of
+    the process held every run worker of the daemon at its exit (issue 20)."""
+    work = items(tmp_path, 6)
+    with contextlib.suppress(RuntimeError), feature_workers(2) as pool:
+        assert len(list(measure_all(work, PARAMS, computed_by="x", pool=pool))) == 6
+        workers = feature_worker_processes()
+        assert len(workers) == 2
+        if ending == "failed":
+            raise RuntimeError("the step failed")
+    assert all(gone(worker) for worker in workers)
 
 
 def catalog_ok(work):
@@ -185,30 +220,28 @@ def catalog_ok(work):
 
 def test_a_rerun_measures_only_new_files_and_changed_thresholds(tmp_path):
     work = items(tmp_path, 4)
-    first = day_features(catalog_ok(work[:3]), None, None, PARAMS, workers=1)
+    first = day_features(catalog_ok(work[:3]), None, None, PARAMS)
     assert (first.computed, first.kept) == (3, 0)
 
     # Run 2's file changed (new sha256), run 4 is new: only those two are read.
     changed = [work[0], Item(2, "c" * 64, work[1].uri), work[2], work[3]]
-    second = day_features(catalog_ok(changed), first.rows, None, PARAMS, workers=1)
+    second = day_features(catalog_ok(changed), first.rows, None, PARAMS)
     assert (second.computed, second.kept) == (2, 2)
     assert list(second.rows["run_id"]) == [1, 2, 3, 4]
     assert second.rows.set_index("run_id").loc[2, "sha256"] == "c" * 64
 
     # Other thresholds: every row is measured again, with its params recorded.
     other = FeatureParams(silence_threshold_dbfs=-50.0)
-    third = day_features(catalog_ok(changed), second.rows, None, other, workers=1)
+    third = day_features(catalog_ok(changed), second.rows, None, other)
     assert third.computed == 4 and set(third.rows["params"]) == {other.key()}
 
 
 def test_rows_computed_at_harvest_time_are_taken_and_errors_tried_again(tmp_path):
     work = items(tmp_path, 3)
-    harvested = pd.DataFrame(list(measure_all(work[:2], PARAMS, workers=1, computed_by="harvest")))
+    harvested = pd.DataFrame(list(measure_all(work[:2], PARAMS, computed_by="harvest")))
     earlier = harvested.iloc[:0]
     broken = pd.DataFrame([{**harvested.iloc[1].to_dict(), "error": "cannot decode: x"}])
-    result = day_features(
-        catalog_ok(work), pd.concat([earlier, broken]), harvested, PARAMS, workers=1
-    )
+    result = day_features(catalog_ok(work), pd.concat([earlier, broken]), harvested, PARAMS)
     assert (result.from_harvest, result.computed, result.kept) == (2, 1, 0)
     by_run = result.rows.set_index("run_id")["computed_by"]
     assert by_run.to_dict() == {1: "harvest", 2: "harvest", 3: "sound_features"}

@@ -55,6 +55,10 @@ def test_the_deployment_instance_loads_with_its_settings(pg_home, postgres_serve
         assert concurrency.pool_config.default_pool_limit == 4
         assert instance.run_monitoring_enabled
         assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 300
+        # Run monitoring sees a dead run worker through the project's launcher (dead runs).
+        assert type(instance.run_launcher).__name__ == "HostRunLauncher"
+        assert instance.run_launcher.supports_check_run_worker_health
+        assert instance.run_monitoring_max_resume_run_attempts == 0
         assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
         # What travels to run workers and Celery tasks names the variable, not the password.
         ref = serialize_value(instance.get_ref())

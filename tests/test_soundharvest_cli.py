@@ -18,8 +18,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner, Result
-from dagster import DagsterInstance
+from dagster import DagsterInstance, DagsterRunStatus
+from dagster._core.test_utils import create_run_for_test
 
+from assets.core.dead_runs import HOST_TAG, PID_TAG, this_host
+from assets.partitions import RANGE_TAGS
 from pipelines.cli import cli
 from pipelines.cli.output import EXIT_FAILED, EXIT_OPERATOR, EXIT_STOPPED
 from sandbox.__main__ import _parser as sandbox_parser
@@ -29,6 +32,7 @@ from pipeline_kit import sandbox_env, write_manifest
 
 PROJECT = Path(__file__).resolve().parent.parent
 DAY, NEXT = "2026-11-01", "2026-11-02"
+RANGE_START = RANGE_TAGS[0]
 # 1007 is pending, 1013 failed (sandbox/rules.py), `12abc` rejected, the rest ready.
 RUN_IDS = list(range(1001, 1016))
 CLEARED = (
@@ -99,11 +103,48 @@ def test_doctor_all_green_against_the_sandbox(setup: Path) -> None:
         f"✓ manifests of {DAY}: 16 rows in 1 file(s), 1 rejected",
         "✓ camb_api pool: at most 2 days",
         f"✓ audio root: {setup / 'audio'} can be written",
+        "✓ dead runs: no run in progress has lost its process",
+        "✓ run monitoring: with the daemon, a run whose process is gone is marked failed within",
     ):
         assert expected in result.output
     assert "0 failed, 0 warnings" in lines[-1]
     # The write probes clean up after themselves.
     assert sorted(p.name for p in (setup / "catalog").iterdir()) == []
+
+
+def test_doctor_marks_a_run_whose_process_is_gone_and_says_so(setup: Path) -> None:
+    """A run left STARTED by a `soundharvest harvest` killed with kill -9 (its tags name a
+    process of this host that is gone): doctor marks it failed, and warns with what it did."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    with DagsterInstance.get() as instance:
+        tags = {"dagster/partition": DAY, HOST_TAG: this_host(), PID_TAG: str(gone.pid)}
+        run = create_run_for_test(instance, tags=tags, status=DagsterRunStatus.STARTED)
+    result = soundharvest("doctor", "--day", DAY)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    [warned] = [n for n, line in enumerate(lines) if line.startswith("- dead runs")]
+    assert lines[warned] == (
+        f"- dead runs: marked failed: run {run.run_id[:8]} ({DAY}): process {gone.pid} on "
+        f"{this_host()} is gone (killed?)"
+    )
+    assert lines[warned + 1].startswith("    fix: nothing more: the queued runs of those days")
+    with DagsterInstance.get() as instance:
+        assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.FAILURE
+
+
+def test_doctor_warns_when_the_daemon_cannot_mark_dead_runs(setup: Path) -> None:
+    """An instance config without the project's run launcher: run monitoring sees no worker."""
+    config = setup / "dagster_home" / "dagster.yaml"
+    launcher = "run_launcher:\n  module: pipelines.run_launcher\n  class: HostRunLauncher\n"
+    assert launcher in config.read_text()
+    config.write_text(config.read_text().replace(launcher, ""))  # Dagster's default launcher
+    result = soundharvest("doctor", "--day", DAY)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    [warned] = [n for n, line in enumerate(lines) if line.startswith("- run monitoring")]
+    assert "the daemon does not mark a run whose process is gone" in lines[warned]
+    assert lines[warned + 1].startswith("    fix: copy the run_launcher and run_monitoring blocks")
 
 
 @pytest.mark.parametrize(
@@ -228,6 +269,7 @@ def harvested(sandbox_server, tmp_path_factory) -> dict:
         status_json = soundharvest("status", "--day", NEXT, "--json")
         with DagsterInstance.get() as instance:
             runs = [run.tags for run in instance.get_runs()]
+            [range_run] = [r.run_id for r in instance.get_runs() if RANGE_START in r.tags]
         yield {
             "root": root,
             "day": day,
@@ -235,6 +277,7 @@ def harvested(sandbox_server, tmp_path_factory) -> dict:
             "status": status,
             "status_json": status_json,
             "runs": runs,
+            "range_run": range_run,
         }
 
 
@@ -263,22 +306,32 @@ def test_harvest_of_a_range_is_one_run_with_the_range_tags(harvested: dict) -> N
     assert table_row(result.output, DAY)[5] == "0"  # nothing new: the day was done
     assert table_row(result.output, NEXT)[1] == "13"
     assert f"{NEXT}: 15 runs to fetch" in result.output  # plain progress lines (not a tty)
-    ranges = [t for t in harvested["runs"] if "dagster/asset_partition_range_start" in t]
-    assert [
-        (t["dagster/asset_partition_range_start"], t["dagster/asset_partition_range_end"])
-        for t in ranges
-    ] == [(DAY, NEXT)]
+    ranges = [t for t in harvested["runs"] if RANGE_START in t]
+    assert [(t[RANGE_START], t["dagster/asset_partition_range_end"]) for t in ranges] == [
+        (DAY, NEXT)
+    ]
     assert [t.get("dagster/partition") for t in harvested["runs"]].count(DAY) == 1
 
 
 def test_status_says_what_the_catalog_says(harvested: dict) -> None:
     result = harvested["status"]
     assert result.exit_code == 0, result.output
-    assert table_row(result.output, DAY)[:5] == [DAY, "13", "1", "1", "1"]
-    assert table_row(result.output, NEXT)[:5] == [NEXT, "13", "1", "1", "1"]
+    assert table_row(result.output, DAY) == [DAY, "13", "1", "1", "1", "ok"]  # its latest run
+    assert table_row(result.output, NEXT) == [NEXT, "13", "1", "1", "1", "ok"]
     assert f"oldest pending day: {DAY}" in result.output
     report = json.loads(harvested["status_json"].output)
-    assert report["days"] == [{"date": NEXT, "ok": 13, "pending": 1, "failed": 1, "rejected": 1}]
+    run = {"state": "ok", "run_id": harvested["range_run"], "reason": None}
+    assert report["days"] == [
+        {
+            "date": NEXT,
+            "ok": 13,
+            "pending": 1,
+            "failed": 1,
+            "rejected": 1,
+            "catalog": True,
+            "run": run,
+        }
+    ]
     assert {"status": "failed", "reason": "Audio generation failed for run N", "count": 1} in (
         report["reasons"]
     )
@@ -302,6 +355,23 @@ def test_status_reads_a_catalog_on_s3(harvested: dict, s3_bucket, monkeypatch) -
 
 
 # -- failures and exit codes --------------------------------------------------------------------
+
+
+def test_status_without_an_instance_shows_the_catalog_alone(harvested: dict, monkeypatch) -> None:
+    monkeypatch.setenv("SOUNDHARVEST_CATALOG_ROOT", str(harvested["root"] / "catalog"))
+    home = harvested["root"] / "no-instance-here"
+    for where in (None, home):  # DAGSTER_HOME unset, or naming a folder with no instance
+        if where is None:
+            monkeypatch.delenv("DAGSTER_HOME", raising=False)
+        else:
+            monkeypatch.setenv("DAGSTER_HOME", str(where))
+        result = soundharvest("status", "--json")
+        assert result.exit_code == 0, result.output
+        assert [day["run"] for day in json.loads(result.output)["days"]] == [None, None]
+        table = soundharvest("status").output.splitlines()
+        header = next(line.split() for line in table if line.split()[:1] == ["day"])
+        assert header == ["day", "ok", "pending", "failed", "rejected"]  # no run column
+    assert not home.exists()  # a reader never creates an instance
 
 
 def test_harvest_failure_ends_with_the_reason_and_no_traceback(

@@ -23,6 +23,7 @@ Only the 100 ms sums are kept for the gating (a float per channel per 100 ms: 36
 channel for an hour), the rest is a handful of running totals.
 """
 
+import contextlib
 import functools
 import json
 import math
@@ -31,7 +32,6 @@ import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -311,38 +311,47 @@ def feature_row(item: Item, params: FeatureParams, computed_by: str) -> dict[str
 
 
 def measure_all(
-    items: Sequence[Item], params: FeatureParams, *, workers: int, computed_by: str
+    items: Sequence[Item], params: FeatureParams, *, computed_by: str, pool: Executor | None = None
 ) -> Iterator[dict[str, Any]]:
-    """Feature rows of ``items`` in their order, from ``workers`` processes (1: this one)."""
+    """Feature rows of ``items`` in their order, measured by ``pool`` (``feature_workers``), or
+    in this process without one."""
     measure_one = functools.partial(feature_row, params=params, computed_by=computed_by)
-    if workers <= 1 or len(items) <= 1:
+    if pool is None or len(items) <= 1:
         yield from map(measure_one, items)
         return
-    pool = worker_pool(workers)
-    try:
-        yield from pool.map(measure_one, items, chunksize=4)
-    except BrokenProcessPool:
-        worker_pool.cache_clear()  # a worker died (killed, out of memory): a new pool next time
-        raise
+    yield from pool.map(measure_one, items, chunksize=4)
 
 
-@functools.cache
-def worker_pool(workers: int) -> Executor:
-    """One pool per size for the life of the process, so workers start once.
+@contextlib.contextmanager
+def feature_workers(workers: int) -> Iterator[Executor | None]:
+    """``workers`` processes measuring files for the block, shut down when it ends, failed or
+    not; None when ``workers`` is 1 (the caller measures). A step opens them once for all its
+    days: workers that outlived their step held every run process at its exit, waiting for
+    work that never came.
 
     Not fork: the caller (Dagster) runs threads, and forking a threaded process is unsafe.
-    A fork server starts clean and imports this module once; each worker is forked from it,
-    then (like any non-fork start) imports the caller's main module: seconds, paid once.
+    A fork server starts clean and imports this module once per process (it exits with the
+    process); each worker is forked from it on the first file, then (like any non-fork start)
+    imports the caller's main module.
 
     A daemonic process may not start processes at all, and a Celery prefork worker runs its
     steps in one: there the workers are threads (libsndfile and scipy's filter release the
     GIL for part of each block; docs/ml.md has the figures).
     """
+    if workers <= 1:
+        yield None
+        return
     if multiprocessing.current_process().daemon:
-        return ThreadPoolExecutor(workers, thread_name_prefix="features")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    return ProcessPoolExecutor(workers, mp_context=context)
+        pool: Executor = ThreadPoolExecutor(workers, thread_name_prefix="features")
+    else:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        pool = ProcessPoolExecutor(workers, mp_context=context)
+    try:
+        yield pool
+    finally:
+        # Files being measured finish (seconds); files not started yet are dropped.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def reusable(rows: pd.DataFrame | None, params: FeatureParams) -> dict[tuple[int, str], dict]:
@@ -371,11 +380,11 @@ def day_features(
     harvested: pd.DataFrame | None,
     params: FeatureParams,
     *,
-    workers: int,
+    pool: Executor | None = None,
 ) -> DayFeatures:
     """Features of a day's ``ok`` catalog rows (run_id, sha256, uri, size_bytes): an earlier
     row is kept, then a harvest-time row taken, if it has the same file and thresholds;
-    everything else is measured."""
+    everything else is measured, by ``pool`` when given (``feature_workers``)."""
     previous, at_harvest = reusable(earlier, params), reusable(harvested, params)
     rows: dict[int, dict[str, Any]] = {}
     todo: list[Item] = []
@@ -389,7 +398,7 @@ def day_features(
         else:
             todo.append(Item(*key, str(record.uri)))
             computed_bytes += int(record.size_bytes)
-    for row in measure_all(todo, params, workers=workers, computed_by="sound_features"):
+    for row in measure_all(todo, params, computed_by="sound_features", pool=pool):
         rows[row["run_id"]] = row
     frame = features_frame(rows[run_id] for run_id in sorted(rows))
     return DayFeatures(

@@ -61,16 +61,22 @@ class LeaseLost(Exception):
     """Another run took the day over: this run's lease had expired."""
 
 
-def _alive(pid: int) -> bool:
-    """Whether a process of this host runs under `pid`: a holder killed here (kill -9, OOM)
-    frees its day at once instead of after the TTL."""
+def process_alive(pid: int, started_by: float | None = None) -> bool:
+    """Whether a process of this host runs under `pid` (a zombie does not run), and, given
+    `started_by` (epoch seconds), one that already existed then: a younger process has only
+    taken over the pid. A holder killed here (kill -9, OOM) frees its day at once instead of
+    after the TTL."""
+    import psutil  # on use: the lease is read by every harvest, psutil only here
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return started_by is None or process.create_time() <= started_by + 1.0
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:  # someone else's process: alive
+    except psutil.AccessDenied:  # someone else's process: alive
         return True
-    return True
 
 
 def _decode(data: bytes | None) -> Holder | None:
@@ -114,7 +120,7 @@ class DayLease:
             holder is None
             or holder.expires_at <= self.clock()
             or self._is_me(holder)
-            or (holder.host == self.me.host and not _alive(holder.pid))
+            or (holder.host == self.me.host and not process_alive(holder.pid))
         )
 
     def _is_me(self, holder: Holder | None) -> bool:
@@ -209,6 +215,19 @@ class DayLease:
         if self._s3_put(IfMatch=self._etag):
             return None
         return self._s3_read()[1] or Holder("(none: released)", "?", 0, self.clock())
+
+
+def held_leases(storage: Storage) -> list[tuple[str, Holder]]:
+    """(day, holder) of every lease file in `storage`, expired or not: released leases are
+    removed, so these are the days being harvested, or whose holder died."""
+    found = []
+    for path in storage.fs.glob(storage.path("_state/lease/date=*.json")):
+        with contextlib.suppress(FileNotFoundError):  # released meanwhile
+            holder = _decode(storage.fs.cat_file(path))
+            if holder is not None:
+                day = os.path.basename(path).removeprefix("date=").removesuffix(".json")
+                found.append((day, holder))
+    return found
 
 
 @contextlib.contextmanager

@@ -420,6 +420,7 @@ def dagster_instance() -> list[Check]:
             kind = type(instance.run_storage).__name__
             events = type(instance.event_log_storage).__name__
             limit = pool_limit(instance)
+            runs = [dead_runs(instance), run_monitoring(instance)]
     except Exception as exc:
         return [
             Check("DAGSTER_HOME", True, home),
@@ -452,7 +453,43 @@ def dagster_instance() -> list[Check]:
                 f"{home}/dagster.yaml",
             )
         )
-    return [*checks, pool]
+    return [*checks, pool, *runs]
+
+
+def dead_runs(instance) -> Check:
+    """Runs left in progress by a process that is gone: marked failed (assets/core/dead_runs.py)."""
+    from pipelines.cli.day_runs import mark_dead
+
+    gone = mark_dead(instance, "soundharvest doctor")
+    if not gone:
+        return Check("dead runs", True, "no run in progress has lost its process")
+    return Check(
+        "dead runs",
+        None,
+        "marked failed: " + "; ".join(map(str, gone)),
+        "nothing more: the queued runs of those days start now; `soundharvest harvest DAY` "
+        "finishes a day (its files so far are kept)",
+    )
+
+
+def run_monitoring(instance) -> Check:
+    """The daemon marks dead runs itself: the project's run launcher and run monitoring."""
+    from pipelines.run_launcher import HostRunLauncher
+
+    if isinstance(instance.run_launcher, HostRunLauncher) and instance.run_monitoring_enabled:
+        every = instance.run_monitoring_poll_interval_seconds
+        return Check(
+            "run monitoring",
+            True,
+            f"with the daemon, a run whose process is gone is marked failed within {every} s",
+        )
+    return Check(
+        "run monitoring",
+        None,
+        "the daemon does not mark a run whose process is gone (only soundharvest commands do)",
+        f"copy the run_launcher and run_monitoring blocks of pipelines/dagster.yaml into "
+        f"{os.environ.get('DAGSTER_HOME', '$DAGSTER_HOME')}/dagster.yaml",
+    )
 
 
 def yesterday() -> str:

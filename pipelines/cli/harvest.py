@@ -95,7 +95,10 @@ def harvest(days: list[str], features: bool, verbose: bool) -> None:
     _check_storage_options()
     assets = [*ASSETS, FEATURES] if features else ASSETS
     instance = _instance()
+    from pipelines.cli.day_runs import mark_dead
     from pipelines.cli.launch import harvest_job, launch
+
+    mark_dead(instance, "soundharvest harvest")  # a killed run's day is free again
 
     try:
         job = harvest_job()

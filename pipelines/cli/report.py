@@ -1,12 +1,13 @@
-"""What the catalog says about some days: counts by status, new files, oldest pending, reasons.
+"""What the catalog says about some days: counts by status, new files, oldest pending, reasons;
+and, where `soundharvest status` read the Dagster instance (`day_runs.py`), each day's run.
 
 Plain pyarrow and pandas over `{CATALOG_ROOT}/sound_catalog` (any fsspec URL); no Dagster.
 Shared by `soundharvest status` and the table that ends `soundharvest harvest`, whose new
 files are those its run stored, as the days' files ledgers record them.
 """
 
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
 
 import pandas as pd
 import pyarrow as pa
@@ -25,6 +26,22 @@ _DATE = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
 
 
 @dataclass(frozen=True)
+class DayRun:
+    """How the latest run of a day went for that day."""
+
+    state: str  # ok, failed, killed (its process died: marked failed), running, queued, canceled
+    run_id: str
+    reason: str | None = None  # failed or killed: why
+
+    def __str__(self) -> str:
+        if self.state == "ok":
+            return "ok"
+        label = "killed, marked failed" if self.state == "killed" else self.state
+        why = f": {self.reason}" if self.reason else ""
+        return f"{label} (run {self.run_id[:8]}{why})"
+
+
+@dataclass(frozen=True)
 class DayCounts:
     date: str
     ok: int = 0
@@ -33,6 +50,8 @@ class DayCounts:
     rejected: int = 0
     new_files: int = 0  # files the harvest's own run stored (or adopted)
     new_bytes: int = 0
+    catalog: bool = True  # the day has a catalog partition (else its counts are zeros)
+    run: DayRun | None = None  # its latest run, where the Dagster instance was read
 
 
 @dataclass(frozen=True)
@@ -52,8 +71,10 @@ class Report:
     def as_json(self, *, new: bool) -> dict:
         """Plain data; `new` keeps the days' new files and bytes (a harvest's, not a status)."""
         data = asdict(self)
-        if not new:
-            for day in data["days"]:
+        for day in data["days"]:
+            if new:
+                del day["catalog"], day["run"]
+            else:
                 del day["new_files"], day["new_bytes"]
         return data
 
@@ -88,6 +109,11 @@ def stored_by(storage: Storage, days: Iterable[str], run_id: str) -> dict[str, t
     return stored
 
 
+def empty_catalog() -> pd.DataFrame:
+    """What `read_catalog` reads from a catalog without rows."""
+    return pd.DataFrame(columns=[*_COLUMNS, "date"])
+
+
 def report(
     catalog: str,
     rows: pd.DataFrame,
@@ -120,6 +146,16 @@ def report(
     return Report(catalog, counted, top_reasons(rows, top), next(iter(pending), None))
 
 
+def with_runs(report: Report, runs: dict[str, DayRun], shown: Callable[[str], bool]) -> Report:
+    """`report` with each day's run, and a row for each day `shown` that has no catalog
+    partition but a run that did not end well (failed, killed) or has not ended."""
+    days = {day.date: replace(day, run=runs.get(day.date)) for day in report.days}
+    for date, run in runs.items():
+        if date not in days and run.state != "ok" and shown(date):
+            days[date] = DayCounts(date, catalog=False, run=run)
+    return replace(report, days=sorted(days.values(), key=lambda day: day.date))
+
+
 def top_reasons(rows: pd.DataFrame, top: int) -> list[Reason]:
     """The most frequent reasons rows are not ok, grouped as the step metadata groups them."""
     bad = rows[rows["status"] != "ok"]
@@ -133,13 +169,19 @@ def top_reasons(rows: pd.DataFrame, top: int) -> list[Reason]:
 def tables(report: Report, *, new: bool) -> list[Text | Table]:
     """The report for the console: where the catalog is, a row per day (with new files when
     `new`), the most frequent reasons."""
+    runs = any(day.run for day in report.days)
     days = Table(box=box.SIMPLE_HEAD)
     for name in ("day", *STATUSES, *(("new files", "new MiB") if new else ())):
         days.add_column(name, justify="left" if name == "day" else "right")
+    if runs:
+        days.add_column("run", overflow="fold")
     for day in report.days:
-        cells = [day.date, *(str(getattr(day, s)) for s in STATUSES)]
+        counts = (str(getattr(day, s)) if day.catalog else "-" for s in STATUSES)
+        cells = [day.date, *counts]
         if new:
             cells += [str(day.new_files), f"{day.new_bytes / (1 << 20):.1f}"]
+        if runs:
+            cells.append(str(day.run) if day.run else "")
         days.add_row(*cells)
     out: list[Text | Table] = [Text(f"catalog: {report.catalog}"), days]
     if report.reasons:
