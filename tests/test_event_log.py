@@ -213,7 +213,10 @@ def test_steps_starting_at_once_in_many_processes_never_share_a_slot(tmp_path, m
     (Dagster's own SQLite claim let five of them in, in this same harness.)"""
     home = prepare(tmp_path / "home", PROJECT / "pipelines" / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
-    processes_ = multiprocessing.get_context("fork")
+    # Not fork: a test process that ran others holds threads (and their locks), and a forked
+    # child of it can hang on one. A fork server starts clean and forks every claimant.
+    processes_ = multiprocessing.get_context("forkserver")
+    processes_.set_forkserver_preload(["dagster", __name__])
     most = 0
     with DagsterInstance.from_config(str(home)) as instance:
         storage = instance.event_log_storage
