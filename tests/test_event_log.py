@@ -7,6 +7,7 @@ each stored is read back through the instance, as the UI and the automation read
 """
 
 import multiprocessing
+import os
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -202,6 +203,8 @@ def test_an_instance_opened_by_path_under_another_home_is_refused(tmp_path, monk
 
 def claim_at_once(home: str, start, run_id: str, claims) -> None:
     """One process: open the instance, wait for the others, claim a `camb_api` slot."""
+    # A fork server keeps the environment it started with (perhaps before this test's).
+    os.environ["DAGSTER_HOME"] = home
     with DagsterInstance.from_config(home) as instance:
         start.wait()
         status = instance.event_log_storage.claim_concurrency_slot(POOL, run_id, "sound_files")
