@@ -204,7 +204,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(
         f"see it in the UI: DAGSTER_HOME=$PWD/.dagster_home SOUNDHARVEST_FIRST_DAY={FIRST_DAY} "
-        ".venv/bin/dg dev"
+        ".venv/bin/dg dev\n(its daemon harvests by itself once it can reach an API: README, "
+        '"Try it against the sandbox")'
     )
 
 

@@ -3,10 +3,16 @@
 Both keep their memory in the sensor cursor (JSON), which Dagster stores in the instance and
 updates only with a successful tick, so it survives restarts and a failed tick changes
 nothing. Run keys make a repeated request a no-op.
+
+A day the manifest sensor has not seen before (a new instance, a new cursor) whose catalog
+partition was written after its manifest files is already harvested from them: it is noted in
+the cursor without a run (its pending rows are the pending sweep's). A new instance pointed at
+an existing catalog, `dg dev` after `make demo` among them, starts no run of every old day.
 """
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,6 +41,9 @@ _STAMP_KEYS = (
 )  # fmt: skip
 
 
+_CATALOG_FILE = re.compile(r"date=(\d{4}-\d\d-\d\d)/part-0\.parquet")
+
+
 class ManifestListingError(RuntimeError):
     """The manifest storage could not be listed: the tick fails and shows this message."""
 
@@ -55,6 +64,45 @@ def manifest_states(listing: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
     return {
         day: hashlib.sha256("\n".join(files).encode()).hexdigest()[:20]
         for day, files in lines.items()
+    }
+
+
+def modified_at(entry: Mapping[str, Any]) -> float | None:
+    """When a listed file was last written (epoch seconds), from whatever the storage says."""
+    for key in ("mtime", "LastModified", "updated", "created"):
+        value = entry.get(key)
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, datetime):
+            return value.timestamp()
+        if isinstance(value, str):
+            try:
+                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+    return None
+
+
+def harvested_days(
+    manifests: Mapping[str, Mapping[str, Any]], catalogs: Mapping[str, Mapping[str, Any]]
+) -> set[str]:
+    """Days whose catalog partition was written after every one of their manifest files: a
+    harvest already read them as they are (an instance, or a cursor, newer than the catalog)."""
+    newest: dict[str, float | None] = {}
+    for relpath, entry in manifests.items():
+        day = manifest_day(relpath)
+        if day is not None:
+            stamp, seen = modified_at(entry), newest.get(day, 0.0)
+            newest[day] = None if stamp is None or seen is None else max(seen, stamp)
+    written = {}
+    for relpath, entry in catalogs.items():
+        match = _CATALOG_FILE.fullmatch(relpath)
+        if match and (stamp := modified_at(entry)) is not None:
+            written[match[1]] = stamp
+    return {
+        day
+        for day, last in newest.items()
+        if last is not None and day in written and written[day] > last
     }
 
 
@@ -86,31 +134,54 @@ def manifest_sensor(context: SensorEvaluationContext, storage: StorageResource) 
     """
     manifests = storage.manifests()
     try:
-        states = manifest_states(manifests.find())
+        listing = manifests.find()
     except (StorageError, OSError) as exc:
         raise ManifestListingError(
             f"cannot list the manifests at {manifests.uri('')}: {exc}"
         ) from None
+    states = manifest_states(listing)
     requested: dict[str, str] = _cursor(context).get("requested", {})
     existing = set(daily_partitions.get_partition_keys(current_time=utc_now()))
-    runs, waiting = [], {}
+    runs, waiting, already = [], {}, []
+    harvested = _harvested(storage, listing, [d for d in states if d not in requested])
     for day, state in sorted(states.items()):
         if requested.get(day) == state:
             continue
         if day not in existing:
             waiting[day] = state
             continue
-        runs.append(_request(day, f"manifest:{day}:{state}", "manifest"))
+        if day not in requested and day in harvested:
+            already.append(day)  # first seen, but its catalog is newer than its manifests
+        else:
+            runs.append(_request(day, f"manifest:{day}:{state}", "manifest"))
         requested[day] = state
     # Days whose manifests are gone are forgotten: should they come back, they run again.
     requested = {day: state for day, state in requested.items() if day in states}
     skip = None if runs else "no new or changed manifests"
+    if already and not runs:
+        skip += f" ({len(already)} days first seen were harvested after their manifests)"
     if waiting and not runs:
         skip = f"manifests wait for their day to have a partition: {', '.join(sorted(waiting))}"
     return SensorResult(
         run_requests=runs,
         skip_reason=skip,
         cursor=json.dumps({"requested": requested, "waiting": waiting}, sort_keys=True),
+    )
+
+
+def _harvested(
+    storage: StorageResource, listing: Mapping[str, Mapping[str, Any]], days: list[str]
+) -> set[str]:
+    """`harvested_days` among `days`; none when the catalog cannot be listed (they run)."""
+    if not days:
+        return set()
+    try:
+        catalogs = storage.catalog().find("sound_catalog")
+    except (StorageError, OSError):
+        return set()
+    wanted = set(days)
+    return harvested_days(
+        {path: entry for path, entry in listing.items() if manifest_day(path) in wanted}, catalogs
     )
 
 

@@ -127,6 +127,26 @@ def test_new_changed_and_unchanged_manifests(instance, tmp_path, monkeypatch):
     assert set(requested(touched)) == {D1}
 
 
+def test_a_day_first_seen_after_its_harvest_is_not_harvested_again(instance, tmp_path, monkeypatch):
+    """A new cursor over a catalog written after the manifests (a new instance after a
+    harvest, `dg dev` after `make demo`) requests only the days whose manifests are newer."""
+    at(monkeypatch, datetime(2026, 10, 10, tzinfo=UTC))
+    storage, root, catalog = local_storage(tmp_path), tmp_path / "manifests", tmp_path / "catalog"
+    write(root / f"{D1}.csv", "run_id\n1001\n", mtime=1_000)
+    write(root / D2 / "a.csv", "run_id\n1002\n", mtime=1_000)
+    write(root / D2 / "b.csv", "run_id\n1003\n", mtime=3_000)  # came after D2's catalog
+    write(root / f"{D3}.csv", "run_id\n1004\n", mtime=1_000)  # no catalog yet
+    for day in (D1, D2):
+        write(catalog / "sound_catalog" / f"date={day}" / "part-0.parquet", "x", mtime=2_000)
+
+    first = tick(manifest_sensor, instance, storage, None)
+
+    assert set(requested(first)) == {D2, D3}
+    write(root / f"{D1}.csv", "run_id\n1001\n1005\n", mtime=4_000)  # D1 changes later
+    again = tick(manifest_sensor, instance, storage, first.cursor)
+    assert set(requested(again)) == {D1}
+
+
 def test_a_repeated_tick_asks_with_the_same_run_key(instance, tmp_path, monkeypatch):
     """A tick whose cursor never got stored asks again, with a run key Dagster already ran."""
     at(monkeypatch, datetime(2026, 10, 10, tzinfo=UTC))
