@@ -16,9 +16,9 @@ Relative local roots are taken from the working directory and stored as absolute
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from resources.roots import ROOTS, root_url
 from resources.storage import Storage
-from resources.storage_probe import probe_readable, probe_writable
+from resources.storage.probe import probe_readable, probe_writable
+from resources.storage.roots import ROOTS, root_url
 
 
 class StorageResource(ConfigurableResource):
@@ -47,7 +47,7 @@ class StorageResource(ConfigurableResource):
     def probe_writable(self, *roots: str) -> None:
         """Write and remove a probe file in each named root ("audio", "catalog", "datasets");
         the first that cannot be written raises the operator's mistake naming it and its
-        variable (`resources/storage_probe.py`)."""
+        variable (`resources/storage/probe.py`)."""
         for root in roots:
             probe_writable(getattr(self, root))
 

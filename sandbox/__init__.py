@@ -10,9 +10,11 @@ from sandbox.rules import (
     delivered_format,
     run_state,
 )
-from sandbox.server import Faults, SandboxServer
+from sandbox.server import GZIP_BOMB_BYTES, RESULT_ERROR_DETAIL, Faults, SandboxServer
 
 __all__ = [
+    "GZIP_BOMB_BYTES",
+    "RESULT_ERROR_DETAIL",
     "AudioParams",
     "AudioSizes",
     "Decoy",

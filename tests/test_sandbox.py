@@ -24,6 +24,8 @@ import pytest
 import soundfile as sf
 
 from sandbox import (
+    GZIP_BOMB_BYTES,
+    RESULT_ERROR_DETAIL,
     AudioSizes,
     Decoy,
     Faults,
@@ -36,7 +38,6 @@ from sandbox import (
     run_state,
 )
 from sandbox.audio import PARAMS_PERIOD
-from sandbox.server import GZIP_BOMB_BYTES, RESULT_ERROR_DETAIL
 
 KEY = "test-key"
 CONTENT_TYPES = {"WAV": "audio/wav", "FLAC": "audio/flac", "MP3": "audio/mpeg"}

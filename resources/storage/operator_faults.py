@@ -21,9 +21,9 @@ import os
 import re
 import shutil
 
-from resources.errors import OperatorError, SettingError
-from resources.roots import ROOTS
-from resources.storage import (
+from resources.error_kinds import OperatorError, SettingError
+from resources.storage.roots import ROOTS
+from resources.storage.store import (
     ENV_STORAGE_OPTIONS,
     FULL,
     LASTING,

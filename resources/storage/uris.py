@@ -11,7 +11,7 @@ from typing import IO
 
 import fsspec
 
-from resources.storage import ENV_STORAGE_OPTIONS, Storage
+from resources.storage.store import ENV_STORAGE_OPTIONS, Storage
 
 
 def split_uri(uri: str) -> tuple[str, str]:

@@ -9,9 +9,9 @@ Whatever belongs to one run ends as that run's outcome, with a reason: a result 
 keeps failing or is refused, a URL that keeps expiring, bytes that never verify. Only
 trouble of the whole API raises, a `CambApiError`: `CambAuthError` (the key is refused),
 `CambConfigError` (every call refused the same way), `CambOutageError` (most calls
-failing); `resources.api_health` states the rule that tells them apart. The operator's
-mistakes (`resources.errors.OperatorError`: the key, the configuration, and those of
-`resources.first_contact`: an API never reached, every download refused by the policy)
+failing); `resources.camb.api_health` states the rule that tells them apart. The operator's
+mistakes (`resources.error_kinds.OperatorError`: the key, the configuration, and those of
+`resources.camb.first_contact`: an API never reached, every download refused by the policy)
 are never worth a retry. Retries are
 bounded per call (`RetryPolicy`), per run (`url_refreshes`) and per day (`deadline`).
 
@@ -19,7 +19,7 @@ Two HTTP connection pools live as long as the client: one for the API (httpx), w
 the key, and one for downloads (aiohttp: its C parser costs about a quarter of httpx's CPU per
 megabyte, and a day's bytes all pass through it), which never does (httpx would forward
 `x-api-key` across a redirect to the storage host), follows no redirect by itself, and
-connects only where `resources.netguard` allows.
+connects only where `resources.camb.netguard` allows.
 """
 
 import asyncio
@@ -40,14 +40,13 @@ import aiohttp
 import httpx
 import yarl
 
-from resources.api_health import CallHealth, HealthRule
-from resources.audio_file import AudioFileError, AudioInfo, inspect_audio
-from resources.errors import OperatorError, SettingError
-from resources.first_contact import ApiReach, DownloadPolicyVerdict
-from resources.limits import RequestGate, request_gate
-from resources.netguard import DownloadPolicy, GuardedResolver, UnsafeDownload
-from resources.redact import SecretUrl, install_http_log_redaction, redact_text, redact_url
-from resources.retry import (
+from resources.audio import AudioFileError, AudioInfo, inspect_audio
+from resources.camb.api_health import CallHealth, HealthRule
+from resources.camb.first_contact import ApiReach, DownloadPolicyVerdict
+from resources.camb.limits import RequestGate, request_gate
+from resources.camb.netguard import DownloadPolicy, GuardedResolver, UnsafeDownload
+from resources.camb.redact import SecretUrl, install_http_log_redaction, redact_text, redact_url
+from resources.camb.retry import (
     RetryableStatus,
     RetryPolicy,
     async_retrying,
@@ -56,6 +55,7 @@ from resources.retry import (
     raise_for_retryable,
     retryable_status,
 )
+from resources.error_kinds import OperatorError, SettingError
 
 log = logging.getLogger(__name__)
 

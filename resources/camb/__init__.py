@@ -1,0 +1,41 @@
+"""The CAMB.AI text-to-sound results client, in parts; the names the rest of the project uses."""
+
+from resources.camb.client import (
+    BULK_LIMIT,
+    DAY_BUDGET_SPENT,
+    DEFAULT_BASE_URL,
+    USER_AGENT,
+    Answer,
+    CambApiError,
+    CambAuthError,
+    CambClient,
+    CambConfigError,
+    CambOutageError,
+    ClientSettings,
+    Failed,
+    Fetched,
+    Pending,
+    Ready,
+    RunOutcome,
+    interpret_result,
+)
+
+__all__ = [
+    "BULK_LIMIT",
+    "DAY_BUDGET_SPENT",
+    "DEFAULT_BASE_URL",
+    "USER_AGENT",
+    "Answer",
+    "CambApiError",
+    "CambAuthError",
+    "CambClient",
+    "CambConfigError",
+    "CambOutageError",
+    "ClientSettings",
+    "Failed",
+    "Fetched",
+    "Pending",
+    "Ready",
+    "RunOutcome",
+    "interpret_result",
+]
