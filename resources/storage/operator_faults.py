@@ -22,15 +22,9 @@ import re
 import shutil
 
 from resources.error_kinds import OperatorError, SettingError
+from resources.storage.faults import FULL, LASTING, UNREACHABLE, StorageError, StorageSettingError
+from resources.storage.options import ENV_STORAGE_OPTIONS
 from resources.storage.roots import ROOTS
-from resources.storage.store import (
-    ENV_STORAGE_OPTIONS,
-    FULL,
-    LASTING,
-    UNREACHABLE,
-    StorageError,
-    StorageSettingError,
-)
 
 SCRATCH_SETTING = "TMPDIR"  # where tempfile, and so the scratch space, puts its files
 _URL_PATH = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s\"']+)/[^\s\"']*")  # a URL's path

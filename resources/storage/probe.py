@@ -15,8 +15,9 @@ and its variable; trouble that may pass (a timeout, a 5xx, throttling) is raised
 import secrets
 from collections.abc import Callable
 
+from resources.storage.faults import StorageError
 from resources.storage.operator_faults import operator_error
-from resources.storage.store import Storage, StorageError
+from resources.storage.store import Storage
 
 PROBE_PREFIX = "_soundharvest-write-probe-"
 _PROBE = b"soundharvest checks that this root can be written; this file is removed at once\n"
