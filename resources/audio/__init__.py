@@ -1,14 +1,14 @@
-"""Audio files as delivered: what they hold, and their PCM WAV copies."""
+"""Audio files as delivered: `inspect` says what a file holds (container, layout, format),
+`transcode` makes the PCM WAV the dataset stores. The names others use are re-exported here."""
 
 from resources.audio.inspect import (
     WAV_CONTAINER,
     AudioFileError,
     AudioInfo,
-    Transcoded,
     inspect_audio,
     sniff_container,
-    transcode_to_wav,
 )
+from resources.audio.transcode import Transcoded, transcode_to_wav
 
 __all__ = [
     "WAV_CONTAINER",

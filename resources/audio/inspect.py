@@ -1,32 +1,27 @@
-"""What did the download deliver? Inspect audio files, and normalise them to PCM WAV.
+"""What did the download deliver? The container, its layout, and what libsndfile reads.
 
 The API promises WAV but some deliveries are FLAC or MP3, so the container is read from
 the bytes, never from the URL. WAV headers are cross-checked against the file size with a
 small RIFF chunk walker (sizes are all a truncated or lying file gets wrong); everything
-else (sample rate, channels, frames, subtype, decoding) comes from libsndfile.
+else (sample rate, channels, frames, subtype) comes from libsndfile.
 
 Only WAV gets a structural check here: a FLAC or MP3 header can look fine on a truncated
-file, and the proof that it is whole is decoding it to the end, which `transcode_to_wav`
-does (a decode error raises `AudioFileError`).
+file, and the proof that it is whole is decoding it to the end, which
+`transcode.transcode_to_wav` does (a decode error raises `AudioFileError`).
 
-Known libsndfile limit (libsndfile issue #1001): for an MP3 with no Xing/Info tag, the frame
-count is an estimate from the file size and the first frames' bitrate, and decoding stops
-there. For a constant-bitrate MP3 the estimate is within about a frame of the truth (and
-the decoded audio starts with the encoder's delay); a variable-bitrate one without the tag
-can come out much shorter than it is, and nothing here can tell.
+Known libsndfile limit (https://github.com/libsndfile/libsndfile/issues/1001): for an MP3
+with no Xing/Info tag, the frame count is an estimate from the file size and the first
+frames' bitrate, and decoding stops there. For a constant-bitrate MP3 the estimate is within
+about a frame of the truth (and the decoded audio starts with the encoder's delay); a
+variable-bitrate one without the tag can come out much shorter than it is, and nothing here
+can tell.
 """
 
-import hashlib
-import io
 import os
 import struct
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
 
-import numpy as np
 import soundfile as sf
 
 WAV_CONTAINER = "WAV"
@@ -38,22 +33,6 @@ _SNDFILE_FORMATS = {
     "MP3": {"MP3"},
     "OGG": {"OGG"},
 }
-
-# Integer PCM keeps its width and is read as the matching integer type, so the copy is
-# sample-exact by construction, with no float scaling convention in between. Everything
-# else is read as float, the one type every decoder scales (libsndfile does not scale float
-# data read as int: 0.5 would come out as 0), then written with clipping (soundfile turns it
-# on), so a lossy decoder's overshoot past full scale saturates instead of wrapping around.
-_PCM_TARGETS: dict[str, tuple[str, str]] = {
-    "PCM_S8": ("PCM_16", "int16"),
-    "PCM_U8": ("PCM_16", "int16"),
-    "PCM_16": ("PCM_16", "int16"),
-    "PCM_24": ("PCM_24", "int32"),
-    "PCM_32": ("PCM_32", "int32"),
-    "FLOAT": ("PCM_24", "float32"),
-    "DOUBLE": ("PCM_24", "float64"),
-}
-_LOSSY_TARGET = ("PCM_16", "float32")
 
 _RIFF_HEADER = struct.Struct("<4sI4s")
 _CHUNK_HEADER = struct.Struct("<4sI")
@@ -69,15 +48,6 @@ class AudioInfo:
     frames: int
     duration_s: float
     subtype: str  # libsndfile subtype name, e.g. "PCM_16", "PCM_24", "FLOAT", "MPEG_LAYER_III"
-
-
-@dataclass(frozen=True)
-class Transcoded:
-    """A WAV written by `transcode_to_wav`: its info, size and sha256 (hashed as written)."""
-
-    audio: AudioInfo
-    size_bytes: int
-    sha256: str
 
 
 class AudioFileError(ValueError):
@@ -131,7 +101,9 @@ def inspect_audio(path: str | os.PathLike[str]) -> AudioInfo:
     try:
         info = sf.info(os.fspath(path))
     except sf.SoundFileError as err:
-        raise AudioFileError(f"libsndfile cannot read this {container}: {_reason(err)}") from err
+        raise AudioFileError(
+            f"libsndfile cannot read this {container}: {sndfile_reason(err)}"
+        ) from err
     if info.format not in _SNDFILE_FORMATS[container]:
         raise AudioFileError(f"bytes start like {container} but libsndfile reads {info.format}")
     if info.frames <= 0:
@@ -149,6 +121,14 @@ def inspect_audio(path: str | os.PathLike[str]) -> AudioInfo:
 def _check_wav_layout(f: BinaryIO, file_size: int) -> None:
     """Walk the RIFF chunks (headers only; `data` is skipped by seeking) and check that the
     sizes they declare agree with the bytes on disk."""
+    ds64_data_size = _check_riff_size(f, file_size)
+    block_align, data_size = _walk_chunks(f, file_size, ds64_data_size)
+    _check_whole_frames(block_align, data_size)
+
+
+def _check_riff_size(f: BinaryIO, file_size: int) -> int | None:
+    """The size the RIFF header declares must be the file's; returns the data size an RF64
+    file's ds64 chunk holds (None for plain RIFF)."""
     f.seek(0)
     magic, riff_size, _ = _RIFF_HEADER.unpack(f.read(_RIFF_HEADER.size))
     ds64_data_size = None
@@ -168,7 +148,14 @@ def _check_wav_layout(f: BinaryIO, file_size: int) -> None:
             f"WAV header declares {riff_size + 8} bytes, file has {file_size} "
             f"({file_size - 8 - riff_size} bytes after the RIFF chunk)"
         )
+    return ds64_data_size
 
+
+def _walk_chunks(
+    f: BinaryIO, file_size: int, ds64_data_size: int | None
+) -> tuple[int | None, int | None]:
+    """(bytes per frame from the 'fmt ' chunk, size of the first 'data' chunk), each None
+    when missing; every chunk must end inside the file, and nothing may follow the last."""
     block_align = data_size = None
     offset = _RIFF_HEADER.size
     while offset + _CHUNK_HEADER.size <= file_size:
@@ -192,7 +179,10 @@ def _check_wav_layout(f: BinaryIO, file_size: int) -> None:
         offset = end + (size & 1)
     if offset < file_size:
         raise AudioFileError(f"WAV has {file_size - offset} stray bytes after its last chunk")
+    return block_align, data_size
 
+
+def _check_whole_frames(block_align: int | None, data_size: int | None) -> None:
     if not block_align:
         raise AudioFileError("WAV has no valid 'fmt ' chunk")
     if data_size is None:
@@ -218,148 +208,6 @@ def _chunk_name(chunk_id: bytes) -> str:
     return repr(text) if chunk_id.isascii() and text.isprintable() else f"0x{chunk_id.hex()}"
 
 
-def _reason(err: sf.SoundFileError) -> str:
+def sndfile_reason(err: sf.SoundFileError) -> str:
     """libsndfile's own words, without soundfile's "Error opening '<path>'" prefix."""
     return getattr(err, "error_string", None) or str(err)
-
-
-def transcode_to_wav(
-    src: str | os.PathLike[str], dst: str | os.PathLike[str], *, block_frames: int = 65536
-) -> Transcoded:
-    """Decode `src` block by block and write it to `dst` as PCM WAV; returns `dst`'s info,
-    size and sha256.
-
-    Sample rate and channels are kept; integer PCM keeps its width (PCM_16 / PCM_24 from
-    FLAC are copied sample-exactly), lossy sources become PCM_16. `dst` appears only when
-    complete and inspected: the WAV is written to a hidden temporary file beside it and
-    renamed. On error nothing new is left behind (an existing `dst` is left untouched).
-    The sha256 is computed as the WAV is written (`_HashingWav`), so the file is read back
-    only when libsndfile's final header was not the one foreseen.
-    """
-    if block_frames < 1:
-        raise ValueError(f"block_frames must be at least 1, not {block_frames}")
-    source = inspect_audio(src)
-    subtype, dtype = _PCM_TARGETS.get(source.subtype, _LOSSY_TARGET)
-    dst = Path(dst)
-    fd, tmp_name = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        frame_bytes = source.channels * _PCM_WIDTH[subtype]
-        with open(fd, "w+b") as raw:
-            hashing = _HashingWav(raw, source.frames * frame_bytes)
-            with sf.SoundFile(
-                hashing,
-                "w",
-                samplerate=source.sample_rate,
-                channels=source.channels,
-                subtype=subtype,
-                format="WAV",
-            ) as out:
-                buf = np.empty((block_frames, source.channels), dtype=dtype)
-                for block in _decoded_blocks(src, source, buf):
-                    out.write(block)
-            size = raw.seek(0, os.SEEK_END)
-            sha256 = hashing.hexdigest(size)
-        info = inspect_audio(tmp)
-        if sha256 is None:  # the header was not the one foreseen: hash the file itself
-            with tmp.open("rb") as f:
-                sha256 = hashlib.file_digest(f, "sha256").hexdigest()
-        os.replace(tmp, dst)
-        return Transcoded(info, size, sha256)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-_PCM_WIDTH = {"PCM_16": 2, "PCM_24": 3, "PCM_32": 4}
-
-
-class _HashingWav(io.RawIOBase):
-    """The file libsndfile writes a WAV through, hashed on the way with no read-back.
-
-    libsndfile writes the header with zero sizes (once or twice), then the data in order
-    (and a pad byte after an odd-sized data chunk), then the header again with the sizes
-    filled in. The hash starts with the final header as foreseen from the expected data size
-    and takes the data as it is written; `hexdigest` gives it only if every write after the
-    header was an append and the header libsndfile wrote last is exactly the one foreseen
-    (an MP3's frame count is an estimate, so it can differ), else None.
-    """
-
-    def __init__(self, raw: io.BufferedRandom, data_bytes: int) -> None:
-        self._raw = raw
-        self._data_bytes = data_bytes
-        self._digest = hashlib.sha256()
-        self._header: bytes | None = None  # the final header as foreseen
-        self._hashed = 0  # bytes hashed: the file's prefix [0, _hashed) as it will be
-        self._final = False  # has libsndfile written the final header?
-        self._valid = True
-
-    def seekable(self) -> bool:
-        return True
-
-    def writable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        return self._raw.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._raw.tell()
-
-    def read(self, size: int = -1) -> bytes:
-        return self._raw.read(size)
-
-    def write(self, data: bytes) -> int:  # type: ignore[override]
-        data = bytes(data)
-        position = self._raw.tell()
-        if not self._valid:
-            pass
-        elif self._header is None:  # the first write: the header, sizes still zero
-            self._header = self._foresee(data) if position == 0 else None
-            self._valid = self._header is not None
-            self._digest.update(self._header or b"")
-            self._hashed = len(data)
-        elif position == self._hashed:  # data, in order
-            self._digest.update(data)
-            self._hashed += len(data)
-        elif position == 0 and len(data) == len(self._header):  # the header again
-            self._final = data == self._header  # with its sizes, as foreseen
-            self._valid = self._final or self._foresee(data) == self._header
-        else:
-            self._valid = False
-        return self._raw.write(data)
-
-    def _foresee(self, header: bytes) -> bytes | None:
-        """The header with its sizes filled in for `_data_bytes` of data, if it ends with the
-        `data` chunk's header as libsndfile writes it; None when it does not."""
-        if len(header) < 20 or header[:4] != b"RIFF" or header[-8:-4] != b"data":
-            return None
-        total = len(header) + self._data_bytes + (self._data_bytes & 1)
-        return (
-            header[:4]
-            + struct.pack("<I", total - 8)
-            + header[8:-4]
-            + struct.pack("<I", self._data_bytes)
-        )
-
-    def hexdigest(self, size: int) -> str | None:
-        """The sha256 of the finished file of `size` bytes, or None if it was not foreseen."""
-        if not (self._valid and self._final and self._hashed == size):
-            return None
-        return self._digest.hexdigest()
-
-
-def _decoded_blocks(
-    src: str | os.PathLike[str], source: AudioInfo, buf: np.ndarray
-) -> Iterator[np.ndarray]:
-    """Blocks of decoded frames, reusing `buf`. Read until libsndfile has no more: its frame
-    count is an estimate for MP3. Decode errors become `AudioFileError`; write errors on
-    the other side are not the source's fault and pass through as they are."""
-    try:
-        with sf.SoundFile(src) as decoder:
-            while len(block := decoder.read(out=buf)):
-                yield block
-    except sf.SoundFileError as err:
-        raise AudioFileError(f"cannot decode this {source.container}: {_reason(err)}") from err
