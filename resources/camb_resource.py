@@ -1,4 +1,7 @@
-"""The Dagster resource around the CAMB.AI results client.
+"""`CambResource`, the Dagster resource around the CAMB.AI results client (`resources/camb/`).
+
+One of the two Dagster resources of the project, with `storage_resource.StorageResource`;
+every other module under `resources/` is plain Python the resources and assets call.
 
 Configuration comes from the environment, so a deployment changes no code:
 
@@ -9,7 +12,7 @@ Configuration comes from the environment, so a deployment changes no code:
 | `CAMB_MAX_CONCURRENCY`     | 8                             |
 | `CAMB_REQUESTS_PER_SECOND` | unset (no client-side limit)  |
 | `CAMB_DOWNLOAD_ALLOW_HOSTS`| unset: downloads must be https from public addresses |
-| `CAMB_TOTAL_CONCURRENCY`   | unset: requests in flight across all runs (camb/limits.py)|
+| `CAMB_TOTAL_CONCURRENCY`   | unset: requests in flight across all runs (camb/limits.py) |
 | `CAMB_RATE_LIMIT_REDIS_URL`| unset: the rate is kept per process                      |
 | `CAMB_RETRY_ATTEMPTS`      | 8 per API call, 4 per download (tries, the first included) |
 | `CAMB_RETRY_BUDGET_S`      | 300 per API call, 60 per download (waits included) |

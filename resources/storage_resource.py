@@ -1,4 +1,7 @@
-"""The Dagster resource naming the storage roots.
+"""`StorageResource`, the Dagster resource naming the storage roots (`resources/storage/`).
+
+One of the two Dagster resources of the project, with `camb_resource.CambResource`; every
+other module under `resources/` is plain Python the resources and assets call.
 
 Each root is any fsspec URL (a local folder, `s3://bucket/prefix`, `gs://...`):
 
@@ -47,7 +50,7 @@ class StorageResource(ConfigurableResource):
     def probe_writable(self, *roots: str) -> None:
         """Write and remove a probe file in each named root ("audio", "catalog", "datasets");
         the first that cannot be written raises the operator's mistake naming it and its
-        variable (`resources/storage/probe.py`)."""
+        variable (`storage/probe.py`)."""
         for root in roots:
             probe_writable(getattr(self, root))
 
