@@ -139,7 +139,7 @@ def test_sized_audio_keeps_the_rules_and_takes_its_size_from_the_range(fmt: str)
         assert (info.format, info.samplerate, info.channels, info.subtype) == (
             fmt, params.sample_rate, params.channels, params.subtype
         )  # fmt: skip
-        if fmt != "MP3":  # an MP3's frame count is the decoder's estimate (see resources/audio/inspect.py)
+        if fmt != "MP3":  # an MP3's frame count is the decoder's estimate (see resources/audio)
             assert frames == params.frames
         if fmt == "WAV":  # the WAV is its PCM and a header
             assert 0 < len(data) - pcm_sizes[-1] <= 64
