@@ -41,7 +41,7 @@ from assets.ranges import (
     settings,
 )
 from assets.state import read_state, state_relpath, write_files, write_tasks
-from resources.camb_client import DAY_BUDGET_SPENT
+from resources.camb import DAY_BUDGET_SPENT
 from resources.camb_resource import CambResource
 from resources.storage import StorageError
 from resources.storage_resource import StorageResource

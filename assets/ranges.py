@@ -32,11 +32,11 @@ from typing import Any, Generic, NoReturn, TypeVar
 from dagster import AssetExecutionContext, AssetKey, AssetMaterialization, Failure, RetryRequested
 
 from assets.core.settings import PipelineSettings, SettingsError
-from resources.camb_client import CambApiError
-from resources.errors import ERROR_KIND_KEY, OPERATOR, OperatorError
-from resources.retry import step_retry_wait_s
+from resources.camb import CambApiError
+from resources.camb.retry import step_retry_wait_s
+from resources.error_kinds import ERROR_KIND_KEY, OPERATOR, OperatorError
 from resources.storage import StorageError
-from resources.storage_faults import StorageUnreachable, operator_error
+from resources.storage.operator_faults import StorageUnreachable, operator_error
 
 T = TypeVar("T")
 

@@ -36,7 +36,7 @@ from bench.common import (
     seconds,
     sha256_file,
 )
-from resources.camb_client import BULK_LIMIT, CambClient, ClientSettings, Fetched
+from resources.camb import BULK_LIMIT, CambClient, ClientSettings, Fetched
 from sandbox import delivered_format, render_audio
 
 DEFAULT_RUNS = 600

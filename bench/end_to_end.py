@@ -60,7 +60,7 @@ from bench.common import (
     seconds,
     sha256_file,
 )
-from resources.audio_file import inspect_audio
+from resources.audio import inspect_audio
 from sandbox import AudioSizes, audio_params, delivered_format, render_audio, run_state
 from sandbox.rules import task_id_for
 

@@ -33,7 +33,7 @@ from dagster._core.storage.event_log.schema import ConcurrencySlotsTable
 from dagster._serdes import ConfigurableClassData
 from dagster._utils.concurrency import ConcurrencySlotStatus
 
-from resources.errors import OperatorError
+from resources.error_kinds import OperatorError
 
 BATCH_SIZE_ENV = "DAGSTER_EVENT_BATCH_SIZE"  # read by Dagster for every event
 BATCH_SIZE = 1000

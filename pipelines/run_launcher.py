@@ -19,8 +19,8 @@ from dagster._core.events import EngineEventData
 from dagster._core.launcher import CheckRunHealthResult, LaunchRunContext, WorkerStatus
 
 from assets.core.dead_runs import LAUNCHED_ON, leases_in, mark_failed, this_host, why_gone
-from resources.roots import root_url
 from resources.storage import Storage
+from resources.storage.roots import root_url
 
 LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 

@@ -1,4 +1,7 @@
-"""The Dagster resource around the CAMB.AI results client.
+"""`CambResource`, the Dagster resource around the CAMB.AI results client (`resources/camb/`).
+
+One of the two Dagster resources of the project, with `storage_resource.StorageResource`;
+every other module under `resources/` is plain Python the resources and assets call.
 
 Configuration comes from the environment, so a deployment changes no code:
 
@@ -9,7 +12,7 @@ Configuration comes from the environment, so a deployment changes no code:
 | `CAMB_MAX_CONCURRENCY`     | 8                             |
 | `CAMB_REQUESTS_PER_SECOND` | unset (no client-side limit)  |
 | `CAMB_DOWNLOAD_ALLOW_HOSTS`| unset: downloads must be https from public addresses |
-| `CAMB_TOTAL_CONCURRENCY`   | unset: requests in flight across all runs (resources/limits.py) |
+| `CAMB_TOTAL_CONCURRENCY`   | unset: requests in flight across all runs (camb/limits.py) |
 | `CAMB_RATE_LIMIT_REDIS_URL`| unset: the rate is kept per process                      |
 | `CAMB_RETRY_ATTEMPTS`      | 8 per API call, 4 per download (tries, the first included) |
 | `CAMB_RETRY_BUDGET_S`      | 300 per API call, 60 per download (waits included) |
@@ -22,7 +25,7 @@ is bounded by the `deadline` its caller passes to `harvest()`, which also cuts s
 wait for a slot or a rate token of the request gate.
 
 `CAMB_DOWNLOAD_ALLOW_HOSTS` names (comma-separated) the storage hosts exempt from the download
-policy of `resources.netguard`: they may serve plain http and resolve to private or loopback
+policy of `resources.camb.netguard`: they may serve plain http and resolve to private or loopback
 addresses (the sandbox's `127.0.0.1`, a MinIO on the LAN). Nothing else is ever connected to.
 
 A field set explicitly on the resource wins over the environment. The async client and its
@@ -43,10 +46,10 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
-from resources.camb_client import DEFAULT_BASE_URL, CambClient, ClientSettings, RunOutcome
-from resources.errors import OperatorError, SettingError
-from resources.limits import pool_limit, request_gate, step_in_flight
-from resources.task_resolver import TaskAnswer, TaskResolver
+from resources.camb import DEFAULT_BASE_URL, CambClient, ClientSettings, RunOutcome
+from resources.camb.limits import pool_limit, request_gate, step_in_flight
+from resources.camb.task_resolver import TaskAnswer, TaskResolver
+from resources.error_kinds import OperatorError, SettingError
 
 # Environment-only tuning: variable -> (field, type).
 _RETRY_ENV = {
@@ -199,7 +202,7 @@ class CambResource(ConfigurableResource):
         """Outcomes as they complete (see `CambClient.harvest`), from blocking code.
 
         `deadline` is a `time.monotonic()` value: the same clock in this thread and the loop's.
-        `task_ids` are resolved beside the harvest (`resources.task_resolver`), each answer
+        `task_ids` are resolved beside the harvest (`resources.camb.task_resolver`), each answer
         reported to `on_task` (from the client's event loop thread) before its run id joins
         (when `task_joins(answer)` says so: by default every resolved run).
         """

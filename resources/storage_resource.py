@@ -1,4 +1,7 @@
-"""The Dagster resource naming the storage roots.
+"""`StorageResource`, the Dagster resource naming the storage roots (`resources/storage/`).
+
+One of the two Dagster resources of the project, with `camb_resource.CambResource`; every
+other module under `resources/` is plain Python the resources and assets call.
 
 Each root is any fsspec URL (a local folder, `s3://bucket/prefix`, `gs://...`):
 
@@ -16,9 +19,9 @@ Relative local roots are taken from the working directory and stored as absolute
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from resources.roots import ROOTS, root_url
 from resources.storage import Storage
-from resources.storage_probe import probe_readable, probe_writable
+from resources.storage.probe import probe_readable, probe_writable
+from resources.storage.roots import ROOTS, root_url
 
 
 class StorageResource(ConfigurableResource):
@@ -47,7 +50,7 @@ class StorageResource(ConfigurableResource):
     def probe_writable(self, *roots: str) -> None:
         """Write and remove a probe file in each named root ("audio", "catalog", "datasets");
         the first that cannot be written raises the operator's mistake naming it and its
-        variable (`resources/storage_probe.py`)."""
+        variable (`storage/probe.py`)."""
         for root in roots:
             probe_writable(getattr(self, root))
 

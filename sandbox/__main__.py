@@ -5,7 +5,7 @@
 Prints exactly one line, `SANDBOX_URL=http://HOST:PORT/apis`, on stdout once it listens.
 Per-run faults repeat: `--result-error 1059:500 --result-error 1060:404 --expired-run 1061`.
 Scripted faults (hang, reset, stall, corrupt, gzip_bomb, endless, ...) are set while it runs:
-POST /_sandbox/script {"target": "download", "kinds": ["stall"]} (see sandbox/server.py).
+POST /_sandbox/script {"target": "download", "kinds": ["stall"]} (see sandbox/faults.py).
 """
 
 import argparse
@@ -15,8 +15,9 @@ import sys
 import threading
 
 from sandbox.audio import serve_sizes
+from sandbox.faults import Faults
 from sandbox.rules import AudioSizes
-from sandbox.server import Faults, SandboxServer
+from sandbox.server import SandboxServer
 
 
 def _audio_sizes(text: str) -> AudioSizes:
@@ -35,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
         "% 50 == 13: failed; % 10 == 7: pending; otherwise ready).",
         epilog="Faults can also be changed while it runs: POST /_sandbox/faults with the "
         'Faults fields as JSON, POST /_sandbox/script {"target": "download", "kinds": '
-        '["stall"]} for scripted connection faults (listed in sandbox/server.py); '
+        '["stall"]} for scripted connection faults (listed in sandbox/faults.py); '
         "GET /_sandbox/stats counts requests. Example: python -m sandbox --api-key k "
         "--throttle-rate 0.1 --expired-run 1061 --result-error 1059:500",
     )

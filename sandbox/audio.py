@@ -1,5 +1,6 @@
 """Deterministic synthetic audio for the sandbox's runs, cheap enough for benchmarks."""
 
+import asyncio
 import functools
 import io
 import struct
@@ -126,6 +127,12 @@ def serve_sizes(sizes: AudioSizes | None) -> None:
 def served_audio(run_id: int) -> bytes:
     """What the sandbox of this process delivers for `run_id` (see `serve_sizes`)."""
     return render_audio(run_id, _served_sizes)
+
+
+async def served_audio_off_loop(run_id: int) -> bytes:
+    """`served_audio` from the event loop's executor: rendering takes a millisecond or more
+    (the first MP3 of a kind ~30 ms), and the loop serves every other connection meanwhile."""
+    return await asyncio.get_running_loop().run_in_executor(None, served_audio, run_id)
 
 
 _PCM_TYPES = {"PCM_16": (1, "<i2"), "PCM_24": (1, "<i4"), "FLOAT": (3, "<f4")}

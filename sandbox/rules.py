@@ -1,4 +1,4 @@
-"""Deterministic per-run-id rules of the sandbox.
+"""Deterministic per-run-id rules of the sandbox, and the API's own limits it plays by.
 
 Pure functions of the run id, so any test can predict what the sandbox will answer for a
 run without asking it.
@@ -8,6 +8,8 @@ import math
 import re
 from dataclasses import dataclass
 from typing import Literal
+
+MAX_BATCH = 5  # run ids in one bulk results call, at most (the API's documented limit)
 
 RunState = Literal["ready", "pending", "failed", "wrong_type"]
 AudioFormat = Literal["WAV", "FLAC", "MP3"]

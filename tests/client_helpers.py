@@ -3,9 +3,9 @@
 import asyncio
 from pathlib import Path
 
-from resources.camb_client import CambClient, ClientSettings, RunOutcome
-from resources.limits import RequestGate
-from resources.retry import RetryPolicy
+from resources.camb import CambClient, ClientSettings, RunOutcome
+from resources.camb.limits import RequestGate
+from resources.camb.retry import RetryPolicy
 from sandbox import run_state
 
 from conftest import SANDBOX_KEY

@@ -1,4 +1,4 @@
-"""resources.audio_file on real files written by libsndfile, then cut, patched and garbled."""
+"""resources.audio on real files written by libsndfile, then cut, patched and garbled."""
 
 import dataclasses
 import hashlib
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from resources.audio_file import (
+from resources.audio import (
     WAV_CONTAINER,
     AudioFileError,
     AudioInfo,
@@ -429,7 +429,7 @@ def test_transcode_hash_survives_an_unforeseen_header(tmp_path, monkeypatch):
         info = real_inspect(path)
         return info if path != src else dataclasses.replace(info, frames=4000)
 
-    monkeypatch.setattr("resources.audio_file.inspect_audio", announced_wrong)
+    monkeypatch.setattr("resources.audio.transcode.inspect_audio", announced_wrong)
     out = transcode_to_wav(src, tmp_path / "out.wav", block_frames=1000)
     data = (tmp_path / "out.wav").read_bytes()
     assert (out.size_bytes, out.sha256) == (len(data), hashlib.sha256(data).hexdigest())

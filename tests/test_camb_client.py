@@ -9,7 +9,7 @@ import pytest
 from client_helpers import harvest, ready_ids, settings_for
 from dagster import build_init_resource_context
 
-from resources.camb_client import (
+from resources.camb import (
     DAY_BUDGET_SPENT,
     CambAuthError,
     CambClient,
@@ -20,10 +20,10 @@ from resources.camb_client import (
     Ready,
     interpret_result,
 )
+from resources.camb.first_contact import DownloadPolicyError
+from resources.camb.redact import RedactingFilter, SecretUrl, install_http_log_redaction
+from resources.camb.retry import parse_retry_after
 from resources.camb_resource import CambResource
-from resources.first_contact import DownloadPolicyError
-from resources.redact import RedactingFilter, SecretUrl, install_http_log_redaction
-from resources.retry import parse_retry_after
 from sandbox import audio_params, delivered_format, run_state
 
 from conftest import SANDBOX_KEY

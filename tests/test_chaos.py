@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 import pytest
 import s3fs
 
-from resources.audio_file import AudioFileError, inspect_audio
+from resources.audio import AudioFileError, inspect_audio
 from sandbox import run_state
 
 from conftest import SANDBOX_KEY

@@ -18,7 +18,7 @@ import pyarrow.dataset as ds
 import pytest
 from dagster import DagsterInstance
 
-from resources.audio_file import inspect_audio
+from resources.audio import inspect_audio
 from sandbox import run_state
 
 from conftest import SANDBOX_KEY

@@ -14,7 +14,7 @@ import time
 import pytest
 from client_helpers import harvest, leftovers, ready_ids, settings_for
 
-from resources.camb_client import (
+from resources.camb import (
     DAY_BUDGET_SPENT,
     CambAuthError,
     CambConfigError,
@@ -23,7 +23,7 @@ from resources.camb_client import (
     Fetched,
     Pending,
 )
-from resources.retry import RetryPolicy
+from resources.camb.retry import RetryPolicy
 from sandbox import Decoy, SandboxServer, delivered_format, full_backlog, render_audio
 
 HANG_GUARD_S = 60  # generous: only says "bounded", never "fast"

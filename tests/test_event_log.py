@@ -35,8 +35,8 @@ from dagster import (
 from assets.partitions import run_tags
 from pipelines.event_log import BATCH_SIZE_ENV, LocalEventLogStorage
 from pipelines.instance_home import prepare
-from resources.errors import OperatorError
-from resources.limits import POOL, pool_limit
+from resources.camb.limits import POOL, pool_limit
+from resources.error_kinds import OperatorError
 
 DAYS = DailyPartitionsDefinition(start_date="2025-01-01")
 FIRST, LAST = "2025-01-01", "2025-01-12"

@@ -56,8 +56,8 @@ import pytest
 from dagster import DagsterInstance
 
 from assets.state import read_state
-from resources.audio_file import inspect_audio
-from resources.errors import ERROR_KIND_KEY, OPERATOR
+from resources.audio import inspect_audio
+from resources.error_kinds import ERROR_KIND_KEY, OPERATOR
 from sandbox import Decoy, full_backlog, run_state
 
 from conftest import SANDBOX_KEY

@@ -16,9 +16,9 @@ from assets.core.harvest import Ledger
 from assets.core.scratch import LOCK, PARENT, remove_abandoned, scratch_dir
 from assets.core.settings import PipelineSettings, SettingsError
 from assets.ranges import DayProblem, day_ranges, run_days
-from resources.camb_client import CambAuthError, CambOutageError
-from resources.errors import OperatorError
-from resources.retry import step_retry_wait_s
+from resources.camb import CambAuthError, CambOutageError
+from resources.camb.retry import step_retry_wait_s
+from resources.error_kinds import OperatorError
 from resources.storage import FULL, LASTING, UNREACHABLE, StorageError
 
 

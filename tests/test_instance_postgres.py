@@ -15,7 +15,7 @@ import pytest
 from dagster import DagsterInstance
 from dagster._serdes import serialize_value
 
-from resources.limits import POOL, pool_limit
+from resources.camb.limits import POOL, pool_limit
 
 from pipeline_kit import local_storage, read_catalog, run_range, write_manifest
 

@@ -24,11 +24,11 @@ from client_helpers import harvest, ready_ids, settings_for
 from dagster import AssetCheckSeverity, materialize
 
 from assets.core.sweep import GAVE_UP
-from resources.camb_client import Fetched
+from resources.camb import Fetched
+from resources.camb.first_contact import FIRST_CONTACT_TRIES, ApiReach, CambUnreachableError
+from resources.camb.retry import RetryPolicy
 from resources.camb_resource import CambResource
-from resources.errors import ERROR_KIND_KEY, OPERATOR
-from resources.first_contact import FIRST_CONTACT_TRIES, ApiReach, CambUnreachableError
-from resources.retry import RetryPolicy
+from resources.error_kinds import ERROR_KIND_KEY, OPERATOR
 from resources.storage_resource import StorageResource
 from sandbox import SandboxServer
 

@@ -24,6 +24,8 @@ import pytest
 import soundfile as sf
 
 from sandbox import (
+    GZIP_BOMB_BYTES,
+    RESULT_ERROR_DETAIL,
     AudioSizes,
     Decoy,
     Faults,
@@ -36,7 +38,6 @@ from sandbox import (
     run_state,
 )
 from sandbox.audio import PARAMS_PERIOD
-from sandbox.server import GZIP_BOMB_BYTES, RESULT_ERROR_DETAIL
 
 KEY = "test-key"
 CONTENT_TYPES = {"WAV": "audio/wav", "FLAC": "audio/flac", "MP3": "audio/mpeg"}
@@ -138,7 +139,7 @@ def test_sized_audio_keeps_the_rules_and_takes_its_size_from_the_range(fmt: str)
         assert (info.format, info.samplerate, info.channels, info.subtype) == (
             fmt, params.sample_rate, params.channels, params.subtype
         )  # fmt: skip
-        if fmt != "MP3":  # an MP3's frame count is the decoder's estimate (see audio_file)
+        if fmt != "MP3":  # an MP3's frame count is the decoder's estimate (see resources/audio)
             assert frames == params.frames
         if fmt == "WAV":  # the WAV is its PCM and a header
             assert 0 < len(data) - pcm_sizes[-1] <= 64

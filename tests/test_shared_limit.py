@@ -13,8 +13,8 @@ from client_helpers import harvest, leftovers, ready_ids, settings_for
 from dagster import instance_for_test
 
 from pipelines.instance_home import prepare
-from resources.camb_client import DAY_BUDGET_SPENT, Fetched, Pending
-from resources.limits import (
+from resources.camb import DAY_BUDGET_SPENT, Fetched, Pending
+from resources.camb.limits import (
     POOL,
     LimitConfigError,
     RedisRate,
@@ -112,7 +112,7 @@ def test_a_wait_for_a_redis_rate_token_ends_at_the_day_deadline(sandbox, tmp_pat
 
 RATE_CLIENT = """
 import asyncio, json, sys, time
-from resources.limits import RedisRate
+from resources.camb.limits import RedisRate
 
 async def main(url, key, hits):
     rate = RedisRate(url, 5, key=key)

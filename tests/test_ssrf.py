@@ -18,9 +18,9 @@ import pytest
 from aiohttp.abc import AbstractResolver
 from client_helpers import harvest, ready_ids, settings_for
 
-from resources.camb_client import Failed, Fetched
-from resources.first_contact import DownloadPolicyError
-from resources.netguard import DownloadPolicy, GuardedResolver, UnsafeDownload, unsafe_kind
+from resources.camb import Failed, Fetched
+from resources.camb.first_contact import DownloadPolicyError
+from resources.camb.netguard import DownloadPolicy, GuardedResolver, UnsafeDownload, unsafe_kind
 from sandbox import Decoy
 
 SANDBOX_HOST = frozenset({"127.0.0.1"})  # the sandbox itself stays allowed, by name

@@ -179,7 +179,7 @@ def test_publish_hashed_move_reads_nothing_back(
     storage = Storage(str(tmp_path / "store"))
     src, size, digest = _source(tmp_path, _payload(300_000), name=".run.0.tmp")
     monkeypatch.setattr(
-        "resources.storage._hash_stream", lambda *a: pytest.fail("the file was hashed again")
+        "resources.storage.local.hash_stream", lambda *a: pytest.fail("the file was hashed again")
     )
 
     with pytest.raises(VerificationError, match="expected"):

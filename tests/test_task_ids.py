@@ -30,14 +30,14 @@ from assets.core.catalog import validate_invariants
 from assets.core.manifest import load_day
 from assets.core.task_map import TASK_STATE
 from assets.state import read_state, state_relpath
-from resources.camb_client import (
+from resources.camb import (
     DAY_BUDGET_SPENT,
     Answer,
     CambAuthError,
     CambClient,
     CambConfigError,
 )
-from resources.task_resolver import NO_SUCH_TASK, TaskAnswer, TaskResolver, interpret_status
+from resources.camb.task_resolver import NO_SUCH_TASK, TaskAnswer, TaskResolver, interpret_status
 from sandbox import run_state
 from sandbox.rules import task_fate, task_id_for
 

@@ -27,8 +27,8 @@ import soxr
 
 from assets.core.dataset_spec import DatasetSpec
 from assets.core.features import METRICS
-from assets.core.stored import open_stored
 from resources.storage import Storage, sha256_file
+from resources.storage.uris import open_stored
 
 HF_AUDIO = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 HF_SCHEMA = pa.schema(

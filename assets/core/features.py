@@ -45,8 +45,8 @@ import soundfile as sf
 from assets.core.audio_fingerprint import FINGERPRINT_VERSION, Fingerprinter
 from assets.core.catalog import table_bytes, with_nullable_ints
 from assets.core.settings import SettingsError
-from assets.core.stored import local_path, open_stored
 from resources.storage import Storage
+from resources.storage.uris import local_path, open_stored
 
 BLOCK_FRAMES = 65536
 FILTER_FRAMES = 4096  # the K-weighting filter runs on pieces this long (its output is new)

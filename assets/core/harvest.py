@@ -35,16 +35,16 @@ import pandas as pd
 
 from assets.core.catalog import STATUSES
 from assets.core.scratch import scratch_dir, scratch_root
-from resources.audio_file import (
+from resources.audio import (
     WAV_CONTAINER,
     AudioFileError,
     AudioInfo,
     inspect_audio,
     transcode_to_wav,
 )
-from resources.camb_client import Failed, Fetched, Pending, RunOutcome
+from resources.camb import Failed, Fetched, Pending, RunOutcome
 from resources.storage import FULL, Storage, StorageError, cause_of, sha256_file
-from resources.storage_faults import SCRATCH_SETTING, full, operator_error, size_text
+from resources.storage.operator_faults import SCRATCH_SETTING, full, operator_error, size_text
 
 AUDIO_SUFFIX = ".wav"
 LEDGER_COLUMNS = (

@@ -8,7 +8,7 @@
   `SOUNDHARVEST_STEP_RETRY_MAX_DELAY_S` (300): how often a step that failed for a passing
   reason (an API outage, a storage error) is tried again by Dagster, and after how long: the
   first wait is the delay, each further one twice the last, plus a jitter of up to half the
-  delay, never more than the maximum (`resources/retry.py`, `step_retry_wait_s`). Seconds, not
+  delay, never more than the maximum (`resources/camb/retry.py`, `step_retry_wait_s`). Seconds, not
   minutes: most such trouble is a blip (a storage endpoint failing over, a dropped network)
   that is over by the first retry, and a longer outage gets ever longer waits. The API's own
   per-call retries (`CAMB_RETRY_*`) have already waited out minutes before a step fails.

@@ -1,6 +1,6 @@
 """The day's task ids and the runs they resolved to, kept in `_state/task_runs/`.
 
-A manifest row may name its run by task id (`resources.task_resolver` asks the API). Every
+A manifest row may name its run by task id (`resources.camb.task_resolver` asks the API). Every
 answer is recorded here, one row per task, and saved with each checkpoint of the files
 ledger, so a rerun asks only about tasks without a final answer (resolved, or failed for
 good) and a crash loses at most the answers since the last checkpoint.
@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from resources.task_resolver import TaskAnswer
+from resources.camb.task_resolver import TaskAnswer
 
 TASK_STATE = "task_runs"
 TASK_SCHEMA = pa.schema(

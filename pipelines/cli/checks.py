@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from resources.camb_client import (
+from resources.camb import (
     BULK_LIMIT,
     USER_AGENT,
     Answer,
@@ -29,13 +29,13 @@ from resources.camb_client import (
     Ready,
     interpret_result,
 )
-from resources.errors import OperatorError
-from resources.netguard import DownloadPolicy, UnsafeDownload
-from resources.redact import redact_text, redact_url
-from resources.roots import ROOTS, root_url
+from resources.camb.netguard import DownloadPolicy, UnsafeDownload
+from resources.camb.redact import redact_text, redact_url
+from resources.camb.task_resolver import interpret_status, status_path
+from resources.error_kinds import OperatorError
 from resources.storage import Storage, StorageSettingError, storage_options_from_env
-from resources.storage_probe import PROBE_PREFIX, probe_readable, probe_writable
-from resources.task_resolver import interpret_status, status_path
+from resources.storage.probe import PROBE_PREFIX, probe_readable, probe_writable
+from resources.storage.roots import ROOTS, root_url
 
 KEY_VARIABLE, BASE_VARIABLE, HOSTS_VARIABLE = (
     "CAMB_API_KEY",
@@ -412,7 +412,7 @@ def dagster_instance() -> list[Check]:
         ]
     from dagster import DagsterInstance
 
-    from resources.limits import POOL, pool_limit
+    from resources.camb.limits import POOL, pool_limit
 
     try:
         with DagsterInstance.get() as instance:

@@ -15,8 +15,8 @@ from assets.partitions import run_days
 from pipelines.cli.launch import failure
 from pipelines.cli.output import err_console
 from pipelines.cli.report import DayRun
-from resources.roots import root_url
 from resources.storage import Storage
+from resources.storage.roots import root_url
 
 RUNS_READ = 2000  # the latest runs looked at for `status`: weeks of daily runs and their sweeps
 IN_PROGRESS = {

@@ -186,8 +186,8 @@ def _summary(days: list[str], run_id: str, *, complete: bool) -> None:
     `run_id` stored. After a complete run a day without rows had no manifest (a row of zeros);
     otherwise it may be undone."""
     from pipelines.cli.report import read_catalog, report, stored_by, tables
-    from resources.roots import root_url
     from resources.storage import Storage
+    from resources.storage.roots import root_url
 
     try:
         storage = Storage(root_url("catalog"))

@@ -23,7 +23,7 @@ from dagster._core.definitions.reconstruct import ReconstructableJob, Reconstruc
 
 from assets.core.dead_runs import process_tags
 from assets.partitions import run_tags
-from resources.errors import ERROR_KIND_KEY, OPERATOR
+from resources.error_kinds import ERROR_KIND_KEY, OPERATOR
 
 INVOCATION_TAG = "soundharvest/cli_invocation"
 POLL_S = 0.5
@@ -47,7 +47,7 @@ def harvest_job() -> ReconstructableJob:
 class StepFailure:
     step: str
     message: str  # the Failure's description, else the deepest cause's message
-    operator: bool  # an operator's mistake (resources/errors.py): fix a setting, run again
+    operator: bool  # an operator's mistake (resources/error_kinds.py): fix a setting, run again
     traceback: str
     interrupted: bool = False  # stopped as told (SIGINT, SIGTERM, terminate in the UI)
     setting: str | None = None  # the variable an operator's mistake names, if a setting

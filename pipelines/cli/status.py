@@ -31,8 +31,8 @@ def status(since: str | None, day: str | None, as_json: bool) -> None:
       soundharvest status --day 2026-11-02 --json | jq .days
     """
     from pipelines.cli.report import empty_catalog, read_catalog, report, tables, with_runs
-    from resources.roots import ROOTS, root_url
     from resources.storage import Storage, StorageError
+    from resources.storage.roots import ROOTS, root_url
 
     if since and day:
         raise click.UsageError("give --since or --day, not both")

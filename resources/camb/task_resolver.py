@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
 
-from resources.camb_client import Answer, Ask
-from resources.redact import redact_text
+from resources.camb.redact import redact_text
+from resources.camb.results import Answer, Ask
 
 TaskStatus = Literal["resolved", "pending", "failed"]
 FAILED_STATUSES = frozenset({"ERROR", "TIMEOUT", "PAYMENT_REQUIRED"})

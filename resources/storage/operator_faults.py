@@ -1,7 +1,7 @@
 """Which storage errors are the operator's, each said in one line: the root, its setting, the fix.
 
-`resources/storage.py` tells the causes apart (`StorageError.cause`); here they get their
-answer (DESIGN.md §5):
+`faults.py` tells the causes apart (`StorageError.cause`); here they get their answer, the
+one docs/reliability.md promises for an operator's mistake:
 
 - a setting that cannot be used (`SOUNDHARVEST_STORAGE_OPTIONS` that is not JSON, a URL
   scheme nobody serves): the operator's, always;
@@ -10,8 +10,8 @@ answer (DESIGN.md §5):
 - a lasting cause (a file in the path, read-only, forbidden, a bucket that does not exist,
   credentials refused or missing) and an endpoint that cannot be reached (connection refused,
   unknown name, TLS refused): the operator's when met on first contact, before the root took
-  any write: the write probe each step starts with (`storage_probe.py`), on the step's first
-  attempt (`assets/ranges.py`, `preflight`: a retry follows an attempt whose probes passed).
+  any write: the write probe each step starts with (`probe.py`), on the step's first
+  attempt (the step's `preflight`: a retry follows an attempt whose probes passed).
   An endpoint lost after the root took writes is a blip, retried like any trouble that may
   pass; a lasting cause met then stops the step without a retry, as before;
 - anything else may pass (a timeout, a 5xx, throttling): retried.
@@ -21,16 +21,10 @@ import os
 import re
 import shutil
 
-from resources.errors import OperatorError, SettingError
-from resources.roots import ROOTS
-from resources.storage import (
-    ENV_STORAGE_OPTIONS,
-    FULL,
-    LASTING,
-    UNREACHABLE,
-    StorageError,
-    StorageSettingError,
-)
+from resources.error_kinds import OperatorError, SettingError
+from resources.storage.faults import FULL, LASTING, UNREACHABLE, StorageError, StorageSettingError
+from resources.storage.options import ENV_STORAGE_OPTIONS
+from resources.storage.roots import ROOTS
 
 SCRATCH_SETTING = "TMPDIR"  # where tempfile, and so the scratch space, puts its files
 _URL_PATH = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s\"']+)/[^\s\"']*")  # a URL's path

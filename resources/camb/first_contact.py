@@ -9,7 +9,7 @@ outage, and would be retried for minutes; what gives them away is that nothing e
   does not let us out), not an outage, once one call has failed this way `FIRST_CONTACT_TRIES`
   times in a row: about two seconds of the call's first backoffs, not its eight tries. A
   timeout is not such a failure (a slow or overloaded API), and an API that answered once
-  in the harvest and is then lost is an outage, retried as before (`resources.api_health`).
+  in the harvest and is then lost is an outage, retried as before (`resources.camb.api_health`).
 - **Every download was refused by the download policy** (`DownloadPolicyVerdict`): refusals
   for two runs, or every download of the harvest, while not one download got past the
   policy. The API hands out URLs on a host the policy does not admit (the sandbox's plain
@@ -23,8 +23,8 @@ import ssl
 
 import httpx
 
-from resources.errors import OperatorError
-from resources.netguard import UnsafeDownload
+from resources.camb.netguard import UnsafeDownload
+from resources.error_kinds import OperatorError
 
 FIRST_CONTACT_TRIES = 3  # tries of one call, all unable to connect, before the verdict
 POLICY_REFUSALS = 2  # runs refused, with none allowed, before the verdict

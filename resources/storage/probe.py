@@ -7,7 +7,7 @@ removes it. Its name starts with `_`, so readers of the catalog tree skip it eve
 crash leaves it behind. It is the step's first contact with the root: a root that cannot be
 written for a reason no wait cures (a file in its path, read-only or forbidden, a bucket that
 does not exist, credentials refused or missing, a full disk), or whose endpoint cannot be
-reached at all, is the operator's mistake (`storage_faults.operator_error`), naming the root
+reached at all, is the operator's mistake (`operator_faults.operator_error`), naming the root
 and its variable; trouble that may pass (a timeout, a 5xx, throttling) is raised as the
 `StorageError` it is, and the step is retried as for any storage trouble.
 """
@@ -15,8 +15,9 @@ and its variable; trouble that may pass (a timeout, a 5xx, throttling) is raised
 import secrets
 from collections.abc import Callable
 
-from resources.storage import Storage, StorageError
-from resources.storage_faults import operator_error
+from resources.storage.faults import StorageError
+from resources.storage.operator_faults import operator_error
+from resources.storage.store import Storage
 
 PROBE_PREFIX = "_soundharvest-write-probe-"
 _PROBE = b"soundharvest checks that this root can be written; this file is removed at once\n"

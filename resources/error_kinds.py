@@ -1,4 +1,5 @@
-"""The kinds of trouble a person has to tell apart (DESIGN.md §5), named where they are raised.
+"""The kinds of trouble a person has to tell apart, named where they are raised (the promises
+about each are in docs/reliability.md):
 
 - one run's: a `pending` / `failed` row, never an exception that leaves its day;
 - the API's, passing (an outage): `CambOutageError` and storage trouble that may pass, retried;

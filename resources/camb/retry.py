@@ -16,7 +16,7 @@ from datetime import UTC
 import httpx
 import tenacity
 
-from resources.redact import redact_text
+from resources.camb.redact import redact_text
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 

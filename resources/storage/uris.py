@@ -11,7 +11,8 @@ from typing import IO
 
 import fsspec
 
-from resources.storage import ENV_STORAGE_OPTIONS, Storage
+from resources.storage.options import ENV_STORAGE_OPTIONS
+from resources.storage.store import Storage
 
 
 def split_uri(uri: str) -> tuple[str, str]:
