@@ -1,4 +1,5 @@
-"""The Definitions load as `workspace.yaml` loads them, and the schedule asks for finished days."""
+"""What the Definitions decide as they load: the schedule asks for finished days, and schedules
+and sensors start running unless automation is off. (Everything loading: test_code_location.py.)"""
 
 import os
 import subprocess
@@ -12,21 +13,6 @@ from pipelines.definitions import defs
 from pipelines.schedules import daily_harvest_schedule
 
 from support import PROJECT
-
-
-def test_definitions_load_with_the_three_assets_and_their_checks():
-    job = defs.resolve_job_def("daily_harvest")
-    keys = {key.to_user_string() for key in job.asset_layer.executable_asset_keys}
-    assert keys == {"run_manifest", "sound_files", "sound_catalog"}
-    checks = {key.name for key in defs.resolve_asset_graph().asset_check_keys}
-    assert checks == {
-        "one_row_per_manifest_row",
-        "catalog_contract",
-        "ok_files_exist",
-        "no_pending_runs",
-        "manifest_present",
-        "freshness_check",  # pipelines/freshness.py
-    }
 
 
 def test_the_schedule_harvests_the_day_that_just_ended():
