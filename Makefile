@@ -55,11 +55,11 @@ bench: install
 bench-client: install
 	$(BIN)/python -m bench.client_throughput
 
-# kill -9 chaos at full size (tests/test_chaos.py; `make test` runs a small subset):
+# kill -9 chaos at full size (tests/end_to_end/test_chaos.py; `make test` runs a small subset):
 # 3 seeds x 10 kills, local disk and S3 on moto, 150 run ids; prints its figures.
 chaos: install
 	CHAOS_SEEDS=1,2,3 CHAOS_KILLS=10 CHAOS_STORAGE=local,s3 CHAOS_IDS_PER_DAY=75 \
-		$(BIN)/pytest -m chaos -s tests/test_chaos.py
+		$(BIN)/pytest -m chaos -s tests/end_to_end/test_chaos.py
 
 clean:
 	rm -rf $(VENV) data/audio data/catalog data/datasets .dagster_home

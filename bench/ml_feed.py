@@ -15,8 +15,8 @@
    apart), and the CPU per MB of 1 worker with and without the audio fingerprint.
 3. Exports: the same clips as an embedded HF snapshot and as WebDataset shards.
 
-Rates are MB (10^6 bytes) of stored WAV per second. Nothing is asserted: `tests/test_ml_bench.py`
-runs it at a tiny size so it keeps working.
+Rates are MB (10^6 bytes) of stored WAV per second. Nothing is asserted:
+`tests/benchmarks/test_ml_feed_bench.py` runs it at a tiny size so it keeps working.
 """
 
 import argparse

@@ -2,7 +2,7 @@
 
     python -m bench.similarity_quality [--copied 40] [--distinct 300]
 
-The labelled data is the tests' (tests/similar_clips.py, made from seeds): 200 prompts with
+The labelled data is the tests' (tests/support/similar_clips.py, made from seeds): 200 prompts with
 a near-copy each (take numbers, word order, punctuation, case, a stray adjective) and 400
 pairs of distinct prompts, many sharing most of their words; `--distinct` distinct sounds,
 `--copied` of them copied 9 ways (gain ±6 dB, 44.1 and 22.05 kHz, stereo, trims of up to
@@ -21,7 +21,7 @@ from assets.core import audio_fingerprint as audio
 from assets.core import prompt_similarity as prompts
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from similar_clips import RATE, prompt_pairs, sound, variants
+from support.similar_clips import RATE, prompt_pairs, sound, variants
 
 PROMPT_THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.68, 0.7, 0.75, 0.8, 0.85)
 AUDIO_THRESHOLDS = (0.5, 0.6, 0.7, 0.75, 0.78, 0.8, 0.85, 0.9)

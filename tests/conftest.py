@@ -1,28 +1,6 @@
-"""Shared fixtures: the sandbox API on loopback, one per test session, reset between tests."""
+"""The fixtures every test module gets, from tests/support/: the sandbox API, S3 on moto,
+PostgreSQL and Redis, all on loopback (the servers start on first use)."""
 
-import dataclasses
-
-import pytest
-
-from sandbox import Faults, SandboxServer
-
-from moto_s3 import moto_auth, moto_s3_server, s3_bucket  # noqa: F401  (fixtures for every module)
-from servers import postgres_server, redis_server  # noqa: F401  (real servers, started on demand)
-
-SANDBOX_KEY = "sandbox-test-key-5f3a9c"
-
-
-@pytest.fixture(scope="session")
-def sandbox_server():
-    with SandboxServer(host="127.0.0.1", port=0, api_key=SANDBOX_KEY) as server:
-        yield server
-
-
-@pytest.fixture
-def sandbox(sandbox_server):
-    """The session's sandbox with no faults, no scripted faults and zeroed stats."""
-    sandbox_server.set_faults(**dataclasses.asdict(Faults()))
-    sandbox_server.reset()
-    yield sandbox_server
-    sandbox_server.set_faults(**dataclasses.asdict(Faults()))
-    sandbox_server.reset()
+from support.moto_s3 import moto_auth, moto_s3_server, s3_bucket  # noqa: F401
+from support.sandbox_api import sandbox, sandbox_server  # noqa: F401
+from support.servers import postgres_server, redis_server  # noqa: F401

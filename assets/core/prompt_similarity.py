@@ -71,7 +71,7 @@ def prompt_links(reduced: Sequence[str], threshold: float = DEFAULT_THRESHOLD) -
 def minhash_signatures(sets: Iterable[set[bytes]], batch: int = 16384) -> np.ndarray:
     """datasketch MinHash values of each set (rows of NUM_PERM values; an empty set keeps
     the maximum everywhere), as ``MinHash(num_perm=NUM_PERM).update_batch`` computes them
-    (its sha1 hash, finaliser and affine permutations, ``tests/test_similarity.py`` holds
+    (its sha1 hash, finaliser and affine permutations, ``tests/ml/test_similarity.py`` holds
     them equal), but over every set at once: each distinct shingle is hashed and permuted
     once, and a set's values are the minimum over its shingles' rows (numpy), instead of a
     MinHash object per prompt (about 0.2 ms each: a minute at a year's prompts)."""

@@ -1,0 +1,115 @@
+"""The ML feed under a real `dagster-daemon`: nobody launches features or a snapshot.
+
+A temporary instance (SQLite, with the project's `pipelines/dagster.yaml`), the sandbox API on
+loopback and the daemon as a subprocess loading `workspace.yaml` (its code server listens on a
+Unix socket). `dg launch` harvests one day; `ml_feed_automation` (every 5 s here, the snapshot
+cron every minute) materializes that day's features, then an `ml_dataset` snapshot. Run it
+alone with `pytest tests/orchestration/test_daemon.py -s` to see the timeline.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from dagster import AssetKey, DagsterInstance, DagsterRun
+
+from support import PROJECT
+from support.pipeline_kit import dg_launch, sandbox_env, write_manifest
+
+pytestmark = pytest.mark.slow
+
+DAY = "2026-11-01"
+BIN = Path(sys.executable).parent
+AUTOMATION_TAG = "dagster/from_automation_condition"
+
+
+def materialized(instance: DagsterInstance, asset: str, partition: str | None = None) -> bool:
+    key = AssetKey(asset)
+    if partition is None:
+        return instance.get_latest_materialization_event(key) is not None
+    return partition in instance.get_materialized_partitions(key)
+
+
+def timeline(instance: DagsterInstance, since: float) -> list[str]:
+    """One line per run: what it materialized, who asked, when it was created, started, ended."""
+    lines = []
+    for record in reversed(instance.get_run_records()):
+        run: DagsterRun = record.dagster_run
+        assets = ",".join(sorted(key.to_user_string() for key in run.asset_selection or ()))
+        who = (
+            "automation"
+            if run.tags.get(AUTOMATION_TAG)
+            else run.tags.get("dagster/sensor_name", "dg launch")
+        )
+        stamps = [record.create_timestamp.timestamp(), record.start_time, record.end_time]
+        at = " ".join(f"{t - since:6.1f}" if t else "     -" for t in stamps)
+        lines.append(f"{at}  {run.status.value:<9} {who:<24} {assets or run.job_name}")
+    return lines
+
+
+def test_the_daemon_measures_a_harvested_day_and_snapshots_it_unasked(
+    sandbox, tmp_path, monkeypatch
+):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))  # the project's event log is kept there
+    shutil.copyfile(PROJECT / "pipelines" / "dagster.yaml", home / "dagster.yaml")
+    write_manifest(tmp_path / "manifests", DAY, list(range(1001, 1041)))
+    env = (
+        os.environ
+        | sandbox_env(sandbox.base_url, tmp_path)
+        | {
+            "SOUNDHARVEST_DATASET_CRON": "* * * * *",
+            "SOUNDHARVEST_AUTOMATION_INTERVAL_S": "5",
+        }
+    )
+    DagsterInstance.from_config(str(home)).dispose()  # a fresh SQLite instance, created once
+    log = tmp_path / "daemon.log"
+    started = time.time()
+    with log.open("w") as out:
+        daemon = subprocess.Popen(
+            [str(BIN / "dagster-daemon"), "run", "-w", str(PROJECT / "workspace.yaml")],
+            env=env, cwd=PROJECT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        harvest = subprocess.run(
+            dg_launch("--partition", DAY), env=env, cwd=PROJECT, capture_output=True, text=True
+        )
+        assert harvest.returncode == 0, harvest.stderr[-3000:]
+        harvested = time.time()
+        with DagsterInstance.from_config(str(home)) as instance:
+            deadline = time.monotonic() + 150
+            while not materialized(instance, "ml_dataset"):
+                assert daemon.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, "\n".join(
+                    [*timeline(instance, started), log.read_text()[-3000:]]
+                )
+                time.sleep(1)
+            done = time.time()
+            lines = timeline(instance, started)
+            runs = [record.dagster_run for record in instance.get_run_records()]
+            features = instance.get_latest_materialization_event(AssetKey("sound_features"))
+            snapshot = instance.get_latest_materialization_event(AssetKey("ml_dataset"))
+            assert materialized(instance, "sound_features", DAY)
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        daemon.wait(timeout=60)
+
+    print(f"\nharvest done at {harvested - started:.1f} s, snapshot at {done - started:.1f} s")
+    print("created started  ended  status   by                       assets\n" + "\n".join(lines))
+    fed = [run for run in runs if run.tags.get(AUTOMATION_TAG)]
+    assert {key.to_user_string() for run in fed for key in run.asset_selection or ()} == {
+        "sound_features",
+        "ml_dataset",
+    }
+    assert features.run_id in {run.run_id for run in fed}
+    assert snapshot.run_id in {run.run_id for run in fed}
+    assert snapshot.timestamp > features.timestamp  # the snapshot waited for the features
+    assert (
+        tmp_path / "datasets" / "LATEST"
+    ).read_text().strip() == snapshot.asset_materialization.metadata["version"].value
