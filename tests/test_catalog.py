@@ -12,7 +12,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from assets.core.catalog import (
+from assets.harvest.catalog_rows import (
     CATALOG_SCHEMA,
     STATUSES,
     parquet_bytes,

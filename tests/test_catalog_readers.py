@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from assets.core.catalog import CATALOG_SCHEMA, parquet_bytes, partition_path
+from assets.harvest.catalog_rows import CATALOG_SCHEMA, parquet_bytes, partition_path
 from resources.storage import Storage
 
 

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pydantic
 import pytest
 
-from assets.core.dataset import normalise_prompt, select, snapshot_version, split_of
-from assets.core.dataset_spec import DatasetConfigError, DatasetSpec
+from assets.ml.dataset.selection import normalise_prompt, select, snapshot_version, split_of
+from assets.ml.dataset.spec import DatasetConfigError, DatasetSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["a dog barks", "rain on a tin roof", "door creaks", "crowd cheering", "sea waves"]

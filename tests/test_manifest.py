@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from assets.core.manifest import (
+from assets.harvest.manifest_files import (
     MANIFEST_COLUMNS,
     MANIFEST_SCHEMA,
     ManifestError,

@@ -23,7 +23,7 @@ import pytest
 from client_helpers import harvest, ready_ids, settings_for
 from dagster import AssetCheckSeverity, materialize
 
-from assets.core.sweep import GAVE_UP
+from assets.harvest.sweep import GAVE_UP
 from resources.camb_client import Fetched
 from resources.camb_resource import CambResource
 from resources.errors import ERROR_KIND_KEY, OPERATOR

@@ -12,13 +12,13 @@ from dagster import (
     asset,
 )
 
-from assets.core.day_fingerprint import Fingerprints, file_stamp, manifest_stamps
-from assets.core.day_summary import DaySummary
-from assets.core.manifest import MANIFEST_SUFFIXES, ManifestError, load_day
-from assets.metadata import check_result, failure_reasons, markdown_list, per_partition
+from assets.harvest.day_fingerprint import Fingerprints, file_stamp, manifest_stamps
+from assets.harvest.day_summary import DaySummary
+from assets.harvest.manifest_files import MANIFEST_SUFFIXES, ManifestError, load_day
+from assets.harvest.records import state_relpath, write_manifest
 from assets.partitions import daily_partitions
-from assets.ranges import DayProblem, day_ranges, fail, mark_done, preflight, run_days, settings
-from assets.state import state_relpath, write_manifest
+from assets.steps.days import DayProblem, day_ranges, fail, mark_done, preflight, run_days, settings
+from assets.steps.metadata import check_result, failure_reasons, markdown_list, per_partition
 from resources.storage_resource import StorageResource
 
 

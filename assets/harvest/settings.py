@@ -15,7 +15,7 @@
 - `SOUNDHARVEST_LEASE_TTL_S` (300) and `SOUNDHARVEST_LEASE_WAIT_S` (900): a run holds each
   day's lease while it fetches that day, renewing it every third of the TTL; a crashed
   holder's lease expires after the TTL. Another run of the day waits at most the wait, then
-  stops that day naming the holder (`assets/core/lease.py`).
+  stops that day naming the holder (`assets/harvest/lease.py`).
 """
 
 import datetime as dt

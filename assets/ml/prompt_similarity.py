@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from assets.core.pairs import same_key_pairs
+from assets.ml.pairs import same_key_pairs
 
 DEFAULT_THRESHOLD = (
     0.68  # between the farthest near-copy and the closest distinct pair (docs/ml.md)

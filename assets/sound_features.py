@@ -14,10 +14,10 @@ from dagster import (
 )
 from pydantic import Field
 
-from assets.catalog import sound_catalog
-from assets.core.catalog import read_partition, table_bytes
-from assets.core.day_summary import markdown_table
-from assets.core.features import (
+from assets.harvest.catalog_rows import read_partition, table_bytes
+from assets.harvest.day_summary import markdown_table
+from assets.harvest.records import read_state
+from assets.ml.clip_features import (
     FILE_MISSING,
     HARVEST_STATE,
     DayFeatures,
@@ -27,9 +27,9 @@ from assets.core.features import (
     features_relpath,
     features_table,
 )
-from assets.metadata import MIB, figures_table, location, mib, per_partition, typed
 from assets.partitions import daily_partitions
-from assets.state import read_state
+from assets.sound_catalog import sound_catalog
+from assets.steps.metadata import MIB, figures_table, location, mib, per_partition, typed
 from resources.storage import Storage
 from resources.storage_resource import StorageResource
 

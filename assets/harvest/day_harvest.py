@@ -33,8 +33,8 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from assets.core.catalog import STATUSES
-from assets.core.scratch import scratch_dir, scratch_root
+from assets.harvest.catalog_rows import STATUSES
+from assets.harvest.scratch import scratch_dir, scratch_root
 from resources.audio_file import (
     WAV_CONTAINER,
     AudioFileError,

@@ -13,25 +13,24 @@ from dagster import (
     asset,
 )
 
-from assets.core.day_fingerprint import Fingerprints, file_stamp, listing_stamp
-from assets.core.day_summary import DaySummary
-from assets.core.dead_runs import mark_dead_runs
-from assets.core.features import HARVEST_STATE, HarvestFeatures
-from assets.core.harvest import DayHarvest, audio_relpath, index_rows
-from assets.core.lease import DayLease, Holder, LeaseHeld, LeaseLost, holding
-from assets.core.settings import SettingsError
-from assets.core.task_map import TASK_STATE, TaskMap, has_tasks, resolve_rows, unclaimed
-from assets.manifests import run_manifest
-from assets.metadata import day_metadata, location, report_days, summary_line, unchanged_line
-from assets.partitions import daily_partitions
-from assets.publish import (
+from assets.harvest.catalog_publish import (
     catalog_fingerprints,
     catalog_relpath,
     final_sweep,
     publish_day,
     sweep_policy,
 )
-from assets.ranges import (
+from assets.harvest.day_fingerprint import Fingerprints, file_stamp, listing_stamp
+from assets.harvest.day_harvest import DayHarvest, audio_relpath, index_rows
+from assets.harvest.day_summary import DaySummary
+from assets.harvest.lease import DayLease, Holder, LeaseHeld, LeaseLost, holding
+from assets.harvest.records import read_state, state_relpath, write_files, write_tasks
+from assets.harvest.settings import SettingsError
+from assets.harvest.task_map import TASK_STATE, TaskMap, has_tasks, resolve_rows, unclaimed
+from assets.ml.clip_features import HARVEST_STATE, HarvestFeatures
+from assets.partitions import daily_partitions
+from assets.run_manifest import run_manifest
+from assets.steps.days import (
     DayProblem,
     fail,
     mark_done,
@@ -40,7 +39,8 @@ from assets.ranges import (
     run_days,
     settings,
 )
-from assets.state import read_state, state_relpath, write_files, write_tasks
+from assets.steps.dead_runs import mark_dead_runs
+from assets.steps.metadata import day_metadata, location, report_days, summary_line, unchanged_line
 from resources.camb_client import DAY_BUDGET_SPENT
 from resources.camb_resource import CambResource
 from resources.storage import StorageError

@@ -2,10 +2,7 @@
 
 from dagster import AssetExecutionContext, BackfillPolicy, MaterializeResult, asset
 
-from assets.audio import sound_files
-from assets.metadata import day_metadata, location, report_days
-from assets.partitions import daily_partitions
-from assets.publish import (
+from assets.harvest.catalog_publish import (
     CHECK_SPECS,
     catalog_fingerprints,
     catalog_relpath,
@@ -14,7 +11,10 @@ from assets.publish import (
     publish_day,
     sweep_policy,
 )
-from assets.ranges import fail, mark_done, preflight, run_days, settings
+from assets.partitions import daily_partitions
+from assets.sound_files import sound_files
+from assets.steps.days import fail, mark_done, preflight, run_days, settings
+from assets.steps.metadata import day_metadata, location, report_days
 from resources.storage_resource import StorageResource
 
 

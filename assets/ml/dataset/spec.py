@@ -1,6 +1,6 @@
 """What an `ml_dataset` snapshot is made of: the spec its config is built on, and its rules.
 
-Apart from `assets.core.dataset` (which needs polars) so that loading the definitions, which
+Apart from `assets.ml.dataset.selection` (which needs polars) so that loading the definitions, which
 declares the asset's config, does not import the query engine.
 
 No `from __future__ import annotations` here: `DatasetSpec` is the base of a Dagster Config.
@@ -12,8 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from assets.core.audio_fingerprint import DEFAULT_THRESHOLD as AUDIO_THRESHOLD
-from assets.core.prompt_similarity import DEFAULT_THRESHOLD as PROMPT_THRESHOLD
+from assets.ml.audio_fingerprint import DEFAULT_THRESHOLD as AUDIO_THRESHOLD
+from assets.ml.prompt_similarity import DEFAULT_THRESHOLD as PROMPT_THRESHOLD
 
 SPLITS = ("train", "validation", "test")
 AUDIO_TYPES = ("sound", "music")  # what the text-to-sound API accepts

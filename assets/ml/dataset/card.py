@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pyarrow as pa
 
-from assets.core.dataset_spec import SPLITS, DatasetSpec
+from assets.ml.dataset.spec import SPLITS, DatasetSpec
 
 PLOTS = {"duration": "plots/duration.png", "loudness": "plots/loudness.png"}
 _SIZE_CATEGORIES = [

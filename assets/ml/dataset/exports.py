@@ -25,9 +25,9 @@ import pyarrow.parquet as pq
 import soundfile as sf
 import soxr
 
-from assets.core.dataset_spec import DatasetSpec
-from assets.core.features import METRICS
 from assets.core.stored import open_stored
+from assets.ml.clip_features import METRICS
+from assets.ml.dataset.spec import DatasetSpec
 from resources.storage import Storage, sha256_file
 
 HF_AUDIO = pa.struct([("bytes", pa.binary()), ("path", pa.string())])

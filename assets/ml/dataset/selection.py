@@ -12,7 +12,7 @@ The plain logic behind `ml_dataset` (docs/ml.md has the user's view):
    with `dedupe_near_audio`, one row per cluster of the same sound too;
 5. a split per row: by default (`group_by: similarity`) runs whose prompts are near-copies
    or whose clips are the same sound share a group, a group never spans two splits, and a
-   run keeps the split it had in the previous snapshot (assets/core/groups.py); with
+   run keeps the split it had in the previous snapshot (assets/ml/dataset/groups.py); with
    `group_by: prompt` or `run_id`, a stable hash of the normalised prompt (or the run id),
    so a prompt never lands in two splits and a run keeps its split whatever other days or
    filters do;
@@ -36,9 +36,9 @@ import pyarrow.dataset as ds
 import pyarrow.ipc
 import pyarrow.parquet as pq
 
-from assets.core.dataset_spec import SPLITS, DatasetSpec
-from assets.core.features import FEATURES_SCHEMA, FILE_MISSING, METRICS, features_relpath
-from assets.core.groups import GroupStats, assign, audio_pairs, near_audio_keep
+from assets.ml.clip_features import FEATURES_SCHEMA, FILE_MISSING, METRICS, features_relpath
+from assets.ml.dataset.groups import GroupStats, assign, audio_pairs, near_audio_keep
+from assets.ml.dataset.spec import SPLITS, DatasetSpec
 from resources.storage import Storage
 
 # Bumped when the snapshot's layout or the meaning of a column changes: a new version then.
@@ -290,7 +290,7 @@ def select(
     The catalog is read by one streamed polars query that keeps each run's earliest day
     with a semi join on a narrow aggregate (no sort of the wide rows); the earliest run of
     each sha256 is found the same way. ``previous``: (run_id, split) of the previous
-    snapshot, which `group_by: similarity` keeps (assets/core/groups.py); ``fingerprints``:
+    snapshot, which `group_by: similarity` keeps (assets/ml/dataset/groups.py); ``fingerprints``:
     `read_fingerprints`, or (when None) the `audio_fingerprint` column of ``rows``."""
     rows = rows.lazy()
     present = rows.collect_schema().names()
@@ -344,7 +344,7 @@ def _similarity_splits(
     previous: pl.DataFrame | None,
     selection: Selection,
 ) -> tuple[pl.DataFrame, pl.Series]:
-    """(the rows left, their splits) under `group_by: similarity` (assets/core/groups.py);
+    """(the rows left, their splits) under `group_by: similarity` (assets/ml/dataset/groups.py);
     the counts go to ``selection.groups``, near-duplicate audio dropped to its drops."""
 
     def read(index: np.ndarray) -> list[bytes]:

@@ -9,9 +9,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from assets.core.catalog import LEDGER_SCHEMA, parquet_bytes, table_bytes
-from assets.core.manifest import MANIFEST_SCHEMA, frame_from_arrow
-from assets.core.task_map import TASK_SCHEMA, TASK_STATE
+from assets.harvest.catalog_rows import LEDGER_SCHEMA, parquet_bytes, table_bytes
+from assets.harvest.manifest_files import MANIFEST_SCHEMA, frame_from_arrow
+from assets.harvest.task_map import TASK_SCHEMA, TASK_STATE
 from resources.storage import Storage
 
 
@@ -34,7 +34,7 @@ def write_files(storage: Storage, day: str, rows: pd.DataFrame) -> str:
 
 
 def write_tasks(storage: Storage, day: str, rows: pd.DataFrame) -> str:
-    """The day's task answers (`assets.core.task_map`); an unchanged file is left as it is."""
+    """The day's task answers (`assets.harvest.task_map`); an unchanged file is left as it is."""
     table = pa.Table.from_pandas(rows, schema=TASK_SCHEMA, preserve_index=False)
     return storage.write_bytes(table_bytes(table), state_relpath(TASK_STATE, day), if_changed=True)
 

@@ -18,7 +18,7 @@ events are not):
   machine starts the run (`pipelines/run_launcher.py`), or the `soundharvest/host` and
   `soundharvest/pid` tags the `soundharvest` command gives the runs it executes (believed for a
   run of no parent whose recorded pid, if any yet, is the tagged one);
-- the days it harvests: their leases (`assets/core/lease.py`) name run, host and pid, and
+- the days it harvests: their leases (`assets/harvest/lease.py`) name run, host and pid, and
   expire when the holder stops renewing them.
 
 A run whose process is on this host is gone when no process runs under its pid any more (a
@@ -39,7 +39,7 @@ from dagster._core.events import JobFailureData, RunFailureReason
 from dagster._core.storage.dagster_run import RunRecord
 from dagster._utils.error import SerializableErrorInfo
 
-from assets.core.lease import DayLease, Holder, held_leases, process_alive
+from assets.harvest.lease import DayLease, Holder, held_leases, process_alive
 from assets.partitions import run_days
 from resources.storage import Storage
 

@@ -30,8 +30,15 @@ from typing import Any
 import pandas as pd
 import polars as pl
 
-from assets.core.card import PLOTS, card, plots, split_summary, summary_frame
-from assets.core.dataset import (
+from assets.ml.dataset.card import PLOTS, card, plots, split_summary, summary_frame
+from assets.ml.dataset.exports import (
+    SnapshotError,
+    SnapshotFiles,
+    write_hf,
+    write_nemo,
+    write_webdataset,
+)
+from assets.ml.dataset.selection import (
     Selection,
     by_split,
     read_fingerprints,
@@ -39,8 +46,7 @@ from assets.core.dataset import (
     select,
     snapshot_version,
 )
-from assets.core.dataset_spec import SPLITS, DatasetSpec
-from assets.core.exports import SnapshotError, SnapshotFiles, write_hf, write_nemo, write_webdataset
+from assets.ml.dataset.spec import SPLITS, DatasetSpec
 from resources.storage import Storage
 
 LATEST = "LATEST"

@@ -25,22 +25,22 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from assets.core.day_summary import DaySummary
-from assets.core.manifest import manifest_files, manifest_name
+from assets.harvest.day_summary import DaySummary
+from assets.harvest.manifest_files import manifest_files, manifest_name
 from resources.storage import Storage
 
 # The modules that turn a day's inputs into its outputs: a change to any is a new outcome.
 _CODE = (
-    "assets/core/manifest.py",
-    "assets/core/catalog.py",
-    "assets/core/harvest.py",
-    "assets/core/sweep.py",
-    "assets/core/task_map.py",
-    "assets/core/day_summary.py",
-    "assets/core/reasons.py",
-    "assets/core/day_fingerprint.py",
-    "assets/publish.py",
-    "assets/state.py",
+    "assets/harvest/manifest_files.py",
+    "assets/harvest/catalog_rows.py",
+    "assets/harvest/day_harvest.py",
+    "assets/harvest/sweep.py",
+    "assets/harvest/task_map.py",
+    "assets/harvest/day_summary.py",
+    "assets/harvest/reasons.py",
+    "assets/harvest/day_fingerprint.py",
+    "assets/harvest/catalog_publish.py",
+    "assets/harvest/records.py",
 )
 
 

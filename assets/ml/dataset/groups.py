@@ -5,7 +5,7 @@ the same sound (``audio_fingerprint``); linked runs form a group (connected comp
 scipy), and a group never spans two splits. Assignment is sticky:
 
 - a run that had a split in the previous snapshot keeps it (``previous``: run id -> split,
-  kept in the dataset root per draw, see ``assets/core/snapshot.py``);
+  kept in the dataset root per draw, see ``assets/ml/dataset/snapshot.py``);
 - a new run joins the split of the earlier runs of its group;
 - a group without earlier runs draws its split from a hash of the seed and its lowest run id
   (``split_of``), so a new ``split_seed`` draws afresh;
@@ -24,9 +24,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import polars as pl
 
-from assets.core.audio_fingerprint import audio_links, profile_matrix
-from assets.core.dataset_spec import SPLITS, DatasetSpec
-from assets.core.prompt_similarity import prompt_links, reduce_prompt
+from assets.ml.audio_fingerprint import audio_links, profile_matrix
+from assets.ml.dataset.spec import SPLITS, DatasetSpec
+from assets.ml.prompt_similarity import prompt_links, reduce_prompt
 
 # bit masks of splits: which splits the runs of one prompt sit in
 _CROSSES = np.array([[bin(a | b).count("1") > 1 for b in range(8)] for a in range(8)], dtype=int)
@@ -163,7 +163,7 @@ def _sticky(
     run_ids: np.ndarray, labels: np.ndarray, before: np.ndarray, spec: DatasetSpec
 ) -> tuple[np.ndarray, int, int]:
     """(split per row, rows kept where they were, new rows of groups in two splits)."""
-    from assets.core.dataset import split_of  # the one draw, shared with the prompt rule
+    from assets.ml.dataset.selection import split_of  # the one draw, shared with the prompt rule
 
     groups = labels.max(initial=-1) + 1
     held = before >= 0

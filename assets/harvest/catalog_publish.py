@@ -21,15 +21,15 @@ from dagster import (
     TableSchema,
 )
 
-from assets.core.catalog import assemble, parquet_bytes, row_keys, validate_invariants
-from assets.core.day_fingerprint import Fingerprints, file_stamp, listing_stamp
-from assets.core.day_summary import DaySummary
-from assets.core.harvest import stored_sizes
-from assets.core.sweep import SweepPolicy, final_sweep_key, given_up_rows, mark_given_up
-from assets.core.task_map import TASK_STATE, has_tasks
-from assets.metadata import check_result
-from assets.ranges import DayProblem, day_ranges, operator_failure
-from assets.state import read_state, state_relpath
+from assets.harvest.catalog_rows import assemble, parquet_bytes, row_keys, validate_invariants
+from assets.harvest.day_fingerprint import Fingerprints, file_stamp, listing_stamp
+from assets.harvest.day_harvest import stored_sizes
+from assets.harvest.day_summary import DaySummary
+from assets.harvest.records import read_state, state_relpath
+from assets.harvest.sweep import SweepPolicy, final_sweep_key, given_up_rows, mark_given_up
+from assets.harvest.task_map import TASK_STATE, has_tasks
+from assets.steps.days import DayProblem, day_ranges, operator_failure
+from assets.steps.metadata import check_result
 from resources.storage import Storage
 
 CHECKS = {
@@ -99,8 +99,8 @@ def publish_day(
 
     In the sweep's final run of the day (`final_sweep`), its pending rows say that soundharvest
     gave up waiting; rows that said so before keep saying it while they stay pending
-    (`assets/core/sweep.py`). With `prints`, a complete day whose inputs and catalog did not
-    change since its last publish is not assembled again (`assets/core/day_fingerprint.py`).
+    (`assets/harvest/sweep.py`). With `prints`, a complete day whose inputs and catalog did not
+    change since its last publish is not assembled again (`assets/harvest/day_fingerprint.py`).
     """
 
     def inputs() -> str:

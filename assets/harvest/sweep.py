@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
-from assets.core.catalog import row_keys
+from assets.harvest.catalog_rows import row_keys
 from resources.storage import Storage
 
 GAVE_UP = "soundharvest gave up waiting"

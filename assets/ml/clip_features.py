@@ -17,7 +17,7 @@ the file's length) gives:
   windows of ``silence_window_ms``; a window is silent when its RMS (over all channels) is
   below ``silence_threshold_dbfs``; ``is_silent`` when every window is;
 - ``audio_profile``, ``audio_fingerprint``: what the clip sounds like, for finding copies of
-  it (``assets/core/audio_fingerprint.py``; its first 1.7 s only).
+  it (``assets/ml/audio_fingerprint.py``; its first 1.7 s only).
 
 Only the 100 ms sums are kept for the gating (a float per channel per 100 ms: 36,000 per
 channel for an hour), the rest is a handful of running totals.
@@ -42,10 +42,10 @@ import pandas as pd
 import pyarrow as pa
 import soundfile as sf
 
-from assets.core.audio_fingerprint import FINGERPRINT_VERSION, Fingerprinter
-from assets.core.catalog import table_bytes, with_nullable_ints
-from assets.core.settings import SettingsError
 from assets.core.stored import local_path, open_stored
+from assets.harvest.catalog_rows import table_bytes, with_nullable_ints
+from assets.harvest.settings import SettingsError
+from assets.ml.audio_fingerprint import FINGERPRINT_VERSION, Fingerprinter
 from resources.storage import Storage
 
 BLOCK_FRAMES = 65536
@@ -80,7 +80,7 @@ FEATURES_SCHEMA = with_nullable_ints(
             ("leading_silence_s", pa.float64()),
             ("trailing_silence_s", pa.float64()),
             ("is_silent", pa.bool_()),
-            ("audio_profile", pa.binary()),  # assets/core/audio_fingerprint.py
+            ("audio_profile", pa.binary()),  # assets/ml/audio_fingerprint.py
             ("audio_fingerprint", pa.binary()),
             ("params", pa.string()),  # the thresholds the row was computed with, as JSON
             ("computed_by", pa.string()),  # "harvest" or "sound_features"

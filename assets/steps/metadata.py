@@ -24,9 +24,9 @@ from dagster import (
     TableSchema,
 )
 
-from assets.core.catalog import STATUSES
-from assets.core.day_summary import DaySummary
-from assets.ranges import day_ranges
+from assets.harvest.catalog_rows import STATUSES
+from assets.harvest.day_summary import DaySummary
+from assets.steps.days import day_ranges
 from resources.storage import Storage
 
 MIB = 1 << 20

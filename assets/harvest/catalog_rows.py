@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from assets.core.manifest import check_day, frame_from_arrow
-from assets.core.task_map import resolve_rows
+from assets.harvest.manifest_files import check_day, frame_from_arrow
+from assets.harvest.task_map import resolve_rows
 
 STATUSES = ("ok", "pending", "failed", "rejected")
 

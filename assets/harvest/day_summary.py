@@ -6,7 +6,7 @@ are the keys of the rows that are not rejected (the run id, else the task id of 
 never resolved).
 
 Plain and small, so a day whose inputs did not change can show its figures from the record
-kept with its fingerprint (`assets/core/day_fingerprint.py`) instead of re-reading its rows.
+kept with its fingerprint (`assets/harvest/day_fingerprint.py`) instead of re-reading its rows.
 """
 
 from collections.abc import Iterable
@@ -15,8 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from assets.core.catalog import row_keys
-from assets.core.reasons import reason_group
+from assets.harvest.catalog_rows import row_keys
+from assets.harvest.reasons import reason_group
 
 TOP_REASONS = 5
 PREVIEW_COLUMNS = [

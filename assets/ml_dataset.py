@@ -13,12 +13,12 @@ from dagster import (
     asset,
 )
 
-from assets.catalog import sound_catalog
-from assets.core.card import PLOTS, groups_table
-from assets.core.dataset_spec import DatasetConfigError, DatasetSpec
-from assets.core.day_summary import markdown_table
-from assets.features import sound_features
-from assets.metadata import mib
+from assets.harvest.day_summary import markdown_table
+from assets.ml.dataset.card import PLOTS, groups_table
+from assets.ml.dataset.spec import DatasetConfigError, DatasetSpec
+from assets.sound_catalog import sound_catalog
+from assets.sound_features import sound_features
+from assets.steps.metadata import mib
 from resources.storage_resource import StorageResource
 
 
@@ -41,8 +41,8 @@ def ml_dataset(context: AssetExecutionContext, config: DatasetConfig, storage: S
     """
     # The snapshot's machinery (polars and the exporters) loads here, on use, not with the
     # definitions that every CLI start, code server and daemon loads.
-    from assets.core.exports import SnapshotError
-    from assets.core.snapshot import build_snapshot, split_frame, total_bytes
+    from assets.ml.dataset.exports import SnapshotError
+    from assets.ml.dataset.snapshot import build_snapshot, split_frame, total_bytes
 
     try:
         spec = DatasetSpec(**config.model_dump()).check()

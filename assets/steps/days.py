@@ -31,7 +31,7 @@ from typing import Any, Generic, NoReturn, TypeVar
 
 from dagster import AssetExecutionContext, AssetKey, AssetMaterialization, Failure, RetryRequested
 
-from assets.core.settings import PipelineSettings, SettingsError
+from assets.harvest.settings import PipelineSettings, SettingsError
 from resources.camb_client import CambApiError
 from resources.errors import ERROR_KIND_KEY, OPERATOR, OperatorError
 from resources.retry import step_retry_wait_s

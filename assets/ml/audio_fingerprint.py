@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from assets.core.pairs import same_key_pairs
+from assets.ml.pairs import same_key_pairs
 
 if TYPE_CHECKING:
     import pyarrow as pa
