@@ -13,14 +13,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from assets.harvest.catalog_rows import (
-    CATALOG_SCHEMA,
-    STATUSES,
     parquet_bytes,
     partition_path,
     read_partition,
     to_table,
     validate_invariants,
 )
+from assets.harvest.catalog_schema import CATALOG_SCHEMA, STATUSES
 
 DAYS = ("2026-11-01", "2026-11-02", "2026-11-03")
 

@@ -1,11 +1,15 @@
-"""The sound catalog contract: one Parquet file per day, ``sound_catalog/date=D/part-0.parquet``.
+"""The catalog's rows: one Parquet file per day, ``sound_catalog/date=D/part-0.parquet``.
+
+A day's rows are assembled from its records (`assemble`: one row per manifest row), checked
+against the catalog's invariants (`validate_invariants`), conformed to exactly the schema of
+`catalog_schema.py` (`to_table`) and written as one Parquet file (`parquet_bytes`), or read
+back (`read_partition`).
 
 The day lives only in the hive path, so pyarrow, pandas, DuckDB and Polars read the root
 with a ``date`` column; writers publish a whole partition file at once (temporary names start
 with ``.`` or ``_`` so readers skip them).
 """
 
-import json
 import re
 
 import fsspec
@@ -14,69 +18,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from assets.harvest.catalog_schema import (
+    CARRIED_COLUMNS,
+    CATALOG_COLUMNS,
+    CATALOG_SCHEMA,
+    REQUIRED_COLUMNS,
+    STATUSES,
+)
 from assets.harvest.manifest_files import check_day, frame_from_arrow
 from assets.harvest.task_map import resolve_rows
-
-STATUSES = ("ok", "pending", "failed", "rejected")
-
-_UTC = pa.timestamp("us", tz="UTC")
-_PANDAS_INTS = {pa.int8(): "Int8", pa.int16(): "Int16", pa.int32(): "Int32", pa.int64(): "Int64"}
-
-
-def with_nullable_ints(schema: pa.Schema) -> pa.Schema:
-    """``schema`` with pandas metadata naming its integer columns' nullable dtypes.
-
-    Without it ``pandas.read_parquet`` turns an integer column holding a null into float64
-    (run_id 12.0, NaN); with it pandas builds Int64 / Int32, so nobody joins on floats. Only
-    the integer columns are described: pandas picks its defaults for the rest, and other
-    readers (pyarrow, DuckDB, Polars) ignore the key.
-    """
-    columns = [
-        {
-            "name": field.name,
-            "field_name": field.name,
-            "pandas_type": str(field.type),
-            "numpy_type": _PANDAS_INTS[field.type],
-            "metadata": None,
-        }
-        for field in schema
-        if field.type in _PANDAS_INTS
-    ]
-    pandas = {"index_columns": [], "column_indexes": [], "columns": columns}
-    return schema.with_metadata({**(schema.metadata or {}), b"pandas": json.dumps(pandas)})
-
-
-CATALOG_SCHEMA = pa.schema(
-    [
-        ("run_id", pa.int64()),
-        ("status", pa.string()),
-        ("error", pa.string()),
-        ("uri", pa.string()),
-        ("size_bytes", pa.int64()),
-        ("sha256", pa.string()),
-        ("sample_rate", pa.int32()),
-        ("channels", pa.int32()),
-        ("frames", pa.int64()),
-        ("duration_s", pa.float64()),
-        ("subtype", pa.string()),
-        ("source_format", pa.string()),
-        ("prompt", pa.string()),
-        ("audio_type", pa.string()),
-        ("requested_duration_s", pa.float64()),
-        ("task_id", pa.string()),
-        ("extra", pa.string()),
-        ("manifest", pa.string()),
-        ("attempts", pa.int32()),
-        ("first_seen_at", _UTC),
-        ("fetched_at", _UTC),
-    ]
-)
-CATALOG_SCHEMA = with_nullable_ints(CATALOG_SCHEMA)
-CATALOG_COLUMNS = tuple(CATALOG_SCHEMA.names)
-# The files ledger (`_state/sound_files/`) is catalog-shaped, plus the Dagster run that stored
-# or adopted each ok row's file, so a run counts the files it published, and only those.
-LEDGER_SCHEMA = with_nullable_ints(CATALOG_SCHEMA.append(pa.field("dagster_run_id", pa.string())))
-REQUIRED_COLUMNS = ("run_id", "status")
 
 # A URL with a query string (presigned URLs carry their signature there) or an API key header.
 _SECRET = re.compile(r"\b(?:https?|s3)://[^\s?#]*\?|x-api-key|x-amz-signature", re.IGNORECASE)
@@ -222,7 +172,7 @@ def assemble(
     Task-id rows first take the run their task resolved to (`task_map.resolve_rows`, from the
     day's task answers); those whose task never resolved keep no run id and the task's answer.
     """
-    carried = ["prompt", "audio_type", "requested_duration_s", "task_id", "extra", "manifest"]
+    carried = list(CARRIED_COLUMNS)
     manifest = resolve_rows(manifest, tasks)
     unresolved = manifest[manifest["status"].isin(["pending", "failed"])]
     rejected = manifest[manifest["status"] == "rejected"]

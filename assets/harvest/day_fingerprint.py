@@ -32,6 +32,7 @@ from resources.storage import Storage
 # The modules that turn a day's inputs into its outputs: a change to any is a new outcome.
 _CODE = (
     "assets/harvest/manifest_files.py",
+    "assets/harvest/catalog_schema.py",
     "assets/harvest/catalog_rows.py",
     "assets/harvest/day_harvest.py",
     "assets/harvest/sweep.py",

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from assets.harvest.catalog_rows import STATUSES
+from assets.harvest.catalog_schema import LEDGER_COLUMNS, STATUSES
 from assets.harvest.scratch import scratch_dir, scratch_root
 from resources.audio_file import (
     WAV_CONTAINER,
@@ -47,11 +47,6 @@ from resources.storage import FULL, Storage, StorageError, cause_of, sha256_file
 from resources.storage_faults import SCRATCH_SETTING, full, operator_error, size_text
 
 AUDIO_SUFFIX = ".wav"
-LEDGER_COLUMNS = (
-    "run_id", "status", "error", "uri", "size_bytes", "sha256", "sample_rate", "channels",
-    "frames", "duration_s", "subtype", "source_format", "attempts", "first_seen_at", "fetched_at",
-    "dagster_run_id",
-)  # fmt: skip
 
 
 class Fetch(Protocol):

@@ -27,27 +27,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from assets.harvest.catalog_schema import MANIFEST_COLUMNS, MANIFEST_SCHEMA
+
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
 
 # Manifest columns with a column of their own (duration becomes requested_duration_s);
 # any other column of a manifest goes into the JSON object ``extra``.
 KNOWN_COLUMNS = ("run_id", "prompt", "audio_type", "duration", "task_id")
-
-MANIFEST_SCHEMA = pa.schema(
-    [
-        ("run_id", pa.int64()),
-        ("status", pa.string()),
-        ("error", pa.string()),
-        ("prompt", pa.string()),
-        ("audio_type", pa.string()),
-        ("requested_duration_s", pa.float64()),
-        ("task_id", pa.string()),
-        ("extra", pa.string()),
-        ("manifest", pa.string()),
-        ("line", pa.int64()),
-    ]
-)
-MANIFEST_COLUMNS = tuple(MANIFEST_SCHEMA.names)
 
 # Names read_manifest uses for where a row came from, so a manifest cannot use them itself.
 _POSITION_COLUMNS = ("manifest", "line")

@@ -1,16 +1,17 @@
 """The pipeline's own per-day records, kept under `{CATALOG_ROOT}/_state/`.
 
 `run_manifest` stores the validated manifest rows and `sound_files` its files ledger and its
-task answers (`task_runs`) there;
-the leading `_` keeps them out of every reader of the catalog tree.
+task answers (`task_runs`) there, each one Parquet file per day (`state_relpath`); the
+leading `_` keeps them out of every reader of the catalog tree.
 """
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from assets.harvest.catalog_rows import LEDGER_SCHEMA, parquet_bytes, table_bytes
-from assets.harvest.manifest_files import MANIFEST_SCHEMA, frame_from_arrow
+from assets.harvest.catalog_rows import parquet_bytes, table_bytes
+from assets.harvest.catalog_schema import LEDGER_SCHEMA, MANIFEST_SCHEMA
+from assets.harvest.manifest_files import frame_from_arrow
 from assets.harvest.task_map import TASK_SCHEMA, TASK_STATE
 from resources.storage import Storage
 

@@ -43,7 +43,8 @@ import pyarrow as pa
 import soundfile as sf
 
 from assets.core.stored import local_path, open_stored
-from assets.harvest.catalog_rows import table_bytes, with_nullable_ints
+from assets.harvest.catalog_rows import table_bytes
+from assets.harvest.catalog_schema import with_nullable_ints
 from assets.harvest.settings import SettingsError
 from assets.ml.audio_fingerprint import FINGERPRINT_VERSION, Fingerprinter
 from resources.storage import Storage

@@ -24,7 +24,7 @@ from dagster import (
     TableSchema,
 )
 
-from assets.harvest.catalog_rows import STATUSES
+from assets.harvest.catalog_schema import STATUSES
 from assets.harvest.day_summary import DaySummary
 from assets.steps.days import day_ranges
 from resources.storage import Storage

@@ -16,7 +16,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from assets.harvest.catalog_rows import STATUSES
+from assets.harvest.catalog_schema import STATUSES
 from assets.harvest.reasons import reason_group
 from assets.harvest.records import read_state
 from resources.storage import Storage

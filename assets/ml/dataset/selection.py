@@ -36,6 +36,7 @@ import pyarrow.dataset as ds
 import pyarrow.ipc
 import pyarrow.parquet as pq
 
+from assets.harvest.catalog_schema import CATALOG_COLUMNS
 from assets.ml.clip_features import FEATURES_SCHEMA, FILE_MISSING, METRICS, features_relpath
 from assets.ml.dataset.groups import GroupStats, assign, audio_pairs, near_audio_keep
 from assets.ml.dataset.spec import SPLITS, DatasetSpec
@@ -44,15 +45,14 @@ from resources.storage import Storage
 # Bumped when the snapshot's layout or the meaning of a column changes: a new version then.
 LAYOUT_VERSION = 1
 
-CATALOG_COLUMNS = (
-    "run_id", "uri", "size_bytes", "sha256", "sample_rate", "channels", "frames", "duration_s",
-    "subtype", "prompt", "audio_type", "task_id",
-)  # fmt: skip
 # The columns of a selected row, in this order (they feed the version).
 ROW_COLUMNS = (
     "run_id", "date", "split", "sha256", "size_bytes", "uri", "text", "audio_type",
     "duration_s", "frames", "sample_rate", "channels", "subtype", "task_id", *METRICS,
 )  # fmt: skip
+# The catalog columns a snapshot reads, in the catalog's order: those a row exports, and the
+# prompt its text comes from.
+CATALOG_READ = tuple(name for name in CATALOG_COLUMNS if name in ROW_COLUMNS or name == "prompt")
 ROW_SCHEMA = pa.schema(
     [
         ("run_id", pa.int64()),
@@ -94,11 +94,11 @@ def read_rows(catalog: Storage) -> pl.LazyFrame:
     only the columns and rows needed are ever read."""
     rows = _scan(catalog, "sound_catalog")
     if rows is None:
-        empty = pl.from_arrow(_empty(["date", *CATALOG_COLUMNS, *METRICS, FEATURES_ERROR]))
+        empty = pl.from_arrow(_empty(["date", *CATALOG_READ, *METRICS, FEATURES_ERROR]))
         return empty.lazy().with_columns(_no_audio())  # type: ignore[union-attr]
     # ok rows always have a run id: a task that never resolved is never selected.
     ok = (pl.col("status") == "ok") & pl.col("run_id").is_not_null()
-    rows = rows.filter(ok).select("date", *CATALOG_COLUMNS)
+    rows = rows.filter(ok).select("date", *CATALOG_READ)
     features = _scan(catalog, "sound_features", FEATURES_SCHEMA)
     if features is None:
         return rows.with_columns(
