@@ -10,8 +10,9 @@ import pyarrow as pa
 import pydantic
 import pytest
 
-from assets.ml.dataset.selection import normalise_prompt, select, snapshot_version, split_of
+from assets.ml.dataset.selection import select, snapshot_version
 from assets.ml.dataset.spec import DatasetConfigError, DatasetSpec
+from assets.ml.dataset.splits import normalise_prompt, split_of
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["a dog barks", "rain on a tin roof", "door creaks", "crowd cheering", "sea waves"]

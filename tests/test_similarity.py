@@ -19,9 +19,9 @@ from assets.ml.audio_fingerprint import (
     audio_links,
     profile_matrix,
 )
-from assets.ml.dataset.selection import normalise_prompt, split_of
 from assets.ml.dataset.snapshot import ASSIGNMENTS, build_snapshot
 from assets.ml.dataset.spec import DatasetSpec
+from assets.ml.dataset.splits import normalise_prompt, split_of
 from assets.ml.prompt_similarity import (
     NUM_PERM,
     minhash_signatures,

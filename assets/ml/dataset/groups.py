@@ -1,18 +1,15 @@
-"""Which runs must share a split, and which split each gets (``group_by: similarity``).
+"""Which runs must share a split (``group_by: similarity``), and what the card says of them.
 
 Runs are linked when their prompts are near-copies (``prompt_similarity``) or their clips
 the same sound (``audio_fingerprint``); linked runs form a group (connected components,
-scipy), and a group never spans two splits. Assignment is sticky:
-
-- a run that had a split in the previous snapshot keeps it (``previous``: run id -> split,
-  kept in the dataset root per draw, see ``assets/ml/dataset/snapshot.py``);
-- a new run joins the split of the earlier runs of its group;
-- a group without earlier runs draws its split from a hash of the seed and its lowest run id
-  (``split_of``), so a new ``split_seed`` draws afresh;
-- a group whose earlier runs already sit in two splits (a new run bridged them, or the
-  thresholds changed) keeps them where they are, and its new runs go where they leak least:
-  the split holding most of the group's earlier runs, ties to train, then validation. These
-  runs are counted (``bridged``), and so are the links still crossing splits.
+scipy), and a group never spans two splits. `assign` gives the groups their splits the sticky
+way `splits.py` says (``sticky_splits``): a run keeps the split it had in the previous
+snapshot (``previous``: run id -> split, kept in the dataset root per draw, see
+``snapshot.py``), a new run joins the split of the earlier runs of its group, a group without
+earlier runs draws its own. A group whose earlier runs already sit in two splits (a new run
+bridged them, or the thresholds changed) keeps them where they are, and its new runs go where
+they leak least. These runs are counted (``bridged``), and so are the links still crossing
+splits.
 
 The counts for the card compare with the rule before this one (a hash of the normalised
 prompt): how many of the links found it would have put in two splits.
@@ -25,7 +22,8 @@ import numpy as np
 import polars as pl
 
 from assets.ml.audio_fingerprint import audio_links, profile_matrix
-from assets.ml.dataset.spec import SPLITS, DatasetSpec
+from assets.ml.dataset.spec import DatasetSpec
+from assets.ml.dataset.splits import previous_splits, sticky_splits
 from assets.ml.prompt_similarity import prompt_links, reduce_prompt
 
 # bit masks of splits: which splits the runs of one prompt sit in
@@ -110,8 +108,8 @@ def assign(
     _, labels, sizes = np.unique(labels, return_inverse=True, return_counts=True)
     labels = labels.ravel()
 
-    before = _previous_splits(frame, previous)
-    split, kept, bridged = _sticky(frame["run_id"].to_numpy(), labels, before, spec)
+    before = previous_splits(frame, previous)
+    split, kept, bridged = sticky_splits(frame["run_id"].to_numpy(), labels, before, spec)
 
     # The counts: prompt links between distinct normalised prompts, audio links between runs.
     key_real = real[reduced_of_key] & (keys != "")
@@ -142,42 +140,6 @@ def _components(nodes: int, edges: np.ndarray) -> np.ndarray:
         (np.ones(len(edges), dtype=np.int8), (edges[:, 0], edges[:, 1])), shape=(nodes, nodes)
     )
     return connected_components(graph, directed=False)[1]
-
-
-def _previous_splits(frame: pl.DataFrame, previous: pl.DataFrame | None) -> np.ndarray:
-    """Each row's split in the previous snapshot (index into SPLITS), -1 where it had none."""
-    if previous is None or previous.is_empty():
-        return np.full(len(frame), -1)
-    index = {name: i for i, name in enumerate(SPLITS)}
-    earlier = previous.select(
-        pl.col("run_id").cast(pl.Int64),
-        pl.col("split").replace_strict(index, default=-1, return_dtype=pl.Int64).alias("was"),
-    )
-    joined = frame.select(pl.col("run_id").cast(pl.Int64)).join(
-        earlier, on="run_id", how="left", maintain_order="left"
-    )
-    return joined["was"].fill_null(-1).to_numpy()
-
-
-def _sticky(
-    run_ids: np.ndarray, labels: np.ndarray, before: np.ndarray, spec: DatasetSpec
-) -> tuple[np.ndarray, int, int]:
-    """(split per row, rows kept where they were, new rows of groups in two splits)."""
-    from assets.ml.dataset.selection import split_of  # the one draw, shared with the prompt rule
-
-    groups = labels.max(initial=-1) + 1
-    held = before >= 0
-    counts = np.zeros((groups, len(SPLITS)), dtype=np.int64)
-    np.add.at(counts, (labels[held], before[held]), 1)
-    choice = counts.argmax(axis=1)  # most earlier runs; ties: the first of SPLITS
-    fresh = np.flatnonzero(counts.sum(axis=1) == 0)
-    lowest = np.full(groups, np.iinfo(np.int64).max)
-    np.minimum.at(lowest, labels, run_ids)
-    order = {name: i for i, name in enumerate(SPLITS)}
-    choice[fresh] = [order[split_of(f"run:{lowest[g]}", spec)] for g in fresh]
-    split = np.where(held, before, choice[labels])
-    spanning = (counts > 0).sum(axis=1) > 1
-    return split, int(held.sum()), int((~held & spanning[labels]).sum())
 
 
 def _masks(prompt_of_row: np.ndarray, split: np.ndarray, keys: int) -> np.ndarray:

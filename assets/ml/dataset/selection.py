@@ -10,9 +10,9 @@ The plain logic behind `ml_dataset` (docs/ml.md has the user's view):
 3. the filters of the spec, each counted in ``dropped``;
 4. optionally one row per audio sha256 (exact duplicates): the earliest (day, run id) wins;
    with `dedupe_near_audio`, one row per cluster of the same sound too;
-5. a split per row: by default (`group_by: similarity`) runs whose prompts are near-copies
-   or whose clips are the same sound share a group, a group never spans two splits, and a
-   run keeps the split it had in the previous snapshot (assets/ml/dataset/groups.py); with
+5. a split per row (`splits.py`): by default (`group_by: similarity`) runs whose prompts
+   are near-copies or whose clips are the same sound share a group (`groups.py`), a group
+   never spans two splits, and a run keeps the split it had in the previous snapshot; with
    `group_by: prompt` or `run_id`, a stable hash of the normalised prompt (or the run id),
    so a prompt never lands in two splits and a run keeps its split whatever other days or
    filters do;
@@ -23,7 +23,6 @@ No `from __future__ import annotations` here: `DatasetSpec` is the base of a Dag
 
 import hashlib
 import json
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO
@@ -40,6 +39,7 @@ from assets.harvest.catalog_schema import CATALOG_COLUMNS
 from assets.ml.clip_features import FEATURES_SCHEMA, FILE_MISSING, METRICS, features_relpath
 from assets.ml.dataset.groups import GroupStats, assign, audio_pairs, near_audio_keep
 from assets.ml.dataset.spec import SPLITS, DatasetSpec
+from assets.ml.dataset.splits import hash_splits, normalised_prompts
 from resources.storage import Storage
 
 # Bumped when the snapshot's layout or the meaning of a column changes: a new version then.
@@ -290,7 +290,7 @@ def select(
     The catalog is read by one streamed polars query that keeps each run's earliest day
     with a semi join on a narrow aggregate (no sort of the wide rows); the earliest run of
     each sha256 is found the same way. ``previous``: (run_id, split) of the previous
-    snapshot, which `group_by: similarity` keeps (assets/ml/dataset/groups.py); ``fingerprints``:
+    snapshot, which `group_by: similarity` keeps (splits.py); ``fingerprints``:
     `read_fingerprints`, or (when None) the `audio_fingerprint` column of ``rows``."""
     rows = rows.lazy()
     present = rows.collect_schema().names()
@@ -325,9 +325,7 @@ def select(
     if spec.group_by == "similarity":
         frame, split = _similarity_splits(frame, fingerprints, spec, previous, selection)
     else:
-        groups = group_keys(frame, spec.group_by)
-        splits = split_table(groups, spec)
-        split = groups.replace_strict(splits["group"], splits["split"])
+        split = hash_splits(frame, spec, spec.group_by)
     frame = frame.with_columns(text=pl.col("prompt").fill_null(""), split=split)
     selection.without_features = without_features(frame)
     order = pl.col("split").replace_strict(SPLITS, list(range(len(SPLITS))))
@@ -359,10 +357,8 @@ def _similarity_splits(
         renumber = np.cumsum(keep) - 1
         pairs = renumber[pairs[keep[pairs].all(axis=1)]].reshape(-1, 2)
         frame = frame.filter(pl.Series(keep))
-    old = group_keys(frame, "prompt")
-    table = split_table(old, spec)
     index = {name: i for i, name in enumerate(SPLITS)}
-    old_splits = old.replace_strict(table["group"], table["split"]).replace_strict(index)
+    old_splits = hash_splits(frame, spec, "prompt").replace_strict(index)
     frame = frame.with_columns(_prompt_key=normalised_prompts(frame))
     split, stats = assign(frame, pairs, spec, previous, old_splits.to_numpy())
     selection.groups = GroupStats(
@@ -387,53 +383,6 @@ def _fingerprints_in(rows: pl.LazyFrame) -> Callable[[pl.DataFrame], list[bytes]
         return _in_order([_copied(found.join(at, on=keys, how="inner"))], wanted.height)
 
     return fetch
-
-
-def normalise_prompt(prompt: str | None) -> str:
-    """Unicode NFKC, case-folded, whitespace collapsed: "A  Dog barks " == "a dog barks"."""
-    return " ".join(unicodedata.normalize("NFKC", prompt or "").casefold().split())
-
-
-def normalised_prompts(rows: pl.DataFrame) -> pl.Series:
-    """Each row's prompt normalised ("" for none). In Python, once per distinct prompt, so
-    the rule is exactly `normalise_prompt` (str.casefold and all), whatever the row count."""
-    distinct = rows["prompt"].drop_nulls().unique()
-    return rows["prompt"].replace_strict(
-        distinct, [normalise_prompt(p) for p in distinct], default="", return_dtype=pl.String
-    )
-
-
-def group_keys(rows: pl.DataFrame, group_by: str) -> pl.Series:
-    """`prompt:<normalised prompt>`, or `run:<run id>` (for runs without a prompt too)."""
-    by_run = pl.lit("run:") + pl.col("run_id").cast(pl.String)
-    if group_by == "run_id":
-        return rows.select(by_run.alias("group"))["group"]
-    normalised = normalised_prompts(rows)
-    group = pl.when(normalised != "").then(pl.lit("prompt:") + normalised).otherwise(by_run)
-    return rows.select(group.alias("group"))["group"]
-
-
-def split_point(key: str, seed: str) -> float:
-    """Where ``key`` falls in [0, 1): the first 8 bytes of a BLAKE2b hash, the same in every
-    process and Python version (unlike ``hash()``)."""
-    digest = hashlib.blake2b(f"{seed}\x00{key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
-
-
-def split_of(key: str, spec: DatasetSpec) -> str:
-    point = split_point(key, spec.split_seed)
-    if point < spec.train_ratio:
-        return "train"
-    return "validation" if point < spec.train_ratio + spec.validation_ratio else "test"
-
-
-def split_table(groups: pl.Series, spec: DatasetSpec) -> pl.DataFrame:
-    """(group, split) for every distinct group: one hash per group, not per row."""
-    distinct = groups.unique()
-    return pl.DataFrame(
-        {"group": distinct, "split": [split_of(key, spec) for key in distinct]},
-        schema={"group": pl.String, "split": pl.String},
-    )
 
 
 # -- version ------------------------------------------------------------------------------
