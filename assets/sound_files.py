@@ -21,7 +21,8 @@ from assets.harvest.catalog_publish import (
     sweep_policy,
 )
 from assets.harvest.day_fingerprint import Fingerprints, file_stamp, listing_stamp
-from assets.harvest.day_harvest import DayHarvest, audio_relpath, index_rows
+from assets.harvest.day_harvest import DayHarvest
+from assets.harvest.day_plan import audio_relpath, index_rows
 from assets.harvest.day_summary import DaySummary
 from assets.harvest.lease import DayLease, Holder, LeaseHeld, LeaseLost, holding
 from assets.harvest.records import read_state, state_relpath, write_files, write_tasks

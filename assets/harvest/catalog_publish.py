@@ -23,7 +23,7 @@ from dagster import (
 
 from assets.harvest.catalog_rows import assemble, parquet_bytes, row_keys, validate_invariants
 from assets.harvest.day_fingerprint import Fingerprints, file_stamp, listing_stamp
-from assets.harvest.day_harvest import stored_sizes
+from assets.harvest.day_plan import stored_sizes
 from assets.harvest.day_summary import DaySummary
 from assets.harvest.records import read_state, state_relpath
 from assets.harvest.sweep import SweepPolicy, final_sweep_key, given_up_rows, mark_given_up

@@ -34,6 +34,7 @@ _CODE = (
     "assets/harvest/manifest_files.py",
     "assets/harvest/catalog_schema.py",
     "assets/harvest/catalog_rows.py",
+    "assets/harvest/day_plan.py",
     "assets/harvest/day_harvest.py",
     "assets/harvest/sweep.py",
     "assets/harvest/task_map.py",

@@ -1,16 +1,10 @@
-"""One day's runs into storage: the plain logic behind the `sound_files` asset.
+"""One day's runs into storage: fetched, normalised, published, and recorded in its ledger.
 
 For each accepted run id of the day there is one row in the day's *files ledger* (the
-asset's own record of what storage holds), decided like this:
-
-- an `ok` row from an earlier materialization whose file is still there with its size is
-  kept as it is: nothing is fetched again;
-- a file found at its final path without such a row (a crash came between publishing the
-  file and writing the ledger) is verified, hashed and adopted instead of downloaded;
-- everything else is fetched: pending and failed runs are tried again.
-
-Fetched audio arrives as verified local temporary files; non-WAV deliveries are decoded to
-PCM WAV, then each file is published under its final name only once complete.
+asset's own record of what storage holds); `day_plan.py` decides per run whether its earlier
+row is kept, its stored file adopted, or the run fetched. `DayHarvest` then adopts and
+fetches: fetched audio arrives as verified local temporary files; non-WAV deliveries are
+decoded to PCM WAV, then each file is published under its final name only once complete.
 
 The ledger is saved as the day goes (at most every `checkpoint_s`) and once more when the day
 ends or fails, so a crash loses only the last moments of records rather than a day of them
@@ -34,6 +28,7 @@ from typing import Any, Protocol
 import pandas as pd
 
 from assets.harvest.catalog_schema import LEDGER_COLUMNS, STATUSES
+from assets.harvest.day_plan import Plan, audio_relpath, plan_day, stored_sizes
 from assets.harvest.scratch import scratch_dir, scratch_root
 from resources.audio_file import (
     WAV_CONTAINER,
@@ -46,8 +41,6 @@ from resources.camb_client import Failed, Fetched, Pending, RunOutcome
 from resources.storage import FULL, Storage, StorageError, cause_of, sha256_file
 from resources.storage_faults import SCRATCH_SETTING, full, operator_error, size_text
 
-AUDIO_SUFFIX = ".wav"
-
 
 class Fetch(Protocol):
     """`CambResource.harvest`: one outcome per run id, none started after `deadline`."""
@@ -58,52 +51,6 @@ class Fetch(Protocol):
 
 
 Save = Callable[[pd.DataFrame], object]
-
-
-def index_rows(ledger: pd.DataFrame | None) -> dict[int, dict[str, Any]]:
-    """An earlier ledger as plain rows by run id (pandas' NA becomes None)."""
-    if ledger is None:
-        return {}
-    rows = ledger.astype(object).where(ledger.notna(), None).to_dict("records")
-    return {int(row["run_id"]): row for row in rows}
-
-
-def audio_relpath(day: str, run_id: int) -> str:
-    return f"{day}/{run_id}{AUDIO_SUFFIX}"
-
-
-@dataclass(frozen=True)
-class Plan:
-    keep: list[dict[str, Any]]  # earlier ok rows whose file is still in place
-    adopt: list[int]  # files at their final path with no matching ok row
-    fetch: list[int]
-
-
-def plan_day(
-    run_ids: Iterable[int], previous: Mapping[int, dict[str, Any]], stored_sizes: Mapping[int, int]
-) -> Plan:
-    """Decide per run: keep the earlier row, adopt the stored file, or fetch from the API."""
-    plan = Plan([], [], [])
-    for run_id in run_ids:
-        row = previous.get(run_id)
-        size = stored_sizes.get(run_id)
-        if row is not None and row["status"] == "ok" and size == row["size_bytes"]:
-            plan.keep.append(row)
-        elif size is not None:
-            plan.adopt.append(run_id)
-        else:
-            plan.fetch.append(run_id)
-    return plan
-
-
-def stored_sizes(storage: Storage, day: str) -> dict[int, int]:
-    """Sizes of the day's final-named audio files, from one listing."""
-    sizes = {}
-    for name, size in storage.sizes(day).items():
-        stem = name.removesuffix(AUDIO_SUFFIX)
-        if name.endswith(AUDIO_SUFFIX) and stem.isdigit():
-            sizes[int(stem)] = size
-    return sizes
 
 
 @dataclass
@@ -183,6 +130,57 @@ class Ledger:
         self._saved_at = self._clock()
 
 
+class _Publishing:
+    """Publishing (decode, upload) in threads beside the downloads.
+
+    At most `in_hand` finished downloads wait on local disk for it; each task's row goes to
+    the ledger as it ends, and the first failure stops the day at the next submit.
+    """
+
+    def __init__(
+        self, pool: ThreadPoolExecutor, in_hand: int, ledger: Ledger, progress: Progress
+    ) -> None:
+        self._pool = pool
+        self._in_hand = threading.BoundedSemaphore(in_hand)
+        self._ledger = ledger
+        self._progress = progress
+        self._errors: list[BaseException] = []  # a publishing failure stops the day at once
+        self._futures: list[Future[dict[str, Any]]] = []
+
+    def submit(self, task: Callable[..., dict[str, Any]], *args: Any) -> None:
+        """Run `task(*args)` in the pool, once a place is free; then raise the first failure
+        of any task so far, or save the ledger if its checkpoint is due."""
+        self._in_hand.acquire()
+        future = self._pool.submit(task, *args)
+        self._futures.append(future)
+        future.add_done_callback(self._finished)
+        if self._errors:
+            raise self._errors[0]
+        self._ledger.checkpoint()
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every submitted task's row once all have ended (the first failure raised); the
+        tasks are forgotten then."""
+        rows = [future.result() for future in self._futures]
+        self._futures.clear()
+        return rows
+
+    def cancel(self) -> None:
+        """Cancel the tasks not started yet."""
+        for future in self._futures:
+            future.cancel()
+
+    def _finished(self, future: Future[dict[str, Any]]) -> None:
+        self._in_hand.release()
+        self._progress.advance()
+        if future.cancelled():
+            return
+        if (error := future.exception()) is not None:
+            self._errors.append(error)
+        elif (row := future.result())["status"] in STATUSES:
+            self._ledger.record(row)
+
+
 class DayHarvest:
     """Fetches, normalises and publishes the runs of one day; returns its ledger rows."""
 
@@ -212,7 +210,8 @@ class DayHarvest:
         self.workers = workers
         self.now = now
         # Called with (run id, verified local WAV, sha256) before each fetched file is
-        # published: the ML features are measured there, saving a second read (PLAN #3).
+        # published: the ML features are measured there, saving a second read of the file
+        # (on an object store, a second download).
         # It runs in the publishing threads; an error in it is logged, the file published.
         self.on_fresh_file = on_fresh_file
         # Tasks `fetch` resolves beside the harvest, adding their runs as it learns them: it
@@ -297,59 +296,39 @@ class DayHarvest:
         ledger: Ledger,
         deadline: float | None,
     ) -> None:
+        """Adopt the stored files, then fetch the rest and those found unusable, each file
+        published as it comes; every publishing task has ended when this returns."""
         progress = Progress(len(plan.adopt) + len(plan.fetch) + self.resolving, self.log, self.day)
-        # Publishing (decode, upload) runs beside the downloads; the semaphore bounds how many
-        # finished downloads may wait on local disk for it.
-        in_hand = threading.BoundedSemaphore(2 * self.workers)
-        errors: list[BaseException] = []  # a publishing failure stops the day at once
-        futures: list[Future[dict[str, Any]]] = []
-
-        def finished(future: Future[dict[str, Any]]) -> None:
-            in_hand.release()
-            progress.advance()
-            if future.cancelled():
-                return
-            if (error := future.exception()) is not None:
-                errors.append(error)
-            elif (row := future.result())["status"] in STATUSES:
-                ledger.record(row)
-
         with (
             scratch_dir() as workdir,
             ThreadPoolExecutor(self.workers, thread_name_prefix="publish") as pool,
         ):
-
-            def submit(task: Callable[..., dict[str, Any]], *args: Any) -> None:
-                in_hand.acquire()
-                future = pool.submit(task, *args)
-                futures.append(future)
-                future.add_done_callback(finished)
-
-            def step() -> None:
-                if errors:
-                    raise errors[0]
-                ledger.checkpoint()
-
+            publishing = _Publishing(pool, 2 * self.workers, ledger, progress)
             try:
                 for run_id in plan.adopt:
-                    submit(self._adopt, run_id, previous.get(run_id), workdir)
-                    step()
-                refetch = [
-                    f.result()["run_id"] for f in futures if f.result()["status"] == "refetch"
-                ]
-                futures.clear()
-                to_fetch = plan.fetch + refetch
-                if to_fetch or self.resolving:
-                    with contextlib.closing(self.fetch(to_fetch, workdir, deadline=deadline)) as it:
-                        for outcome in it:
-                            submit(self._finish, outcome, previous.get(outcome.run_id))
-                            step()
-                for future in futures:
-                    future.result()
+                    publishing.submit(self._adopt, run_id, previous.get(run_id), workdir)
+                adopted = publishing.rows()
+                refetch = [row["run_id"] for row in adopted if row["status"] == "refetch"]
+                self._fetch_all(plan.fetch + refetch, previous, workdir, deadline, publishing)
+                publishing.rows()
             except BaseException:
-                for future in futures:
-                    future.cancel()
+                publishing.cancel()
                 raise
+
+    def _fetch_all(
+        self,
+        run_ids: list[int],
+        previous: Mapping[int, dict[str, Any]],
+        workdir: Path,
+        deadline: float | None,
+        publishing: _Publishing,
+    ) -> None:
+        """Fetch `run_ids` (and the tasks resolved beside them), publishing each outcome."""
+        if not (run_ids or self.resolving):
+            return
+        with contextlib.closing(self.fetch(run_ids, workdir, deadline=deadline)) as outcomes:
+            for outcome in outcomes:
+                publishing.submit(self._finish, outcome, previous.get(outcome.run_id))
 
     def _row(self, run_id: int, previous: dict[str, Any] | None, **values: Any) -> dict[str, Any]:
         """A ledger row carrying attempts and first_seen_at over from the earlier row."""
