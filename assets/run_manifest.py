@@ -17,7 +17,8 @@ from assets.harvest.day_summary import DaySummary
 from assets.harvest.manifest_files import MANIFEST_SUFFIXES, ManifestError, load_day
 from assets.harvest.records import state_relpath, write_manifest
 from assets.partitions import daily_partitions
-from assets.steps.days import DayProblem, day_ranges, fail, mark_done, preflight, run_days, settings
+from assets.steps.days import DayProblem, day_ranges, mark_done, run_days
+from assets.steps.failures import fail, preflight, settings
 from assets.steps.metadata import check_result, failure_reasons, markdown_list, per_partition
 from resources.storage_resource import StorageResource
 

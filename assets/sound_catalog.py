@@ -13,7 +13,8 @@ from assets.harvest.catalog_publish import (
 )
 from assets.partitions import daily_partitions
 from assets.sound_files import sound_files
-from assets.steps.days import fail, mark_done, preflight, run_days, settings
+from assets.steps.days import mark_done, run_days
+from assets.steps.failures import fail, preflight, settings
 from assets.steps.metadata import day_metadata, location, report_days
 from resources.storage_resource import StorageResource
 

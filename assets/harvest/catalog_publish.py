@@ -28,7 +28,8 @@ from assets.harvest.day_summary import DaySummary
 from assets.harvest.records import read_state, state_relpath
 from assets.harvest.sweep import SweepPolicy, final_sweep_key, given_up_rows, mark_given_up
 from assets.harvest.task_map import TASK_STATE, has_tasks
-from assets.steps.days import DayProblem, day_ranges, operator_failure
+from assets.steps.days import DayProblem, day_ranges
+from assets.steps.failures import operator_failure
 from assets.steps.metadata import check_result
 from resources.storage import Storage
 

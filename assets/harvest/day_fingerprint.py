@@ -36,6 +36,7 @@ _CODE = (
     "assets/harvest/catalog_rows.py",
     "assets/harvest/day_plan.py",
     "assets/harvest/day_harvest.py",
+    "assets/harvest/files_step.py",
     "assets/harvest/sweep.py",
     "assets/harvest/task_map.py",
     "assets/harvest/day_summary.py",
