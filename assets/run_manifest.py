@@ -3,6 +3,7 @@
 from typing import Any
 
 from dagster import (
+    AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
@@ -20,6 +21,7 @@ from assets.partitions import daily_partitions
 from assets.steps.days import DayProblem, day_ranges, mark_done, run_days
 from assets.steps.failures import fail, preflight, settings
 from assets.steps.metadata import check_result, failure_reasons, markdown_list, per_partition
+from resources.storage import Storage
 from resources.storage_resource import StorageResource
 
 
@@ -96,20 +98,24 @@ def run_manifest(context: AssetExecutionContext, storage: StorageResource) -> Ma
     total = DaySummary.total(summary for summary, _ in days.done.values())
     return MaterializeResult(
         metadata=per_partition(context, per_day, lambda: counts(total)),
-        check_results=[
-            check_result(
-                "manifest_present",
-                AssetCheckSeverity.WARN,
-                f"{len(missing)} day{'s' * (len(missing) != 1)} with no manifest rows, days "
-                f"with no runs: {day_ranges(missing)}"
-                if missing
-                else "",
-                {
-                    "days without manifest": MetadataValue.int(len(missing)),
-                    "looked in": MetadataValue.text(where_looked(manifests.uri("D"))),
-                },
-            )
-        ],
+        check_results=[manifest_present(missing, manifests)],
+    )
+
+
+def manifest_present(missing: dict[str, str], manifests: Storage) -> AssetCheckResult:
+    """The WARN check naming the days without any manifest row (days with no runs)."""
+    plural = "s" * (len(missing) != 1)
+    return check_result(
+        "manifest_present",
+        AssetCheckSeverity.WARN,
+        f"{len(missing)} day{plural} with no manifest rows, days with no runs: "
+        f"{day_ranges(missing)}"
+        if missing
+        else "",
+        {
+            "days without manifest": MetadataValue.int(len(missing)),
+            "looked in": MetadataValue.text(where_looked(manifests.uri("D"))),
+        },
     )
 
 

@@ -1,6 +1,8 @@
 """`sound_features`: loudness, peak, clipping and silence of every stored clip, per day."""
 
 import time
+from concurrent.futures import Executor
+from typing import Any
 
 import pandas as pd
 from dagster import (
@@ -73,26 +75,42 @@ def sound_features(
     days: dict[str, DayFeatures] = {}
     with feature_workers(config.workers) as pool:  # shut down with the step
         for day in context.partition_keys:
-            rows = read_partition(catalog.fs, catalog.root, day)
-            if rows is None:
-                raise Failure(
-                    description=f"{day}: no sound_catalog partition: materialize it first"
-                )
-            ok = rows.loc[rows["status"] == "ok", ["run_id", "sha256", "uri", "size_bytes"]]
-            result = day_features(
-                ok,
-                _read_features(catalog, features_relpath(day)),
-                read_state(catalog, HARVEST_STATE, day),
-                params,
-                pool=pool,
-            )
-            catalog.write_bytes(table_bytes(features_table(result.rows)), features_relpath(day))
-            context.log.info(
-                f"{day}: {len(ok)} files: {result.kept} kept, {result.from_harvest} from the "
-                f"harvest, {result.computed} measured ({result.errors} with an error)"
-            )
-            days[day] = result
-    elapsed = time.monotonic() - started
+            days[day] = measure_day(catalog, day, params, pool, context.log)
+    metadata = features_metadata(context, catalog, days, time.monotonic() - started)
+    metadata["params"] = params_table(params)
+    return MaterializeResult(metadata=metadata)
+
+
+def measure_day(
+    catalog: Storage, day: str, params: FeatureParams, pool: Executor | None, log: Any
+) -> DayFeatures:
+    """The features of the day's `ok` catalog rows, written as its partition file."""
+    rows = read_partition(catalog.fs, catalog.root, day)
+    if rows is None:
+        raise Failure(description=f"{day}: no sound_catalog partition: materialize it first")
+    ok = rows.loc[rows["status"] == "ok", ["run_id", "sha256", "uri", "size_bytes"]]
+    result = day_features(
+        ok,
+        _read_features(catalog, features_relpath(day)),
+        read_state(catalog, HARVEST_STATE, day),
+        params,
+        pool=pool,
+    )
+    catalog.write_bytes(table_bytes(features_table(result.rows)), features_relpath(day))
+    log.info(
+        f"{day}: {len(ok)} files: {result.kept} kept, {result.from_harvest} from the "
+        f"harvest, {result.computed} measured ({result.errors} with an error)"
+    )
+    return result
+
+
+def features_metadata(
+    context: AssetExecutionContext,
+    catalog: Storage,
+    days: dict[str, DayFeatures],
+    elapsed: float,
+) -> dict[str, Any]:
+    """Each day's counts, preview and location; the range's totals; the step's rate."""
     measured_bytes = sum(result.computed_bytes for result in days.values())
     per_day = {
         day: {
@@ -112,8 +130,11 @@ def sound_features(
         "elapsed (s)": round(elapsed, 2),
         "measured MiB per s": round(measured_bytes / MIB / max(elapsed, 1e-9), 2),
     }
-    metadata = per_partition(context, per_day, totals, step)
-    metadata["params"] = figures_table(
+    return per_partition(context, per_day, totals, step)
+
+
+def params_table(params: FeatureParams) -> MetadataValue:
+    return figures_table(
         {
             "silence threshold (dBFS)": params.silence_threshold_dbfs,
             "silence window (ms)": params.silence_window_ms,
@@ -123,7 +144,6 @@ def sound_features(
         "value",
         label="parameter",
     )
-    return MaterializeResult(metadata=metadata)
 
 
 def counts(result: DayFeatures) -> dict[str, int | float]:
