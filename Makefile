@@ -48,7 +48,7 @@ test-slow: install
 demo: install
 	$(BIN)/python -m pipelines.demo
 
-# The end-to-end figures of issue 9 (10-20 min on 2 cores, with the load); see bench/README.md.
+# The end-to-end benchmark against hand-written peers (10-20 min on 2 cores); see bench/README.md.
 bench: install
 	$(BIN)/python -m bench.end_to_end
 

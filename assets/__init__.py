@@ -1,3 +1,5 @@
+"""The Dagster assets, one file each, over their plain modules: steps/, harvest/, ml/."""
+
 import warnings
 
 from dagster import BetaWarning

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 from dagster import DailyPartitionsDefinition
 
-from assets.core.settings import first_day
+from assets.harvest.settings import first_day
 
 PARTITION_TAG = "dagster/partition"
 RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")

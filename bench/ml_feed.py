@@ -35,13 +35,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from assets.core import features
-from assets.core.audio_fingerprint import BANDS, FLOOR_DB, FRAMES, HOP_S
-from assets.core.catalog import parquet_bytes, table_bytes
-from assets.core.dataset import read_rows, select
-from assets.core.dataset_spec import DatasetSpec
-from assets.core.exports import SnapshotFiles, write_hf, write_webdataset
-from assets.core.features import (
+from assets.harvest.catalog_rows import parquet_bytes, table_bytes
+from assets.ml import clip_features as features
+from assets.ml.audio_fingerprint import BANDS, FLOOR_DB, FRAMES, HOP_S
+from assets.ml.clip_features import (
     FeatureParams,
     Item,
     feature_workers,
@@ -49,7 +46,10 @@ from assets.core.features import (
     features_table,
     measure_all,
 )
-from assets.core.snapshot import build_snapshot
+from assets.ml.dataset.exports import SnapshotFiles, write_hf, write_webdataset
+from assets.ml.dataset.selection import read_rows, select
+from assets.ml.dataset.snapshot import build_snapshot
+from assets.ml.dataset.spec import DatasetSpec
 from resources.storage import Storage
 
 FIRST_DAY = pd.Timestamp("2025-01-01")

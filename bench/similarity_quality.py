@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from assets.core import audio_fingerprint as audio
-from assets.core import prompt_similarity as prompts
+from assets.ml import audio_fingerprint as audio
+from assets.ml import prompt_similarity as prompts
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from support.similar_clips import RATE, prompt_pairs, sound, variants

@@ -2,11 +2,11 @@
 
 from dagster import Definitions
 
-from assets.audio import sound_files
-from assets.catalog import sound_catalog
-from assets.dataset import ml_dataset
-from assets.features import sound_features
-from assets.manifests import run_manifest
+from assets.ml_dataset import ml_dataset
+from assets.run_manifest import run_manifest
+from assets.sound_catalog import sound_catalog
+from assets.sound_features import sound_features
+from assets.sound_files import sound_files
 from pipelines.automation import ml_feed_automation, with_automation
 from pipelines.deployment import executor_from_env, with_backfill_policy
 from pipelines.freshness import catalog_freshness

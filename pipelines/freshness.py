@@ -25,7 +25,7 @@ from dagster import (
     build_time_partition_freshness_checks,
 )
 
-from assets.catalog import sound_catalog
+from assets.sound_catalog import sound_catalog
 from pipelines.deployment import sensor_status
 
 DEADLINE_ENV = "SOUNDHARVEST_CATALOG_DEADLINE"

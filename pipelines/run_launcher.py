@@ -8,7 +8,7 @@ the run queue. This launcher, named in `pipelines/dagster.yaml` and `deploy/dags
 - writes an engine event naming this host into each run it starts through a code server on
   this machine (its own socket or loopback port: what `workspace.yaml`, `dg dev` and
   `dagster-daemon` start), before the run worker starts; Dagster records the worker's pid itself;
-- answers run monitoring's health check with the rules of `assets/core/dead_runs.py`, for every
+- answers run monitoring's health check with the rules of `assets/steps/dead_runs.py`, for every
   run in progress, the ones `soundharvest` and `dg launch` execute in their own process too: a
   run whose process is gone is marked failed there with the reason, so the daemon frees the day
   within `run_monitoring.poll_interval_seconds`. A run it cannot judge is reported running.
@@ -18,7 +18,7 @@ from dagster import DagsterInstance, DagsterRun, DefaultRunLauncher
 from dagster._core.events import EngineEventData
 from dagster._core.launcher import CheckRunHealthResult, LaunchRunContext, WorkerStatus
 
-from assets.core.dead_runs import LAUNCHED_ON, leases_in, mark_failed, this_host, why_gone
+from assets.steps.dead_runs import LAUNCHED_ON, leases_in, mark_failed, this_host, why_gone
 from resources.storage import Storage
 from resources.storage.roots import root_url
 

@@ -24,8 +24,8 @@ from dagster import (
     sensor,
 )
 
-from assets.core.manifest import manifest_day
-from assets.core.sweep import SweepPolicy, catalog_days, day_pending, plan_sweeps
+from assets.harvest.manifest_files import manifest_day
+from assets.harvest.sweep import SweepPolicy, catalog_days, day_pending, plan_sweeps
 from assets.partitions import daily_partitions
 from pipelines.deployment import sensor_status
 from pipelines.jobs import daily_harvest
@@ -189,7 +189,7 @@ def _harvested(
 def pending_sweep(context: SensorEvaluationContext, storage: StorageResource) -> SensorResult:
     """Days of the last `give_up_after` (+2) days whose catalog still has pending rows.
 
-    See assets/core/sweep.py for the intervals and the give-up rule.
+    See assets/harvest/sweep.py for the intervals and the give-up rule.
     """
     policy, now = SweepPolicy.from_env(), utc_now()
     catalog = storage.catalog()

@@ -74,7 +74,7 @@ def api_key() -> Check:
 def settings() -> Check:
     """The pipeline's settings and the Definitions load (executor, backfill size, first day,
     storage options)."""
-    from assets.core.settings import PipelineSettings
+    from assets.harvest.settings import PipelineSettings
 
     try:
         PipelineSettings.from_env()
@@ -91,9 +91,9 @@ def first_day() -> Check | None:
     """A warning when SOUNDHARVEST_FIRST_DAY starts far before the first day with a manifest
     (the UI then counts mostly empty partitions), or after it (those days cannot be harvested).
     None when there is nothing to say, or no manifest to compare with."""
-    from assets.core.manifest import first_manifest_day
-    from assets.core.settings import FIRST_DAY_VARIABLE
-    from assets.core.settings import first_day as configured
+    from assets.harvest.manifest_files import first_manifest_day
+    from assets.harvest.settings import FIRST_DAY_VARIABLE
+    from assets.harvest.settings import first_day as configured
 
     try:
         first = configured()
@@ -331,7 +331,7 @@ def _read_back(storage: Storage, name: str, variable: str) -> Check:
 
 def manifests(day: str) -> tuple[Check, list[int], list[str]]:
     """The manifests of `day` are found and parse; their accepted run ids and task ids."""
-    from assets.core.manifest import ManifestError, load_day
+    from assets.harvest.manifest_files import ManifestError, load_day
 
     name = f"manifests of {day}"
     try:
@@ -457,7 +457,7 @@ def dagster_instance() -> list[Check]:
 
 
 def dead_runs(instance) -> Check:
-    """Runs left in progress by a process that is gone: marked failed (assets/core/dead_runs.py)."""
+    """Runs in progress whose process is gone: marked failed (assets/steps/dead_runs.py)."""
     from pipelines.cli.day_runs import mark_dead
 
     gone = mark_dead(instance, "soundharvest doctor")

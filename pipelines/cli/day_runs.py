@@ -2,7 +2,7 @@
 of each day, and how it went for that day.
 
 Every `soundharvest` command calls `mark_dead` (one query of the runs in progress; see
-`assets/core/dead_runs.py`); `soundharvest status` reads `latest_runs` beside the catalog.
+`assets/steps/dead_runs.py`); `soundharvest status` reads `latest_runs` beside the catalog.
 """
 
 import os
@@ -10,8 +10,8 @@ from pathlib import Path
 
 from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus
 
-from assets.core.dead_runs import GONE, Gone, mark_dead_runs
 from assets.partitions import run_days
+from assets.steps.dead_runs import GONE, Gone, mark_dead_runs
 from pipelines.cli.launch import failure
 from pipelines.cli.output import err_console
 from pipelines.cli.report import DayRun

@@ -23,7 +23,7 @@ from pipelines.instance_home import prepare
 ASSETS = ["run_manifest", "sound_files", "sound_catalog"]
 FEATURES = "sound_features"
 PROJECT = Path(__file__).resolve().parents[2]
-# The harvest's own progress lines (assets/core/harvest.py): the plan, then done/total.
+# The harvest's own progress lines (assets/harvest/day_harvest.py): the plan, then done/total.
 _PLAN = re.compile(r"^(\d{4}-\d\d-\d\d): \d+ runs: .* (\d+) to adopt, (\d+) to fetch")
 _DONE = re.compile(r"^(\d{4}-\d\d-\d\d): (\d+)/(\d+) runs")
 _DAY_LINE = re.compile(r"^\d{4}-\d\d-\d\d: ")
@@ -52,7 +52,7 @@ def parse_days(text: str) -> list[str]:
 def _check_first_day(text: str, start: dt.date) -> None:
     """A day before the first daily partition is a usage error here, before any run (Dagster
     would fail the run on an invariant)."""
-    from assets.core.settings import FIRST_DAY_VARIABLE, SettingsError, first_day
+    from assets.harvest.settings import FIRST_DAY_VARIABLE, SettingsError, first_day
 
     try:
         first = first_day()

@@ -21,8 +21,8 @@ from dagster import (
 )
 from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
 
-from assets.core.dead_runs import process_tags
 from assets.partitions import run_tags
+from assets.steps.dead_runs import process_tags
 from resources.error_kinds import ERROR_KIND_KEY, OPERATOR
 
 INVOCATION_TAG = "soundharvest/cli_invocation"
@@ -80,7 +80,7 @@ def launch(
             instance,
             run_config=QUIET if quiet else None,
             # Where the run's process is: a kill -9 of this command leaves it to be marked
-            # failed by the next command or the daemon (assets/core/dead_runs.py).
+            # failed by the next command or the daemon (assets/steps/dead_runs.py).
             tags={**tags, **process_tags(), INVOCATION_TAG: token},
             asset_selection=[AssetKey(name) for name in assets],
         )

@@ -16,9 +16,9 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from assets.core.catalog import STATUSES
-from assets.core.reasons import reason_group
-from assets.state import read_state
+from assets.harvest.catalog_schema import STATUSES
+from assets.harvest.reasons import reason_group
+from assets.harvest.records import read_state
 from resources.storage import Storage
 
 _COLUMNS = ["run_id", "status", "error", "size_bytes", "first_seen_at", "fetched_at"]

@@ -21,8 +21,8 @@ from click.testing import CliRunner, Result
 from dagster import DagsterInstance, DagsterRunStatus
 from dagster._core.test_utils import create_run_for_test
 
-from assets.core.dead_runs import HOST_TAG, PID_TAG, this_host
 from assets.partitions import RANGE_TAGS
+from assets.steps.dead_runs import HOST_TAG, PID_TAG, this_host
 from pipelines.cli import cli
 from pipelines.cli.output import EXIT_FAILED, EXIT_OPERATOR, EXIT_STOPPED
 from sandbox.__main__ import _parser as sandbox_parser
@@ -380,7 +380,7 @@ def test_harvest_failure_ends_with_the_reason_and_no_traceback(
     monkeypatch.setenv("CAMB_API_BASE_URL", os.environ["CAMB_API_BASE_URL"] + "/v2")
     result = soundharvest("harvest", DAY)
     assert result.exit_code == EXIT_OPERATOR
-    # An operator's mistake is no day's own: said once, last, without a day (assets/ranges.py).
+    # An operator's mistake is no day's own: said once, last, without a day (assets/steps/days.py).
     assert last_line(result).startswith("soundharvest: sound_files: every call")
     assert "CAMB_API_BASE_URL" in last_line(result)
     assert 'File "' not in result.output  # no stack frame

@@ -12,15 +12,14 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from assets.core.catalog import (
-    CATALOG_SCHEMA,
-    STATUSES,
+from assets.harvest.catalog_rows import (
     parquet_bytes,
     partition_path,
     read_partition,
     to_table,
     validate_invariants,
 )
+from assets.harvest.catalog_schema import CATALOG_SCHEMA, STATUSES
 
 DAYS = ("2026-11-01", "2026-11-02", "2026-11-03")
 

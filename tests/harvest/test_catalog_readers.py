@@ -2,7 +2,8 @@
 
 import pandas as pd
 
-from assets.core.catalog import CATALOG_SCHEMA, parquet_bytes, partition_path
+from assets.harvest.catalog_rows import parquet_bytes, partition_path
+from assets.harvest.catalog_schema import CATALOG_SCHEMA
 from resources.storage import Storage
 
 

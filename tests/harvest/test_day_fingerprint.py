@@ -3,8 +3,8 @@
 import pandas as pd
 from dagster import DagsterInstance
 
-from assets.core.day_fingerprint import Fingerprints
-from assets.core.day_summary import DaySummary
+from assets.harvest.day_fingerprint import Fingerprints
+from assets.harvest.day_summary import DaySummary
 from resources.storage import Storage
 
 from support.pipeline_kit import local_storage, read_catalog, run_range, write_manifest

@@ -55,7 +55,7 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance
 
-from assets.state import read_state
+from assets.harvest.records import read_state
 from resources.audio import inspect_audio
 from resources.error_kinds import ERROR_KIND_KEY, OPERATOR
 from sandbox import Decoy, full_backlog, run_state
@@ -403,9 +403,9 @@ def test_bad_ids_are_rejected_and_nothing_is_written_outside_the_roots(sandbox, 
 _MATERIALIZE_WITH_FILE_SIZE_LIMIT = """
 import json, resource, signal, sys
 from dagster import materialize
-from assets.audio import sound_files
-from assets.catalog import sound_catalog
-from assets.manifests import run_manifest
+from assets.sound_files import sound_files
+from assets.sound_catalog import sound_catalog
+from assets.run_manifest import run_manifest
 from resources.camb_resource import CambResource
 from resources.storage_resource import StorageResource
 root, base_url, key, day, limit = sys.argv[1:]

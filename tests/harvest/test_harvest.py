@@ -12,10 +12,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from assets.core.harvest import Ledger
-from assets.core.scratch import LOCK, PARENT, remove_abandoned, scratch_dir
-from assets.core.settings import PipelineSettings, SettingsError
-from assets.ranges import DayProblem, day_ranges, run_days
+from assets.harvest.day_harvest import Ledger
+from assets.harvest.scratch import LOCK, PARENT, remove_abandoned, scratch_dir
+from assets.harvest.settings import PipelineSettings, SettingsError
+from assets.steps.days import DayProblem, day_ranges, run_days
 from resources.camb import CambAuthError, CambOutageError
 from resources.camb.retry import step_retry_wait_s
 from resources.error_kinds import OperatorError
@@ -163,7 +163,7 @@ def test_other_errors_are_not_swallowed():
 
 _HOLD_SCRATCH = """
 import sys, time
-from assets.core.scratch import scratch_dir
+from assets.harvest.scratch import scratch_dir
 with scratch_dir(sys.argv[1]) as path:
     (path / "part.download").write_bytes(b"half a file")
     print(path, flush=True)

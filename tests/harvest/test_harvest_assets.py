@@ -8,8 +8,8 @@ import pyarrow.dataset as ds
 import pytest
 from dagster import AssetCheckSeverity, AssetKey, DagsterInstance, materialize
 
-from assets.publish import check_day
-from assets.state import state_relpath
+from assets.harvest.catalog_publish import check_day
+from assets.harvest.records import state_relpath
 from resources.storage import Storage
 from resources.storage_resource import StorageResource
 from sandbox import run_state

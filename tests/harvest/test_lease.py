@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from assets.core.lease import DayLease, LeaseHeld, LeaseLost, holding
+from assets.harvest.lease import DayLease, LeaseHeld, LeaseLost, holding
 from resources.storage import Storage
 
 DAY = "2026-11-01"

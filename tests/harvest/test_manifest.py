@@ -12,9 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from assets.core.manifest import (
-    MANIFEST_COLUMNS,
-    MANIFEST_SCHEMA,
+from assets.harvest.catalog_schema import MANIFEST_COLUMNS, MANIFEST_SCHEMA
+from assets.harvest.manifest_files import (
     ManifestError,
     load_day,
     manifest_files,

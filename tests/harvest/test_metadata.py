@@ -14,11 +14,11 @@ from dagster import (
     MarkdownMetadataValue,
 )
 
-from assets.core.day_summary import DaySummary
-from assets.core.reasons import reason_group
-from assets.features import sound_features
-from assets.metadata import RANGE_TOTALS, failure_reasons
-from assets.publish import CHECKS, DayCatalog, check_results
+from assets.harvest.catalog_publish import CHECKS, DayCatalog, check_results
+from assets.harvest.day_summary import DaySummary
+from assets.harvest.reasons import reason_group
+from assets.sound_features import sound_features
+from assets.steps.metadata import RANGE_TOTALS, failure_reasons
 from pipelines.instance_home import prepare
 from sandbox import Faults
 

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from dagster import AssetCheckSeverity, materialize
 
-from assets.core.sweep import GAVE_UP
+from assets.harvest.sweep import GAVE_UP
 from resources.camb import Fetched
 from resources.camb.first_contact import FIRST_CONTACT_TRIES, ApiReach, CambUnreachableError
 from resources.camb.retry import RetryPolicy

@@ -25,10 +25,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from assets.core.catalog import validate_invariants
-from assets.core.manifest import load_day
-from assets.core.task_map import TASK_STATE
-from assets.state import read_state, state_relpath
+from assets.harvest.catalog_rows import validate_invariants
+from assets.harvest.manifest_files import load_day
+from assets.harvest.records import read_state, state_relpath
+from assets.harvest.task_map import TASK_STATE
 from resources.camb import (
     DAY_BUDGET_SPENT,
     Answer,
@@ -230,7 +230,7 @@ def test_every_task_outcome_reaches_the_catalog_and_a_rerun_asks_less(task_day):
     # The rerun asks only about tasks without a final answer (pending, SUCCESS without run).
     assert second["status_polls"] == {"task-1002-pending": 1, "task-1006-norun": 1}
     # The same outcomes and answers: a rerun by hand never says soundharvest gave up, though
-    # the day is past the horizon (only the sweep's final run does: assets/core/sweep.py).
+    # the day is past the horizon (only the sweep's final run does: assets/harvest/sweep.py).
     assert again["status"].equals(catalog["status"])
     assert again["error"].equals(catalog["error"])
 

@@ -10,8 +10,9 @@ import pyarrow as pa
 import pydantic
 import pytest
 
-from assets.core.dataset import normalise_prompt, select, snapshot_version, split_of
-from assets.core.dataset_spec import DatasetConfigError, DatasetSpec
+from assets.ml.dataset.selection import select, snapshot_version
+from assets.ml.dataset.spec import DatasetConfigError, DatasetSpec
+from assets.ml.dataset.splits import normalise_prompt, split_of
 
 from support import PROJECT
 

@@ -9,7 +9,7 @@ import psutil
 import pyloudnorm
 import pytest
 
-from assets.core.features import (
+from assets.ml.clip_features import (
     FeatureParams,
     Item,
     day_features,

@@ -10,20 +10,20 @@ import pytest
 import soundfile as sf
 from dagster import materialize
 
-from assets.audio import sound_files
-from assets.catalog import sound_catalog
-from assets.core.catalog import read_partition
-from assets.core.features import (
+from assets.harvest.catalog_rows import read_partition
+from assets.harvest.records import state_relpath
+from assets.ml.clip_features import (
     ENV_HARVEST_FEATURES,
     HARVEST_STATE,
     HarvestFeatures,
     features_relpath,
 )
-from assets.core.snapshot import LATEST
-from assets.dataset import ml_dataset
-from assets.features import sound_features
-from assets.manifests import run_manifest
-from assets.state import state_relpath
+from assets.ml.dataset.snapshot import LATEST
+from assets.ml_dataset import ml_dataset
+from assets.run_manifest import run_manifest
+from assets.sound_catalog import sound_catalog
+from assets.sound_features import sound_features
+from assets.sound_files import sound_files
 from resources.camb_resource import CambResource
 from resources.storage import Storage
 from resources.storage_resource import StorageResource

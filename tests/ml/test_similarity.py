@@ -11,23 +11,23 @@ import numpy as np
 import pytest
 from datasketch import MinHash
 
-from assets.core.audio_fingerprint import (
+from assets.ml.audio_fingerprint import (
     BANDS,
     FRAMES,
     Fingerprinter,
     audio_links,
     profile_matrix,
 )
-from assets.core.dataset import normalise_prompt, split_of
-from assets.core.dataset_spec import DatasetSpec
-from assets.core.prompt_similarity import (
+from assets.ml.dataset.snapshot import ASSIGNMENTS, build_snapshot
+from assets.ml.dataset.spec import DatasetSpec
+from assets.ml.dataset.splits import normalise_prompt, split_of
+from assets.ml.prompt_similarity import (
     NUM_PERM,
     minhash_signatures,
     prompt_links,
     reduce_prompt,
     shingles,
 )
-from assets.core.snapshot import ASSIGNMENTS, build_snapshot
 from resources.storage import Storage
 
 from support.ml_clips import Clip, storage, write_catalog_day, write_features_day

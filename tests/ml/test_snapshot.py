@@ -12,10 +12,10 @@ import soundfile as sf
 import webdataset as wds
 import yaml
 
-from assets.core import exports, snapshot
-from assets.core.dataset_spec import SPLITS, DatasetSpec
-from assets.core.exports import SnapshotError
-from assets.core.snapshot import LATEST, MANIFEST, build_snapshot, read_latest
+from assets.ml.dataset import exports, snapshot
+from assets.ml.dataset.exports import SnapshotError
+from assets.ml.dataset.snapshot import LATEST, MANIFEST, build_snapshot, read_latest
+from assets.ml.dataset.spec import SPLITS, DatasetSpec
 from resources.storage import Storage
 
 from support.ml_clips import Clip, storage, write_catalog_day, write_features_day

@@ -30,7 +30,8 @@ from dagster._core.events import EngineEventData
 from dagster._core.test_utils import create_run_for_test
 from dagster._daemon.monitoring.run_monitoring import monitor_started_run
 
-from assets.core.dead_runs import (
+from assets.harvest.lease import DayLease
+from assets.steps.dead_runs import (
     GONE,
     HOST_TAG,
     LAUNCHED_ON,
@@ -38,7 +39,6 @@ from assets.core.dead_runs import (
     mark_dead_runs,
     this_host,
 )
-from assets.core.lease import DayLease
 from pipelines.cli import cli
 from pipelines.instance_home import prepare
 from resources.storage import Storage

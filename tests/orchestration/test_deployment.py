@@ -3,7 +3,7 @@
 import pytest
 from dagster import BackfillPolicy
 
-from assets.audio import sound_files
+from assets.sound_files import sound_files
 from pipelines.deployment import backfill_policy_from_env, executor_from_env, with_backfill_policy
 
 

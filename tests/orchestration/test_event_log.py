@@ -50,7 +50,7 @@ BROKEN_DAY = "2025-01-05"
     check_specs=[AssetCheckSpec("has_rows", asset="upstream")],
 )
 def upstream(context: AssetExecutionContext) -> MaterializeResult:
-    for day in context.partition_keys:  # each day's own figures, as assets/metadata.py does
+    for day in context.partition_keys:  # each day's own figures, as assets/steps/metadata.py does
         context.add_asset_metadata({"rows": MetadataValue.int(int(day[-2:]))}, partition_key=day)
     return MaterializeResult(
         metadata={"days": len(context.partition_keys)},
@@ -65,7 +65,7 @@ def downstream(context: AssetExecutionContext) -> MaterializeResult:
 
 @asset(partitions_def=DAYS, backfill_policy=BackfillPolicy.single_run())
 def partly_broken(context: AssetExecutionContext) -> None:
-    """Reports its good days one by one, then fails, as assets/ranges.py does on a bad day."""
+    """Reports its good days one by one, then fails, as assets/steps/days.py does on a bad day."""
     for day in context.partition_keys:
         if day != BROKEN_DAY:
             context.log_event(AssetMaterialization("partly_broken", partition=day))

@@ -14,7 +14,7 @@ from dagster import (
 )
 from dagster._core.test_utils import freeze_time  # what Dagster's own clock docs point to
 
-from assets.catalog import sound_catalog
+from assets.sound_catalog import sound_catalog
 from pipelines.freshness import DEADLINE_ENV, catalog_freshness, deadline_cron
 from resources.storage_resource import StorageResource
 

@@ -21,9 +21,9 @@ from dagster import (
     materialize,
 )
 
-from assets.core.catalog import parquet_bytes
-from assets.core.sweep import GAVE_UP, DayPending, SweepPolicy, mark_given_up, plan_sweeps
-from assets.state import read_state
+from assets.harvest.catalog_rows import parquet_bytes
+from assets.harvest.records import read_state
+from assets.harvest.sweep import GAVE_UP, DayPending, SweepPolicy, mark_given_up, plan_sweeps
 from pipelines import sensors
 from pipelines.definitions import defs
 from pipelines.schedules import daily_harvest_schedule

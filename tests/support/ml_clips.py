@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from assets.core.catalog import parquet_bytes, table_bytes
-from assets.core.features import FeatureParams, day_features, features_relpath, features_table
+from assets.harvest.catalog_rows import parquet_bytes, table_bytes
+from assets.ml.clip_features import FeatureParams, day_features, features_relpath, features_table
 from resources.storage import Storage
 from resources.storage_resource import StorageResource
 

@@ -17,10 +17,10 @@ import pyarrow.dataset as ds
 import pytest
 from dagster import materialize
 
-from assets.audio import sound_files
-from assets.catalog import sound_catalog
-from assets.manifests import run_manifest
 from assets.partitions import run_tags
+from assets.run_manifest import run_manifest
+from assets.sound_catalog import sound_catalog
+from assets.sound_files import sound_files
 from resources.camb_resource import CambResource
 from resources.storage_resource import StorageResource
 

@@ -1,0 +1,2 @@
+"""The harvest's plain modules: manifests -> files -> catalog (`run_manifest`, `sound_files`,
+`sound_catalog`)."""

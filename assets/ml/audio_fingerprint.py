@@ -1,0 +1,245 @@
+"""A compact fingerprint of a clip's sound, and whether two clips are the same sound.
+
+No registry library fits: chromaprint (through pyacoustid) needs its C library and about 3 s
+of audio before it says anything, and the pure-Python fingerprinters (landmark hashing,
+dejavu-like) need seconds of audio and pull in large stacks. Generated sound effects are
+often shorter than that, so this is the small honest version on numpy alone:
+
+- the clip is mixed down to mono (channel mean) and cut into Hann windows of 100 ms every
+  25 ms, in seconds, so any sample rate gives the same frames; each window's power in 16
+  log-spaced bands between 150 Hz and 8 kHz (below the Nyquist frequency of 22.05 kHz and
+  16 kHz files) is kept, for the first ``FRAMES`` windows (1.7 s) only: the cost per file is
+  bounded and nothing grows with its length (two clips that share their first 1.7 s and
+  differ after are the same sound to it);
+- levels are in dB relative to the loudest cell (so gain does not matter), floored
+  ``FLOOR_DB`` below it (so faint added noise does not either), in half-dB steps: one byte
+  per band per frame (``fingerprint``), and each band's mean of those levels as a 16-byte
+  spectral ``profile`` (a mean of dB, so a band that a sound crosses for a moment, and a
+  trim can cut, weighs little);
+- two clips are the same sound when their profiles agree within ``PROFILE_TOLERANCE_DB``
+  (RMS over the bands, the overall level taken out) and their levels, each band's mean over
+  time and each frame's mean over bands taken out, correlate at ``threshold`` or more at
+  the best lag within ``MAX_LAG_FRAMES`` (125 ms, which absorbs a trim of 100 ms). What is
+  left after the two means is how the spectrum moves: it tells apart two different sounds of
+  the same spectrum, length and loudness (two noises of different seeds); the profile tells
+  apart two sounds that move alike over different spectra (one noise bed under two tones).
+
+A steady sound (a held tone, a hum) has no movement to correlate: copies of it are linked
+only through their prompt. Comparing every pair of 3.65 M clips is out of the question, so
+the profile and the duration give each clip a few blocking keys (``blocking_keys``: random
+hyperplanes over the profile, in the way of SimHash) and only clips that share one are
+compared.
+"""
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from assets.ml.pairs import same_key_pairs
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+FINGERPRINT_VERSION = 1  # bumped when what a fingerprint holds changes: files are measured again
+HOP_S = 0.025
+FRAMES = 64  # 1.6 s of hops, 1.675 s of audio
+BAND_EDGES_HZ = np.geomspace(150.0, 8000.0, 17)
+BANDS = len(BAND_EDGES_HZ) - 1
+FLOOR_DB = 50.0
+STEP_DB = 0.5
+MAX_LAG_FRAMES = 5
+MIN_OVERLAP_FRAMES = 12
+DEFAULT_THRESHOLD = 0.78  # between the farthest copy and the closest distinct pair (docs/ml.md)
+PROFILE_TOLERANCE_DB = 3.0  # RMS over the bands, overall level out; copies stay within ~1
+
+
+class Fingerprinter:
+    """Fed blocks of float samples (frames x channels) in order; ``result`` gives
+    (profile, fingerprint) as bytes, or (None, None) for a clip shorter than one window."""
+
+    def __init__(self, rate: int, channels: int) -> None:
+        self.hop = max(1, round(rate * HOP_S))
+        self.size = 4 * self.hop  # long windows: a trim moves them by little of their length
+        self.window = np.hanning(self.size + 2)[1:-1]  # no zero ends: every sample counts
+        freqs = np.fft.rfftfreq(self.size, 1 / rate)
+        self.edges = np.searchsorted(freqs, BAND_EDGES_HZ)
+        self.pending = np.empty(0)
+        self.power: list[np.ndarray] = []
+        self.frames = 0
+
+    def add(self, block: np.ndarray) -> None:
+        if self.frames >= FRAMES:
+            return
+        # only what the remaining frames need of the block is mixed down
+        need = (FRAMES - self.frames - 1) * self.hop + self.size - len(self.pending)
+        mono = block[:need].mean(axis=1)
+        buffer = np.concatenate([self.pending, mono]) if len(self.pending) else mono
+        count = min(FRAMES - self.frames, max(0, (len(buffer) - self.size) // self.hop + 1))
+        if count:
+            windows = sliding_window_view(buffer, self.size)[:: self.hop][:count] * self.window
+            import scipy.fft  # on use: loading the definitions never pays for scipy
+
+            # single precision is plenty for half-dB steps, and |z|^2 needs no square root
+            bins = scipy.fft.rfft(windows.astype(np.float32), axis=1)
+            spectrum = np.square(bins.real) + np.square(bins.imag)
+            cumulative = np.concatenate([np.zeros((count, 1)), np.cumsum(spectrum, axis=1)], axis=1)
+            self.power.append(cumulative[:, self.edges[1:]] - cumulative[:, self.edges[:-1]])
+            self.frames += count
+        self.pending = buffer[count * self.hop :].copy()
+
+    def result(self) -> tuple[bytes | None, bytes | None]:
+        if not self.frames:
+            return None, None
+        steps = quantised(np.vstack(self.power))
+        profile = np.round(steps.mean(axis=0)).astype(np.uint8)
+        return profile.tobytes(), steps.tobytes()
+
+
+def quantised(power: np.ndarray) -> np.ndarray:
+    """Band powers (frames x bands) as steps of half a dB above a floor ``FLOOR_DB`` under the
+    loudest cell (uint8)."""
+    with np.errstate(divide="ignore"):
+        level = 10 * np.log10(power)
+    top = level.max()
+    if not math.isfinite(top):  # digital silence
+        return np.zeros(power.shape, dtype=np.uint8)
+    return np.round((np.clip(level - top, -FLOOR_DB, 0) + FLOOR_DB) / STEP_DB).astype(np.uint8)
+
+
+def decode(data: bytes) -> np.ndarray:
+    """Levels in dB (frames x bands), the loudest cell at ``FLOOR_DB``."""
+    return np.frombuffer(data, dtype=np.uint8).reshape(-1, BANDS) * STEP_DB
+
+
+def correlation(a: bytes, b: bytes) -> float:
+    """The best correlation of two clips' fingerprints (``correlations`` of one pair)."""
+    return float(correlations([a, b], np.array([[0, 1]]))[0])
+
+
+def correlations(prints: list[bytes], pairs: np.ndarray, batch: int = 4096) -> np.ndarray:
+    """For each pair (i, j) of ``prints``, the best correlation of the two clips' levels
+    over lags within ``MAX_LAG_FRAMES`` (overlaps shorter than ``MIN_OVERLAP_FRAMES`` frames
+    do not count), each clip's levels centred once (``_centred``); pairs at a time."""
+    lengths = np.array([len(p) // BANDS for p in prints])
+    levels = np.zeros((len(prints), FRAMES + MAX_LAG_FRAMES, BANDS), dtype=np.float32)
+    for at, printed in enumerate(prints):
+        levels[at, : lengths[at]] = _centred(decode(printed))
+    energy = np.zeros((len(prints), levels.shape[1] + 1), dtype=np.float64)
+    energy[:, 1:] = np.cumsum(np.square(levels, dtype=np.float64).sum(axis=2), axis=1)
+    best = np.zeros(len(pairs))
+    for start in range(0, len(pairs), batch):
+        a, b = pairs[start : start + batch, 0], pairs[start : start + batch, 1]
+        for lag in range(-MAX_LAG_FRAMES, MAX_LAG_FRAMES + 1):
+            x, y, shift_x, shift_y = (a, b, lag, 0) if lag >= 0 else (b, a, -lag, 0)
+            overlap = np.minimum(lengths[x] - shift_x, lengths[y] - shift_y)
+            span = levels.shape[1] - shift_x
+            dot = np.einsum("pfb,pfb->p", levels[x, shift_x:], levels[y, :span])
+            norm_x = energy[x, shift_x + np.maximum(overlap, 0)] - energy[x, shift_x]
+            norm_y = energy[y, np.maximum(overlap, 0)]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                value = np.where(
+                    (overlap >= MIN_OVERLAP_FRAMES) & (norm_x > 0) & (norm_y > 0),
+                    dot / np.sqrt(norm_x * norm_y),
+                    0.0,
+                )
+            best[start : start + batch] = np.maximum(best[start : start + batch], value)
+    return best
+
+
+def _centred(levels: np.ndarray) -> np.ndarray:
+    """Each band's mean over time and each frame's mean over bands taken out: what is left
+    is how the spectrum moves, not the loudness envelope (which many sounds share)."""
+    levels = levels - levels.mean(axis=0)
+    return levels - levels.mean(axis=1, keepdims=True)
+
+
+# -- finding the same sound among many clips ---------------------------------------------
+
+TABLES = 16  # blocking tables; a pair is compared if it shares a key in any of them
+KEY_BANDS = 8  # bands of the profile in each table's key (8 one-byte cells: an int64)
+CELL_DB = 5.0
+DURATION_BUCKET_S = 1.0  # and the duration, in buckets offset by half in every other table
+
+
+def blocking_keys(profiles: np.ndarray, durations: np.ndarray) -> Iterator[np.ndarray]:
+    """For each of ``TABLES`` tables, one int64 key per clip: the clip's level in
+    ``KEY_BANDS`` bands drawn at random (its overall level out), each cut into cells of
+    ``CELL_DB`` with a random offset, and its duration bucket. The same sound shares most
+    cells (its profile moves by about a dB, its duration by a trim), so it shares a whole
+    key in some table; different sounds rarely share all of them. One table at a time, so
+    only one column of keys is ever held."""
+    # bands x clips: a table's bands are then whole rows, read at memory speed
+    centred = np.ascontiguousarray((profiles - profiles.mean(axis=1, keepdims=True)).T)
+    rng = np.random.default_rng(16)
+    cells = np.empty((len(profiles), KEY_BANDS), dtype=np.int8)
+    for table in range(TABLES):
+        bands = rng.choice(BANDS, KEY_BANDS, replace=False)
+        shift = rng.uniform(0, CELL_DB, KEY_BANDS).astype(np.float32)
+        # within +-50 dB a cell number fits a byte: the 8 cells are the 8 bytes of the key
+        for at, band in enumerate(bands):
+            cells[:, at] = np.floor((centred[band] + shift[at]) / np.float32(CELL_DB))
+        offset = (table % 2) * DURATION_BUCKET_S / 2
+        bucket = np.floor((durations + offset) / DURATION_BUCKET_S).astype(np.int64)
+        yield cells.view(np.int64)[:, 0] ^ (bucket * _MIX)
+
+
+_MIX = np.int64(-7046029254386353131)  # 0x9E3779B97F4A7C15 as int64: spreads the bucket
+
+
+def audio_candidates(profiles: np.ndarray, durations: np.ndarray) -> np.ndarray:
+    """Pairs (i, j), i < j, of clips sharing a blocking key in some table: int64 (pairs, 2)."""
+    pairs = np.vstack([same_key_pairs(keys) for keys in blocking_keys(profiles, durations)])
+    # one int64 per pair: a far cheaper unique than over rows
+    flat = np.unique(pairs[:, 0] * len(profiles) + pairs[:, 1])
+    return np.stack([flat // len(profiles), flat % len(profiles)], axis=1)
+
+
+def profile_matrix(profiles: "Sequence[bytes | None] | pa.Array") -> np.ndarray:
+    """Profiles as a uint8 matrix (clips x BANDS); a missing one (or one of another size)
+    is all zeros, which matches nothing. An Arrow binary array converts without a Python
+    object per clip."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    array = pa.array(profiles, pa.binary()) if not isinstance(profiles, pa.Array) else profiles
+    wrong = pc.fill_null(pc.not_equal(pc.binary_length(array), BANDS), True)
+    array = pc.if_else(wrong, pa.scalar(bytes(BANDS)), array).cast(pa.binary())
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    offsets = np.frombuffer(array.buffers()[1], np.int32)[
+        array.offset : array.offset + len(array) + 1
+    ]
+    data = np.frombuffer(array.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
+    return data.reshape(-1, BANDS)
+
+
+def audio_links(
+    profiles: np.ndarray,
+    durations: np.ndarray,
+    fingerprints: Callable[[np.ndarray], list[bytes]],
+    threshold: float = DEFAULT_THRESHOLD,
+) -> np.ndarray:
+    """Pairs (i, j), i < j, of clips that are the same sound: int64 (pairs, 2).
+
+    ``profiles``: uint8 (clips x BANDS), see ``profile_matrix``; ``fingerprints(indices)``
+    gives the fingerprints of those clips: only clips with a candidate pair are read, so a
+    snapshot holds the 16-byte profiles of every clip and the fingerprints of few. A
+    profile without spread (silence, or none) matches nothing."""
+    usable = profiles.max(axis=1) - profiles.min(axis=1) >= round(1.0 / STEP_DB)
+    index = np.flatnonzero(usable)
+    if len(index) < 2:
+        return np.empty((0, 2), dtype=np.int64)
+    spectra = profiles[index].astype(np.float32) * STEP_DB
+    candidates = audio_candidates(spectra, durations[index])
+    centred = spectra - spectra.mean(axis=1, keepdims=True)
+    apart = np.sqrt(np.mean(np.square(centred[candidates[:, 0]] - centred[candidates[:, 1]]), 1))
+    candidates = candidates[apart <= PROFILE_TOLERANCE_DB]
+    if not len(candidates):
+        return np.empty((0, 2), dtype=np.int64)
+    involved, local = np.unique(candidates, return_inverse=True)
+    prints = fingerprints(index[involved])
+    keep = correlations(prints, local.reshape(-1, 2)) >= threshold
+    return index[candidates[keep]].reshape(-1, 2)
