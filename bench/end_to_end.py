@@ -13,13 +13,13 @@ byte, runs of 0.5-1.5 MB), and in the same run:
   DAGSTER_HOME; S: the same for a day of one not-ready run (the fixed start cost);
 - the rerun of P's complete day; peak RSS of P fetching files of 50 MB (its own sandbox);
 - P_task: the same day named by task ids only (one status call per task before its run joins
-  a bulk call, issue 15), and its rerun, which must ask the status of no task
+  a bulk call), and its rerun, which must ask the status of no task
   (`--tasks-only`: S, P_task and its rerun alone);
 - the year: a range rerun of 365 complete days (set up by an adopting first run).
 
 Every figure's bytes are checked: the peers' files and P's stored WAVs against the sandbox's
 own rendering (computed here), P's catalog against its files. Nothing is asserted on time:
-the targets of issue 9 are printed beside the figures as PASS/FAIL.
+the speed targets (bench/README.md) are printed beside the figures as PASS/FAIL.
 """
 
 import argparse
@@ -90,8 +90,8 @@ class Settings:
     year_days: int = 365
     year_runs: int = 100
     profile_dir: Path | None = None  # P and the year's rerun under py-spy (times then skewed)
-    year_only: bool = False  # the year's figures alone (issue 14 §6), without the peers
-    tasks_only: bool = False  # S and the task-id day alone (issue 15), without the peers
+    year_only: bool = False  # the year's figures alone, without the peers
+    tasks_only: bool = False  # S and the task-id day alone, without the peers
     project: Path = PROJECT  # the checkout whose .venv/bin/dg runs P and S
 
     def latency_flags(self) -> list[str]:
@@ -159,7 +159,7 @@ class Report:
         return format_rows(header, rows)
 
     def targets(self) -> list[tuple[str, str, bool]]:
-        """(what, figure, met) for every target of issue 9 that this run measured."""
+        """(what, figure, met) for every speed target that this run measured."""
         f, s, out = self.figures, self.settings, []
         if {"P", "B"} <= f.keys():
             out.append(("P / B <= 1.0", f"{self.ratio('P', 'B'):.2f}", self.ratio("P", "B") <= 1))
@@ -227,7 +227,7 @@ class Report:
             "",
         ]
         lines += format_rows(
-            ("target (issue 9)", "figure", "met"),
+            ("speed target", "figure", "met"),
             [(what, figure, "PASS" if met else "FAIL") for what, figure, met in self.targets()],
         )
         return "\n".join(lines)
@@ -658,7 +658,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench.end_to_end",
         description="soundharvest's daily materialization against the peers a user would pick "
-        "instead, with the targets of issue 9 (see bench/README.md).",
+        "instead, with the speed targets (see bench/README.md).",
     )
     add = parser.add_argument
     add("--runs", type=positive_int, default=d.runs, help="N, ready runs in P's day")
