@@ -43,17 +43,20 @@ from assets.ml.pairs import same_key_pairs
 if TYPE_CHECKING:
     import pyarrow as pa
 
-FINGERPRINT_VERSION = 1  # bumped when what a fingerprint holds changes: files are measured again
-HOP_S = 0.025
-FRAMES = 64  # 1.6 s of hops, 1.675 s of audio
+FINGERPRINT_VERSION = 2  # bumped when what a fingerprint holds changes: files are measured again
+HOP_S = 0.05
+FRAMES = 64  # 3.2 s of hops, 3.25 s of audio
 BAND_EDGES_HZ = np.geomspace(150.0, 8000.0, 17)
 BANDS = len(BAND_EDGES_HZ) - 1
 FLOOR_DB = 50.0
 STEP_DB = 0.5
-MAX_LAG_FRAMES = 5
-MIN_OVERLAP_FRAMES = 12
-DEFAULT_THRESHOLD = 0.78  # between the farthest copy and the closest distinct pair (docs/ml.md)
-PROFILE_TOLERANCE_DB = 3.0  # RMS over the bands, overall level out; copies stay within ~1
+MAX_LAG_FRAMES = 3  # 150 ms: a trim of 100 ms and an MP3 encoder's delay
+MIN_OVERLAP_FRAMES = 6
+WEIGHT_RANGE_DB = 10.0  # a band counts fully once both clips rise this far above the floor
+NOISE_QUANTILE = 20  # percent of a band's frames at or under its noise floor
+DEFAULT_THRESHOLD = 0.85  # above the closest distinct pair of the evaluation sets (docs/ml.md)
+PROFILE_DEPTH_DB = 15.0  # a profile counts the bands within this of its loudest band
+PROFILE_TOLERANCE_DB = 5.0  # RMS over the bands; copies under a loud bed move up to ~4
 
 
 class Fingerprinter:
@@ -62,7 +65,7 @@ class Fingerprinter:
 
     def __init__(self, rate: int, channels: int) -> None:
         self.hop = max(1, round(rate * HOP_S))
-        self.size = 4 * self.hop  # long windows: a trim moves them by little of their length
+        self.size = 2 * self.hop  # windows of 100 ms: a trim moves them by little of their length
         self.window = np.hanning(self.size + 2)[1:-1]  # no zero ends: every sample counts
         freqs = np.fft.rfftfreq(self.size, 1 / rate)
         self.edges = np.searchsorted(freqs, BAND_EDGES_HZ)
@@ -94,8 +97,8 @@ class Fingerprinter:
         if not self.frames:
             return None, None
         steps = quantised(np.vstack(self.power))
-        profile = np.round(steps.mean(axis=0)).astype(np.uint8)
-        return profile.tobytes(), steps.tobytes()
+        # each band's loudest moment: a noise bed under the sound, or a trim, leaves it be
+        return steps.max(axis=0).tobytes(), steps.tobytes()
 
 
 def quantised(power: np.ndarray) -> np.ndarray:
@@ -114,46 +117,80 @@ def decode(data: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8).reshape(-1, BANDS) * STEP_DB
 
 
+def noise_floor(levels: np.ndarray) -> np.ndarray:
+    """Each band's ``NOISE_QUANTILE`` level over time (dB, as ``decode``): a stationary bed
+    under a sparse or decaying sound is what its quiet frames hold."""
+    return np.percentile(levels, NOISE_QUANTILE, axis=0)
+
+
 def correlation(a: bytes, b: bytes) -> float:
     """The best correlation of two clips' fingerprints (``correlations`` of one pair)."""
     return float(correlations([a, b], np.array([[0, 1]]))[0])
 
 
-def correlations(prints: list[bytes], pairs: np.ndarray, batch: int = 4096) -> np.ndarray:
-    """For each pair (i, j) of ``prints``, the best correlation of the two clips' levels
-    over lags within ``MAX_LAG_FRAMES`` (overlaps shorter than ``MIN_OVERLAP_FRAMES`` frames
-    do not count), each clip's levels centred once (``_centred``); pairs at a time."""
+def correlations(prints: list[bytes], pairs: np.ndarray, batch: int = 2048) -> np.ndarray:
+    """For each pair (i, j) of ``prints``, the best correlation of the two clips' levels over
+    lags within ``MAX_LAG_FRAMES`` (overlaps shorter than ``MIN_OVERLAP_FRAMES`` frames do not
+    count).
+
+    Each pair is compared above its own floor: in every band, the higher of the two clips'
+    noise floors (``noise_floor``); both clips' levels are raised to it, so what a noise bed
+    hides in one clip (a bell's tail, the quiet between knocks) is hidden in the other too.
+    Each band's mean over time is then taken out (the spectrum is the profile's business):
+    what is left is how the sound moves, loudness envelope included."""
     lengths = np.array([len(p) // BANDS for p in prints])
-    levels = np.zeros((len(prints), FRAMES + MAX_LAG_FRAMES, BANDS), dtype=np.float32)
+    levels = np.zeros((len(prints), FRAMES, BANDS), dtype=np.float32)
+    floors = np.zeros((len(prints), BANDS), dtype=np.float32)
     for at, printed in enumerate(prints):
-        levels[at, : lengths[at]] = _centred(decode(printed))
-    energy = np.zeros((len(prints), levels.shape[1] + 1), dtype=np.float64)
-    energy[:, 1:] = np.cumsum(np.square(levels, dtype=np.float64).sum(axis=2), axis=1)
+        decoded = decode(printed)
+        levels[at, : lengths[at]] = decoded
+        floors[at] = noise_floor(decoded) if len(decoded) else 0.0
+    tops = levels.max(axis=1)
+    valid = np.arange(FRAMES) < lengths[:, None]  # clips x frames
     best = np.zeros(len(pairs))
     for start in range(0, len(pairs), batch):
         a, b = pairs[start : start + batch, 0], pairs[start : start + batch, 1]
-        for lag in range(-MAX_LAG_FRAMES, MAX_LAG_FRAMES + 1):
-            x, y, shift_x, shift_y = (a, b, lag, 0) if lag >= 0 else (b, a, -lag, 0)
-            overlap = np.minimum(lengths[x] - shift_x, lengths[y] - shift_y)
-            span = levels.shape[1] - shift_x
-            dot = np.einsum("pfb,pfb->p", levels[x, shift_x:], levels[y, :span])
-            norm_x = energy[x, shift_x + np.maximum(overlap, 0)] - energy[x, shift_x]
-            norm_y = energy[y, np.maximum(overlap, 0)]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                value = np.where(
-                    (overlap >= MIN_OVERLAP_FRAMES) & (norm_x > 0) & (norm_y > 0),
-                    dot / np.sqrt(norm_x * norm_y),
-                    0.0,
-                )
-            best[start : start + batch] = np.maximum(best[start : start + batch], value)
+        floor = np.maximum(floors[a], floors[b])
+        # a band counts as far as both clips rise above the floor in it
+        weight = np.clip((np.minimum(tops[a], tops[b]) - floor) / WEIGHT_RANGE_DB, 0, 1)[:, None]
+        x = _centred(np.maximum(levels[a], floor[:, None, :]), valid[a]) * weight
+        y = _centred(np.maximum(levels[b], floor[:, None, :]), valid[b]) * weight
+        best[start : start + batch] = _best_lag(x, y, lengths[a], lengths[b])
     return best
 
 
-def _centred(levels: np.ndarray) -> np.ndarray:
-    """Each band's mean over time and each frame's mean over bands taken out: what is left
-    is how the spectrum moves, not the loudness envelope (which many sounds share)."""
-    levels = levels - levels.mean(axis=0)
-    return levels - levels.mean(axis=1, keepdims=True)
+def _centred(levels: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Each band's mean over the clip's own frames taken out; frames past its end are 0."""
+    weight = valid[:, :, None].astype(np.float32)
+    count = np.maximum(weight.sum(axis=1, keepdims=True), 1)
+    return (levels - (levels * weight).sum(axis=1, keepdims=True) / count) * weight
+
+
+def _best_lag(x: np.ndarray, y: np.ndarray, len_x: np.ndarray, len_y: np.ndarray) -> np.ndarray:
+    """The best normalised dot product of x and y (pairs x frames x bands) over the lags."""
+    energy_x = np.zeros((len(x), FRAMES + 1))
+    energy_y = np.zeros((len(y), FRAMES + 1))
+    energy_x[:, 1:] = np.cumsum(np.square(x, dtype=np.float64).sum(axis=2), axis=1)
+    energy_y[:, 1:] = np.cumsum(np.square(y, dtype=np.float64).sum(axis=2), axis=1)
+    rows = np.arange(len(x))
+    best = np.zeros(len(x))
+    for lag in range(-MAX_LAG_FRAMES, MAX_LAG_FRAMES + 1):
+        shift_x, shift_y = max(lag, 0), max(-lag, 0)  # x[f + shift_x] meets y[f + shift_y]
+        overlap = np.maximum(np.minimum(len_x - shift_x, len_y - shift_y), 0)
+        span = FRAMES - max(shift_x, shift_y)
+        dot = np.einsum(
+            "pfb,pfb->p", x[:, shift_x : shift_x + span], y[:, shift_y : shift_y + span]
+        )
+        norm_x = energy_x[rows, shift_x + overlap] - energy_x[:, shift_x]
+        norm_y = energy_y[rows, shift_y + overlap] - energy_y[:, shift_y]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            value = np.where(
+                (overlap >= MIN_OVERLAP_FRAMES) & (norm_x > 0) & (norm_y > 0),
+                dot / np.sqrt(norm_x * norm_y),
+                0.0,
+            )
+        best = np.maximum(best, value)
+    return best
 
 
 # -- finding the same sound among many clips ---------------------------------------------
@@ -172,21 +209,35 @@ def blocking_keys(profiles: np.ndarray, durations: np.ndarray) -> Iterator[np.nd
     key in some table; different sounds rarely share all of them. One table at a time, so
     only one column of keys is ever held."""
     # bands x clips: a table's bands are then whole rows, read at memory speed
-    centred = np.ascontiguousarray((profiles - profiles.mean(axis=1, keepdims=True)).T)
+    levels = np.ascontiguousarray(profiles.T)
     rng = np.random.default_rng(16)
     cells = np.empty((len(profiles), KEY_BANDS), dtype=np.int8)
     for table in range(TABLES):
         bands = rng.choice(BANDS, KEY_BANDS, replace=False)
         shift = rng.uniform(0, CELL_DB, KEY_BANDS).astype(np.float32)
-        # within +-50 dB a cell number fits a byte: the 8 cells are the 8 bytes of the key
+        # within 50 dB a cell number fits a byte: the 8 cells are the 8 bytes of the key
         for at, band in enumerate(bands):
-            cells[:, at] = np.floor((centred[band] + shift[at]) / np.float32(CELL_DB))
+            cells[:, at] = np.floor((levels[band] + shift[at]) / np.float32(CELL_DB))
         offset = (table % 2) * DURATION_BUCKET_S / 2
         bucket = np.floor((durations + offset) / DURATION_BUCKET_S).astype(np.int64)
         yield cells.view(np.int64)[:, 0] ^ (bucket * _MIX)
 
 
 _MIX = np.int64(-7046029254386353131)  # 0x9E3779B97F4A7C15 as int64: spreads the bucket
+
+
+def relative_profiles(profiles: np.ndarray) -> np.ndarray:
+    """Profiles (uint8, clips x BANDS) in dB under each clip's loudest band, floored
+    ``PROFILE_DEPTH_DB`` down (float32): the strong part of the spectrum, which neither the
+    gain nor a noise bed under the sound moves."""
+    levels = profiles.astype(np.float32) * STEP_DB
+    return np.maximum(levels - levels.max(axis=1, keepdims=True), -PROFILE_DEPTH_DB)
+
+
+def profile_distance(spectra: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """RMS over the bands of the difference of two ``relative_profiles``, per pair (dB)."""
+    difference = spectra[pairs[:, 0]] - spectra[pairs[:, 1]]
+    return np.sqrt(np.mean(np.square(difference), axis=1))
 
 
 def audio_candidates(profiles: np.ndarray, durations: np.ndarray) -> np.ndarray:
@@ -232,10 +283,9 @@ def audio_links(
     index = np.flatnonzero(usable)
     if len(index) < 2:
         return np.empty((0, 2), dtype=np.int64)
-    spectra = profiles[index].astype(np.float32) * STEP_DB
+    spectra = relative_profiles(profiles[index])
     candidates = audio_candidates(spectra, durations[index])
-    centred = spectra - spectra.mean(axis=1, keepdims=True)
-    apart = np.sqrt(np.mean(np.square(centred[candidates[:, 0]] - centred[candidates[:, 1]]), 1))
+    apart = profile_distance(spectra, candidates)
     candidates = candidates[apart <= PROFILE_TOLERANCE_DB]
     if not len(candidates):
         return np.empty((0, 2), dtype=np.int64)

@@ -32,6 +32,7 @@ from resources.storage import Storage
 
 from support.ml_clips import Clip, storage, write_catalog_day, write_features_day
 from support.similar_clips import RATE, prompt_pairs, resample, sound, variants
+from support.sound_families import KINDS, TRANSFORMS, families
 
 COPIED = 40  # sounds copied in every way a delivery can copy them
 DISTINCT = 300  # distinct sounds in all (the copied ones among them)
@@ -115,8 +116,56 @@ def test_copies_of_a_sound_are_linked_and_distinct_sounds_never(clips):
 
     missed = [(how, family[a]) for a, b, how in copies if (a, b) not in found]
     false = [(family[a], family[b]) for a, b in found if family[a] != family[b]]
-    assert len(copies) == COPIED * 9 and missed == []  # recall 1.0 over every kind of copy
+    assert len(copies) == COPIED * 9
+    # recall 1.0 on every kind of copy but those with a trim (all at once has one), which
+    # 50 ms hops align less finely (docs/ml.md)
+    trimmed = ("trim start", "trim end", "all at once")
+    assert [(how, seed) for how, seed in missed if how not in trimmed] == []
+    assert len(missed) <= 0.04 * len(copies)  # docs/ml.md: recall 0.964
     assert false == []  # none among 300 distinct sounds (44,850 pairs)
+
+
+# -- the sound families: noise beds, MP3, sparse and decaying sounds -----------------------
+
+# Copies the fingerprint must always find, whatever the sound; the noise beds at -40 and
+# -30 dBFS and the combination are held to the recall docs/ml.md reports instead.
+ALWAYS_FOUND = (
+    "gain -6 dB", "gain +6 dB", "44.1 kHz", "22.05 kHz", "stereo", "trim end",
+    "white -50 dBFS", "pink -50 dBFS", "mp3 128k",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def family_links():
+    """One sound of each kind, its 15 copies and its 2 twins, searched at the defaults:
+    (clips, {(i, j) linked})."""
+    clips = list(families(1))
+    prints = [fingerprint(clip.samples, clip.rate) for clip in clips]
+    links = audio_links(
+        profile_matrix([profile for profile, _ in prints]),
+        np.array([len(clip.samples) / clip.rate for clip in clips]),
+        lambda index: [prints[i][1] for i in index],
+    )
+    return clips, {tuple(pair) for pair in links.tolist()}
+
+
+def test_distinct_sounds_of_one_kind_timbre_and_length_are_never_linked(family_links):
+    clips, links = family_links
+    false = [(clips[a].kind, clips[a].role, clips[b].role) for a, b in links
+             if clips[a].family != clips[b].family]  # fmt: skip
+    assert len(clips) == len(KINDS) * (len(TRANSFORMS) + 3)
+    assert false == []  # precision 1.0: twins, clean and under a -30 dBFS bed, included
+
+
+def test_copies_under_noise_beds_and_mp3_are_found(family_links):
+    clips, links = family_links
+    original = {c.family: i for i, c in enumerate(clips) if c.role == "original"}
+    missed = [c.role for i, c in enumerate(clips)
+              if c.role in TRANSFORMS and (original[c.family], i) not in links]  # fmt: skip
+    assert [role for role in missed if role in ALWAYS_FOUND] == []
+    beds = ("white -40 dBFS", "white -30 dBFS", "pink -40 dBFS")
+    under_beds = sum(role in beds for role in missed)
+    assert under_beds <= 0.05 * len(KINDS) * len(beds)  # recall at least 0.95 (docs: 0.98)
 
 
 # -- end to end: files, features, snapshots ---------------------------------------------
