@@ -6,23 +6,24 @@ dejavu-like) need seconds of audio and pull in large stacks. Generated sound eff
 often shorter than that, so this is the small honest version on numpy alone:
 
 - the clip is mixed down to mono (channel mean) and cut into Hann windows of 100 ms every
-  25 ms, in seconds, so any sample rate gives the same frames; each window's power in 16
+  50 ms, in seconds, so any sample rate gives the same frames; each window's power in 16
   log-spaced bands between 150 Hz and 8 kHz (below the Nyquist frequency of 22.05 kHz and
-  16 kHz files) is kept, for the first ``FRAMES`` windows (1.7 s) only: the cost per file is
-  bounded and nothing grows with its length (two clips that share their first 1.7 s and
+  16 kHz files) is kept, for the first ``FRAMES`` windows (3.25 s) only: the cost per file
+  is bounded and nothing grows with its length (two clips that share their first 3.25 s and
   differ after are the same sound to it);
 - levels are in dB relative to the loudest cell (so gain does not matter), floored
-  ``FLOOR_DB`` below it (so faint added noise does not either), in half-dB steps: one byte
-  per band per frame (``fingerprint``), and each band's mean of those levels as a 16-byte
-  spectral ``profile`` (a mean of dB, so a band that a sound crosses for a moment, and a
-  trim can cut, weighs little);
+  ``FLOOR_DB`` below it, in half-dB steps: one byte per band per frame (``fingerprint``),
+  and each band's loudest level as a 16-byte spectral ``profile`` (a noise bed under the
+  sound, or a trim, leaves a band's loudest moment where it was);
 - two clips are the same sound when their profiles agree within ``PROFILE_TOLERANCE_DB``
-  (RMS over the bands, the overall level taken out) and their levels, each band's mean over
-  time and each frame's mean over bands taken out, correlate at ``threshold`` or more at
-  the best lag within ``MAX_LAG_FRAMES`` (125 ms, which absorbs a trim of 100 ms). What is
-  left after the two means is how the spectrum moves: it tells apart two different sounds of
-  the same spectrum, length and loudness (two noises of different seeds); the profile tells
-  apart two sounds that move alike over different spectra (one noise bed under two tones).
+  (RMS over the bands within ``PROFILE_DEPTH_DB`` of each clip's loudest band) and their
+  levels correlate at ``threshold`` or more at the best lag within ``MAX_LAG_FRAMES``
+  (150 ms). Each pair is compared above its own floor: in each band the higher of the two
+  clips' noise floors (a low quantile of the band over time), both clips raised to it, so
+  what a stationary noise bed hides in one clip (a bell's tail, the quiet between knocks) is
+  hidden in the other too; a band weighs as far as both clips rise above that floor in it;
+  each band's mean over time is taken out, so what is correlated is how the sound moves,
+  its loudness envelope included.
 
 A steady sound (a held tone, a hum) has no movement to correlate: copies of it are linked
 only through their prompt. Comparing every pair of 3.65 M clips is out of the question, so
