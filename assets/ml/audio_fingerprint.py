@@ -5,12 +5,12 @@ of audio before it says anything, and the pure-Python fingerprinters (landmark h
 dejavu-like) need seconds of audio and pull in large stacks. Generated sound effects are
 often shorter than that, so this is the small honest version on numpy alone:
 
-- the clip is mixed down to mono (channel mean) and cut into Hann windows of 100 ms every
-  50 ms, in seconds, so any sample rate gives the same frames; each window's power in 16
-  log-spaced bands between 150 Hz and 8 kHz (below the Nyquist frequency of 22.05 kHz and
-  16 kHz files) is kept, for the first ``FRAMES`` windows (3.25 s) only: the cost per file
-  is bounded and nothing grows with its length (two clips that share their first 3.25 s and
-  differ after are the same sound to it);
+- the clip is mixed down to mono (channel mean), resampled to 16 kHz (soxr, streamed: 22.05,
+  44.1 and 48 kHz copies give the same band energies, and the FFTs are small) and cut into
+  Hann windows of 100 ms every 25 ms; each window's power in 16 log-spaced bands between
+  150 Hz and 7.2 kHz (under the resampler's passband) is kept, for the first ``FRAMES``
+  windows (2.475 s) only: the cost per file is bounded and nothing grows with its length (two
+  clips that share their first 2.475 s and differ after are the same sound to it);
 - levels are in dB relative to the loudest cell (so gain does not matter), floored
   ``FLOOR_DB`` below it, in half-dB steps: one byte per band per frame (``fingerprint``),
   and each band's loudest level as a 16-byte spectral ``profile`` (a noise bed under the
@@ -18,7 +18,10 @@ often shorter than that, so this is the small honest version on numpy alone:
 - two clips are the same sound when their profiles agree within ``PROFILE_TOLERANCE_DB``
   (RMS over the bands within ``PROFILE_DEPTH_DB`` of each clip's loudest band) and their
   levels correlate at ``threshold`` or more at the best lag within ``MAX_LAG_FRAMES``
-  (150 ms). Each pair is compared above its own floor: in each band the higher of the two
+  (150 ms), whole hops or half ones (one clip's frames interpolated between neighbours: a
+  trim is rarely a whole hop). The correlation is normalised by each clip's whole energy, so
+  what lies outside the overlap counts against it (a short clip is not the start of a long
+  one). Each pair is compared above its own floor: in each band the higher of the two
   clips' noise floors (a low quantile of the band over time), both clips raised to it, so
   what a stationary noise bed hides in one clip (a bell's tail, the quiet between knocks) is
   hidden in the other too; a band weighs as far as both clips rise above that floor in it;
@@ -44,18 +47,21 @@ from assets.ml.pairs import same_key_pairs
 if TYPE_CHECKING:
     import pyarrow as pa
 
-FINGERPRINT_VERSION = 2  # bumped when what a fingerprint holds changes: files are measured again
-HOP_S = 0.05
-FRAMES = 64  # 3.2 s of hops, 3.25 s of audio
-BAND_EDGES_HZ = np.geomspace(150.0, 8000.0, 17)
+FINGERPRINT_VERSION = 3  # bumped when what a fingerprint holds changes: files are measured again
+RATE_HZ = 16000  # every clip is resampled to this before its frames are cut
+HOP = 400  # samples at RATE_HZ: 25 ms
+HOP_S = HOP / RATE_HZ
+WINDOW = 4 * HOP  # 100 ms: a trim moves the windows by little of their length
+FRAMES = 96  # 2.375 s of hops, 2.475 s of audio
+BAND_EDGES_HZ = np.geomspace(150.0, 7200.0, 17)  # under the resampler's passband
 BANDS = len(BAND_EDGES_HZ) - 1
 FLOOR_DB = 50.0
 STEP_DB = 0.5
-MAX_LAG_FRAMES = 3  # 150 ms: a trim of 100 ms and an MP3 encoder's delay
-MIN_OVERLAP_FRAMES = 6
+MAX_LAG_FRAMES = 6
+MIN_OVERLAP_FRAMES = 12
 WEIGHT_RANGE_DB = 10.0  # a band counts fully once both clips rise this far above the floor
 NOISE_QUANTILE = 20  # percent of a band's frames at or under its noise floor
-DEFAULT_THRESHOLD = 0.85  # above the closest distinct pair of the evaluation sets (docs/ml.md)
+DEFAULT_THRESHOLD = 0.83  # above the closest distinct pair of the evaluation sets (docs/ml.md)
 PROFILE_DEPTH_DB = 15.0  # a profile counts the bands within this of its loudest band
 PROFILE_TOLERANCE_DB = 5.0  # RMS over the bands; copies under a loud bed move up to ~4
 
@@ -65,36 +71,48 @@ class Fingerprinter:
     (profile, fingerprint) as bytes, or (None, None) for a clip shorter than one window."""
 
     def __init__(self, rate: int, channels: int) -> None:
-        self.hop = max(1, round(rate * HOP_S))
-        self.size = 2 * self.hop  # windows of 100 ms: a trim moves them by little of their length
-        self.window = np.hanning(self.size + 2)[1:-1]  # no zero ends: every sample counts
-        freqs = np.fft.rfftfreq(self.size, 1 / rate)
-        self.edges = np.searchsorted(freqs, BAND_EDGES_HZ)
-        self.pending = np.empty(0)
+        import soxr  # on use: loading the definitions never pays for it
+
+        # every clip at one rate: 22.05, 44.1 and 48 kHz files give the same band energies,
+        # and the FFTs are a third of those at 48 kHz
+        self.resampler = (
+            soxr.ResampleStream(rate, RATE_HZ, 1, dtype="float32", quality="HQ")
+            if rate != RATE_HZ
+            else None
+        )
+        self.window = np.hanning(WINDOW + 2)[1:-1].astype(np.float32)  # no zero ends
+        self.edges = np.searchsorted(np.fft.rfftfreq(WINDOW, 1 / RATE_HZ), BAND_EDGES_HZ)
+        self.pending = np.empty(0, dtype=np.float32)
         self.power: list[np.ndarray] = []
         self.frames = 0
+        self.taken = 0  # input frames mixed down so far
+        self.limit = round((FRAMES * HOP + WINDOW) * rate / RATE_HZ) + 64  # and the filter's
 
-    def add(self, block: np.ndarray) -> None:
-        if self.frames >= FRAMES:
+    def add(self, block: np.ndarray, last: bool = False) -> None:
+        if self.frames >= FRAMES or (self.taken >= self.limit and not last):
             return
-        # only what the remaining frames need of the block is mixed down
-        need = (FRAMES - self.frames - 1) * self.hop + self.size - len(self.pending)
-        mono = block[:need].mean(axis=1)
+        # only what the frames need of the block is mixed down
+        mono = block[: max(0, self.limit - self.taken)].mean(axis=1, dtype=np.float32)
+        self.taken += len(mono)
+        if self.resampler is not None:
+            mono = self.resampler.resample_chunk(mono, last=last or self.taken >= self.limit)
         buffer = np.concatenate([self.pending, mono]) if len(self.pending) else mono
-        count = min(FRAMES - self.frames, max(0, (len(buffer) - self.size) // self.hop + 1))
+        count = min(FRAMES - self.frames, max(0, (len(buffer) - WINDOW) // HOP + 1))
         if count:
-            windows = sliding_window_view(buffer, self.size)[:: self.hop][:count] * self.window
+            windows = sliding_window_view(buffer, WINDOW)[::HOP][:count] * self.window
             import scipy.fft  # on use: loading the definitions never pays for scipy
 
             # single precision is plenty for half-dB steps, and |z|^2 needs no square root
-            bins = scipy.fft.rfft(windows.astype(np.float32), axis=1)
+            bins = scipy.fft.rfft(windows, axis=1)
             spectrum = np.square(bins.real) + np.square(bins.imag)
             cumulative = np.concatenate([np.zeros((count, 1)), np.cumsum(spectrum, axis=1)], axis=1)
             self.power.append(cumulative[:, self.edges[1:]] - cumulative[:, self.edges[:-1]])
             self.frames += count
-        self.pending = buffer[count * self.hop :].copy()
+        self.pending = buffer[count * HOP :].copy()
 
     def result(self) -> tuple[bytes | None, bytes | None]:
+        if self.resampler is not None and self.taken < self.limit:
+            self.add(np.empty((0, 1), dtype=np.float32), last=True)  # what the filter holds
         if not self.frames:
             return None, None
         steps = quantised(np.vstack(self.power))
@@ -138,7 +156,8 @@ def correlations(prints: list[bytes], pairs: np.ndarray, batch: int = 2048) -> n
     noise floors (``noise_floor``); both clips' levels are raised to it, so what a noise bed
     hides in one clip (a bell's tail, the quiet between knocks) is hidden in the other too.
     Each band's mean over time is then taken out (the spectrum is the profile's business):
-    what is left is how the sound moves, loudness envelope included."""
+    what is left is how the sound moves, loudness envelope included. Half-hop lags are
+    tried too, on either clip interpolated between its frames."""
     lengths = np.array([len(p) // BANDS for p in prints])
     levels = np.zeros((len(prints), FRAMES, BANDS), dtype=np.float32)
     floors = np.zeros((len(prints), BANDS), dtype=np.float32)
@@ -147,17 +166,37 @@ def correlations(prints: list[bytes], pairs: np.ndarray, batch: int = 2048) -> n
         levels[at, : lengths[at]] = decoded
         floors[at] = noise_floor(decoded) if len(decoded) else 0.0
     tops = levels.max(axis=1)
-    valid = np.arange(FRAMES) < lengths[:, None]  # clips x frames
+    # each clip also half a frame later, between its frames: a trim is rarely a whole hop
+    halves = np.zeros_like(levels)
+    halves[:, :-1] = (levels[:, :-1] + levels[:, 1:]) / 2
+    half_lengths = np.maximum(lengths - 1, 0)
     best = np.zeros(len(pairs))
     for start in range(0, len(pairs), batch):
         a, b = pairs[start : start + batch, 0], pairs[start : start + batch, 1]
         floor = np.maximum(floors[a], floors[b])
         # a band counts as far as both clips rise above the floor in it
         weight = np.clip((np.minimum(tops[a], tops[b]) - floor) / WEIGHT_RANGE_DB, 0, 1)[:, None]
-        x = _centred(np.maximum(levels[a], floor[:, None, :]), valid[a]) * weight
-        y = _centred(np.maximum(levels[b], floor[:, None, :]), valid[b]) * weight
-        best[start : start + batch] = _best_lag(x, y, lengths[a], lengths[b])
+
+        x = _prepared(levels[a], lengths[a], floor, weight)
+        y = _prepared(levels[b], lengths[b], floor, weight)
+        x_half = _prepared(halves[a], half_lengths[a], floor, weight)
+        y_half = _prepared(halves[b], half_lengths[b], floor, weight)
+        best[start : start + batch] = np.maximum.reduce(
+            [
+                _best_lag(x, y, lengths[a], lengths[b]),
+                _best_lag(x, y_half, lengths[a], half_lengths[b]),
+                _best_lag(x_half, y, half_lengths[a], lengths[b]),
+            ]
+        )
     return best
+
+
+def _prepared(
+    levels: np.ndarray, lengths: np.ndarray, floor: np.ndarray, weight: np.ndarray
+) -> np.ndarray:
+    """Levels (pairs x frames x bands) raised to the pair's floor, centred, weighted."""
+    valid = np.arange(FRAMES) < lengths[:, None]
+    return _centred(np.maximum(levels, floor[:, None, :]), valid) * weight
 
 
 def _centred(levels: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -168,7 +207,8 @@ def _centred(levels: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def _best_lag(x: np.ndarray, y: np.ndarray, len_x: np.ndarray, len_y: np.ndarray) -> np.ndarray:
-    """The best normalised dot product of x and y (pairs x frames x bands) over the lags."""
+    """The best dot product of x and y (pairs x frames x bands) over the lags, normalised by
+    each clip's whole energy: what lies outside the overlap counts against the pair."""
     energy_x = np.zeros((len(x), FRAMES + 1))
     energy_y = np.zeros((len(y), FRAMES + 1))
     energy_x[:, 1:] = np.cumsum(np.square(x, dtype=np.float64).sum(axis=2), axis=1)
@@ -182,8 +222,8 @@ def _best_lag(x: np.ndarray, y: np.ndarray, len_x: np.ndarray, len_y: np.ndarray
         dot = np.einsum(
             "pfb,pfb->p", x[:, shift_x : shift_x + span], y[:, shift_y : shift_y + span]
         )
-        norm_x = energy_x[rows, shift_x + overlap] - energy_x[:, shift_x]
-        norm_y = energy_y[rows, shift_y + overlap] - energy_y[:, shift_y]
+        norm_x = energy_x[rows, len_x]
+        norm_y = energy_y[rows, len_y]
         with np.errstate(divide="ignore", invalid="ignore"):
             value = np.where(
                 (overlap >= MIN_OVERLAP_FRAMES) & (norm_x > 0) & (norm_y > 0),

@@ -17,7 +17,7 @@ the file's length) gives:
   windows of ``silence_window_ms``; a window is silent when its RMS (over all channels) is
   below ``silence_threshold_dbfs``; ``is_silent`` when every window is;
 - ``audio_profile``, ``audio_fingerprint``: what the clip sounds like, for finding copies of
-  it (``assets/ml/audio_fingerprint.py``; its first 1.7 s only).
+  it (``assets/ml/audio_fingerprint.py``; its first 2.475 s only).
 
 Only the 100 ms sums are kept for the gating (a float per channel per 100 ms: 36,000 per
 channel for an hour), the rest is a handful of running totals.
