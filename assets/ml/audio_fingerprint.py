@@ -61,7 +61,11 @@ MAX_LAG_FRAMES = 6
 MIN_OVERLAP_FRAMES = 12
 WEIGHT_RANGE_DB = 10.0  # a band counts fully once both clips rise this far above the floor
 NOISE_QUANTILE = 20  # percent of a band's frames at or under its noise floor
-DEFAULT_THRESHOLD = 0.83  # above the closest distinct pair of the evaluation sets (docs/ml.md)
+# how far a noise bed's loudest frame rises above its NOISE_QUANTILE in each band (measured
+# on white noise: the narrower the band, the more its power flickers from window to window)
+NOISE_FLICKER_DB = (60.0 / np.sqrt(np.diff(BAND_EDGES_HZ))).astype(np.float32)
+BED_DB = 3.0  # floors this far apart: one clip has a bed the other lacks
+DEFAULT_THRESHOLD = 0.85  # above the closest distinct pair of the evaluation sets (docs/ml.md)
 PROFILE_DEPTH_DB = 15.0  # a profile counts the bands within this of its loudest band
 PROFILE_TOLERANCE_DB = 5.0  # RMS over the bands; copies under a loud bed move up to ~4
 
@@ -174,9 +178,11 @@ def correlations(prints: list[bytes], pairs: np.ndarray, batch: int = 2048) -> n
     for start in range(0, len(pairs), batch):
         a, b = pairs[start : start + batch, 0], pairs[start : start + batch, 1]
         floor = np.maximum(floors[a], floors[b])
-        # a band counts as far as both clips rise above the floor in it
-        weight = np.clip((np.minimum(tops[a], tops[b]) - floor) / WEIGHT_RANGE_DB, 0, 1)[:, None]
-
+        # a band counts as far as both clips rise above the floor in it, and where one clip
+        # has a bed the other lacks, above what the bed's own flicker reaches
+        flicker = NOISE_FLICKER_DB * np.clip(np.abs(floors[a] - floors[b]) / BED_DB, 0, 1)
+        rise = np.minimum(tops[a], tops[b]) - floor - flicker
+        weight = np.clip(rise / WEIGHT_RANGE_DB, 0, 1)[:, None]
         x = _prepared(levels[a], lengths[a], floor, weight)
         y = _prepared(levels[b], lengths[b], floor, weight)
         x_half = _prepared(halves[a], half_lengths[a], floor, weight)

@@ -13,10 +13,15 @@ from datasketch import MinHash
 
 from assets.ml.audio_fingerprint import (
     BANDS,
+    DEFAULT_THRESHOLD,
     FRAMES,
+    PROFILE_TOLERANCE_DB,
     Fingerprinter,
     audio_links,
+    correlations,
+    profile_distance,
     profile_matrix,
+    relative_profiles,
 )
 from assets.ml.dataset.snapshot import ASSIGNMENTS, build_snapshot
 from assets.ml.dataset.spec import DatasetSpec
@@ -122,24 +127,28 @@ def test_copies_of_a_sound_are_linked_and_distinct_sounds_never(clips):
 
 # -- the sound families: noise beds, MP3, sparse and decaying sounds -----------------------
 
-# Copies the fingerprint must always find, whatever the sound; the noise beds at -40 and
-# -30 dBFS and the combination are held to the recall docs/ml.md reports instead.
-ALWAYS_FOUND = (
-    "gain -6 dB", "gain +6 dB", "44.1 kHz", "22.05 kHz", "stereo", "trim end",
-    "white -50 dBFS", "pink -50 dBFS", "mp3 128k",
-)  # fmt: skip
+# The one copy the search does not always find: under a pink bed at -30 dBFS a sparse or
+# quiet sound's weak bands rise, its profile moves, and the blocking keys (or the profile
+# gate) no longer bring it to its original (docs/ml.md: recall 0.767 over 60 sounds).
+BLOCKING_GAP = "pink -30 dBFS"
 
 
 @pytest.fixture(scope="module")
-def family_links():
-    """One sound of each kind, its 15 copies and its 2 twins, searched at the defaults:
-    (clips, {(i, j) linked})."""
+def family_prints():
+    """One sound of each kind, its 15 copies and its 2 twins: (clips, profiles, prints)."""
     clips = list(families(1))
     prints = [fingerprint(clip.samples, clip.rate) for clip in clips]
+    return clips, profile_matrix([profile for profile, _ in prints]), [p for _, p in prints]
+
+
+@pytest.fixture(scope="module")
+def family_links(family_prints):
+    """The same, searched at the defaults: (clips, {(i, j) linked})."""
+    clips, profiles, prints = family_prints
     links = audio_links(
-        profile_matrix([profile for profile, _ in prints]),
+        profiles,
         np.array([len(clip.samples) / clip.rate for clip in clips]),
-        lambda index: [prints[i][1] for i in index],
+        lambda index: [prints[i] for i in index],
     )
     return clips, {tuple(pair) for pair in links.tolist()}
 
@@ -152,15 +161,27 @@ def test_distinct_sounds_of_one_kind_timbre_and_length_are_never_linked(family_l
     assert false == []  # precision 1.0: twins, clean and under a -30 dBFS bed, included
 
 
-def test_copies_under_noise_beds_and_mp3_are_found(family_links):
+def test_copies_under_noise_beds_mp3_trims_and_all_at_once_are_found(family_links):
     clips, links = family_links
     original = {c.family: i for i, c in enumerate(clips) if c.role == "original"}
     missed = [c.role for i, c in enumerate(clips)
               if c.role in TRANSFORMS and (original[c.family], i) not in links]  # fmt: skip
-    assert [role for role in missed if role in ALWAYS_FOUND] == []
-    beds = ("white -40 dBFS", "white -30 dBFS", "pink -40 dBFS")
-    under_beds = sum(role in beds for role in missed)
-    assert under_beds <= 0.05 * len(KINDS) * len(beds)  # recall at least 0.95 (docs: 0.98)
+    assert [role for role in missed if role != BLOCKING_GAP] == []  # recall 1.0 on each
+    assert missed.count(BLOCKING_GAP) <= 3  # of 10 (docs/ml.md names the gap)
+
+
+def test_copies_and_distinct_sounds_score_on_either_side_of_the_threshold(family_prints):
+    """The rule itself, over every pair whose profiles agree (no blocking): every copy
+    scores at the default or more, every distinct pair under it."""
+    clips, profiles, prints = family_prints
+    pairs = np.stack(np.triu_indices(len(clips), k=1), axis=1)
+    spectra = relative_profiles(profiles)
+    pairs = pairs[profile_distance(spectra, pairs) <= PROFILE_TOLERANCE_DB]
+    scores = correlations(prints, pairs)
+    same = np.array([clips[a].family == clips[b].family for a, b in pairs])
+    copy = same & np.array([clips[a].role == "original" for a, _ in pairs])
+    assert copy.sum() >= len(KINDS) * (len(TRANSFORMS) - 1)  # the gate turns few away
+    assert scores[copy].min() >= DEFAULT_THRESHOLD > scores[~same].max()
 
 
 # -- end to end: files, features, snapshots ---------------------------------------------
