@@ -3,7 +3,8 @@
 No registry library fits: chromaprint (through pyacoustid) needs its C library and about 3 s
 of audio before it says anything, and the pure-Python fingerprinters (landmark hashing,
 dejavu-like) need seconds of audio and pull in large stacks. Generated sound effects are
-often shorter than that, so this is the small honest version on numpy alone:
+often shorter than that, so this is the small honest version on numpy (soxr and scipy.fft
+for the resampling and the FFTs):
 
 - the clip is mixed down to mono (channel mean), resampled to 16 kHz (soxr, streamed: 22.05,
   44.1 and 48 kHz copies give the same band energies, and the FFTs are small) and cut into
@@ -24,15 +25,18 @@ often shorter than that, so this is the small honest version on numpy alone:
   one). Each pair is compared above its own floor: in each band the higher of the two
   clips' noise floors (a low quantile of the band over time), both clips raised to it, so
   what a stationary noise bed hides in one clip (a bell's tail, the quiet between knocks) is
-  hidden in the other too; a band weighs as far as both clips rise above that floor in it;
-  each band's mean over time is taken out, so what is correlated is how the sound moves,
-  its loudness envelope included.
+  hidden in the other too; a band weighs as far as both clips rise above that floor in it
+  and, where one clip has a bed the other lacks, above what that bed alone flickers to
+  (``NOISE_FLICKER_DB``: the noise is then no evidence either way, while two copies of a
+  steady noise, whose floors agree, still correlate on its flicker); each band's mean over
+  time is taken out, so what is correlated is how the sound moves, its loudness envelope
+  included.
 
 A steady sound (a held tone, a hum) has no movement to correlate: copies of it are linked
 only through their prompt. Comparing every pair of 3.65 M clips is out of the question, so
 the profile and the duration give each clip a few blocking keys (``blocking_keys``: random
-hyperplanes over the profile, in the way of SimHash) and only clips that share one are
-compared.
+bands of the profile in coarse cells, and a duration bucket) and only clips that share one
+are compared.
 """
 
 import math
