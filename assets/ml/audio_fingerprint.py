@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from assets.ml.pairs import same_key_pairs
+from assets.ml.pairs import nearby_key_pairs
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -250,10 +250,21 @@ TABLES = 16  # blocking tables; a pair is compared if it shares a key in any of 
 KEY_BANDS = 8  # bands of the profile in each table's key (8 one-byte cells: an int64)
 CELL_DB = 5.0
 DURATION_BUCKET_S = 1.0  # and the duration, in buckets offset by half in every other table
+# Within a crowded key (narrow-band sounds whose profiles share their few strong bands) each
+# clip meets only its nearest by a random projection of the profile: copies, whose profiles
+# agree, sit side by side, and the pairs stay linear in the clips at a year's scale.
+NEIGHBOURS = 16
+# The gate a pair passes before its fingerprints are read: the profiles down to this depth
+# (deeper than the keys', to tell distinct narrow-band sounds apart) close one way round.
+GATE_DEPTH_DB = 35.0
+GATE_RAISED_DB = 2.5  # copies: at most 0.8 (sound families), 1.5 (a trimmed end)
 
 
-def blocking_keys(profiles: np.ndarray, durations: np.ndarray) -> Iterator[np.ndarray]:
-    """For each of ``TABLES`` tables, one int64 key per clip: the clip's level in
+def blocking_keys(
+    profiles: np.ndarray, durations: np.ndarray
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """For each of ``TABLES`` tables, one int64 key per clip (and the clip's position along a
+    random direction of its profile, which orders a crowded key): the clip's level in
     ``KEY_BANDS`` bands drawn at random (its overall level out), each cut into cells of
     ``CELL_DB`` with a random offset, and its duration bucket. The same sound shares most
     cells (its profile moves by about a dB, its duration by a trim), so it shares a whole
@@ -271,18 +282,19 @@ def blocking_keys(profiles: np.ndarray, durations: np.ndarray) -> Iterator[np.nd
             cells[:, at] = np.floor((levels[band] + shift[at]) / np.float32(CELL_DB))
         offset = (table % 2) * DURATION_BUCKET_S / 2
         bucket = np.floor((durations + offset) / DURATION_BUCKET_S).astype(np.int64)
-        yield cells.view(np.int64)[:, 0] ^ (bucket * _MIX)
+        direction = rng.standard_normal(BANDS).astype(np.float32)
+        yield cells.view(np.int64)[:, 0] ^ (bucket * _MIX), direction @ levels
 
 
 _MIX = np.int64(-7046029254386353131)  # 0x9E3779B97F4A7C15 as int64: spreads the bucket
 
 
-def relative_profiles(profiles: np.ndarray) -> np.ndarray:
+def relative_profiles(profiles: np.ndarray, depth_db: float = PROFILE_DEPTH_DB) -> np.ndarray:
     """Profiles (uint8, clips x BANDS) in dB under each clip's loudest band, floored
     ``PROFILE_DEPTH_DB`` down (float32): the strong part of the spectrum, which neither the
     gain nor a noise bed under the sound moves."""
     levels = profiles.astype(np.float32) * STEP_DB
-    return np.maximum(levels - levels.max(axis=1, keepdims=True), -PROFILE_DEPTH_DB)
+    return np.maximum(levels - levels.max(axis=1, keepdims=True), -depth_db)
 
 
 def profile_distance(spectra: np.ndarray, pairs: np.ndarray) -> np.ndarray:
@@ -291,12 +303,31 @@ def profile_distance(spectra: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     return np.sqrt(np.mean(np.square(difference), axis=1))
 
 
-def audio_candidates(profiles: np.ndarray, durations: np.ndarray) -> np.ndarray:
-    """Pairs (i, j), i < j, of clips sharing a blocking key in some table: int64 (pairs, 2)."""
-    pairs = np.vstack([same_key_pairs(keys) for keys in blocking_keys(profiles, durations)])
+def raised_distance(levels: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """How far (RMS over the bands, dB) one clip's profile must rise to meet the other's, the
+    smaller of the two ways, per pair; ``levels``: ``relative_profiles`` at ``GATE_DEPTH_DB``.
+    A noise bed only ever raises bands, so a copy and its original are close one way round
+    (at most 1.5 dB on the evaluation sets), while distinct sounds differ both ways."""
+    difference = levels[pairs[:, 0]] - levels[pairs[:, 1]]
+    up = np.mean(np.square(np.maximum(difference, 0)), axis=1)
+    down = np.mean(np.square(np.minimum(difference, 0)), axis=1)
+    return np.sqrt(np.minimum(up, down))
+
+
+def audio_candidates(spectra: np.ndarray, durations: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Pairs (i, j), i < j, of clips near each other under a blocking key in some table whose
+    ``relative_profiles`` agree within ``PROFILE_TOLERANCE_DB`` and are within
+    ``GATE_RAISED_DB`` of each other one way round (``raised_distance``): int64 (pairs, 2).
+    Each table's pairs are gated as they come, so only the few that agree are ever held."""
+    found = [np.empty((0, 2), dtype=np.int64)]
+    for keys, position in blocking_keys(spectra, durations):
+        for pairs in nearby_key_pairs(keys, position, NEIGHBOURS):
+            pairs = pairs[raised_distance(levels, pairs) <= GATE_RAISED_DB]
+            found.append(pairs[profile_distance(spectra, pairs) <= PROFILE_TOLERANCE_DB])
+    pairs = np.vstack(found)
     # one int64 per pair: a far cheaper unique than over rows
-    flat = np.unique(pairs[:, 0] * len(profiles) + pairs[:, 1])
-    return np.stack([flat // len(profiles), flat % len(profiles)], axis=1)
+    flat = np.unique(pairs[:, 0] * len(spectra) + pairs[:, 1])
+    return np.stack([flat // len(spectra), flat % len(spectra)], axis=1)
 
 
 def profile_matrix(profiles: "Sequence[bytes | None] | pa.Array") -> np.ndarray:
@@ -335,9 +366,8 @@ def audio_links(
     if len(index) < 2:
         return np.empty((0, 2), dtype=np.int64)
     spectra = relative_profiles(profiles[index])
-    candidates = audio_candidates(spectra, durations[index])
-    apart = profile_distance(spectra, candidates)
-    candidates = candidates[apart <= PROFILE_TOLERANCE_DB]
+    levels = relative_profiles(profiles[index], GATE_DEPTH_DB)
+    candidates = audio_candidates(spectra, durations[index], levels)
     if not len(candidates):
         return np.empty((0, 2), dtype=np.int64)
     involved, local = np.unique(candidates, return_inverse=True)
