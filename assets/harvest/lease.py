@@ -242,12 +242,12 @@ def holding(
     started = time.monotonic()
     told = False
     while (holder := lease.try_acquire()) is not None:
+        if on_wait is not None and not told:  # said even when the wait is up at once
+            on_wait(holder)
+            told = True
         waited = time.monotonic() - started
         if waited >= wait_s:
             raise LeaseHeld(lease.day, holder, waited)
-        if on_wait is not None and not told:
-            on_wait(holder)
-            told = True
         time.sleep(min(poll_s, max(wait_s - waited, 0.01)))
     stop = threading.Event()
     lost: list[Exception] = []
