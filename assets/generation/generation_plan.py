@@ -147,7 +147,8 @@ def decide(
     options: Options,
 ) -> list[RowPlan]:
     """Each row's status (see the module doc), in sheet order, then the generations of the
-    day's ledger that no row asks for any more (a row removed from its sheet)."""
+    day's ledger that no row asks for now (an earlier round, a row removed from its sheet):
+    they were paid for, so they keep their place (and their catalog row)."""
     records = _by_base(own.assign(date=day), elsewhere)
     plans, keys = [], set()
     for row in rows:
@@ -206,7 +207,7 @@ def _as_recorded(plan: RowPlan, record: dict, options: Options) -> None:
 
 
 def _orphan(record: dict) -> RowPlan:
-    """A generation the day's ledger has, whose row is gone from the sheets: it stays."""
+    """A generation the day's ledger has that no row asks for now: it stays."""
     request = Request(record["prompt"], _float(record["duration"]), record["audio_type"], 1)
     row = SheetRow(record["sheet"], int(record["line"]), request, None)
     status = "created" if record["state"] == "created" else "in doubt"
@@ -261,5 +262,5 @@ def read_rows(state: Storage, day: str) -> pd.DataFrame | None:
 
 def carried_extra(extra: str | None, take: int) -> str:
     """The catalog's `extra` of a generation: its sheet's other columns, and its take."""
-    values = json.loads(extra) if extra else {}
+    values = json.loads(extra) if isinstance(extra, str) and extra else {}
     return json.dumps({**values, "take": take}, sort_keys=True, ensure_ascii=False)
