@@ -95,11 +95,12 @@ def _dry_run(days: list[str], options) -> None:
         for row in plan.plans:
             if row.status == "rejected":
                 console.print(f"  rejected {row.row.where}: {row.reason}", soft_wrap=True)
-    console.print(budget_line(plans[-1]))
+    console.print(budget_line(plans[-1]), soft_wrap=True)
     sends = sum(len(plan.to_send()) for plan in plans)
     console.print(
         f"dry run: nothing was sent; `soundharvest generate {span(days)}` sends {sends} "
-        f"generation{'s' * (sends != 1)}"
+        f"generation{'s' * (sends != 1)}",
+        soft_wrap=True,
     )
 
 
@@ -140,7 +141,8 @@ def _submit(days: list[str], options, verbose: bool) -> None:
         stop(out_of_credits, EXIT_FAILED)
     console.print(
         f"[green]generated {span(days)}[/] (run {launched.run_id}); "
-        f"`soundharvest harvest {span(days)}` fetches what they made"
+        f"`soundharvest harvest {span(days)}` fetches what they made",
+        soft_wrap=True,
     )
 
 

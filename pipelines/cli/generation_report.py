@@ -21,7 +21,8 @@ from assets.harvest.records import read_state
 from assets.harvest.task_map import TASK_STATE
 from resources.storage import Storage
 
-COLUMNS = ("submitted", "resolved", "deferred", "rejected", "in doubt", "duplicate", "sent before")
+# The table's columns (80 characters wide); duplicates and rows another day sent are in --json.
+COLUMNS = ("submitted", "resolved", "deferred", "rejected", "in doubt")
 _STATUS = {"created": "submitted", "already submitted": "sent before"}  # rows' words -> columns
 
 
@@ -117,11 +118,11 @@ def reasons_table(reasons: list[tuple[int, str, str]]) -> Table:
 
 
 def plan_table(plans: list[DayPlan]) -> Table:
-    """What a dry run would do, per day."""
+    """What a dry run would do, per day: `already` counts the rows whose generation exists or
+    is asked for on an earlier row (created or in doubt, sent by another day, duplicates)."""
     table = Table(box=box.SIMPLE_HEAD, title="would be sent (dry run)", title_justify="left")
-    for name in ("day", "rows", "to send", "audio s", "deferred", "rejected", "duplicate"):
+    for name in ("day", "rows", "to send", "audio s", "deferred", "rejected", "already"):
         table.add_column(name, justify="left" if name == "day" else "right")
-    table.add_column("sent before", justify="right")
     for plan in plans:
         counts: dict[str, int] = {}
         for row in plan.plans:
@@ -129,8 +130,7 @@ def plan_table(plans: list[DayPlan]) -> Table:
         seconds = sum(
             plan.allowance.limits.budget_seconds(row.row.request.duration) for row in plan.to_send()
         )
-        before = counts.get("already submitted", 0) + counts.get("created", 0)
-        before += counts.get("in doubt", 0)
+        already = ("created", "in doubt", "already submitted", "duplicate")
         table.add_row(
             plan.day,
             str(len(plan.plans)),
@@ -138,8 +138,7 @@ def plan_table(plans: list[DayPlan]) -> Table:
             f"{seconds:g}",
             str(counts.get("deferred", 0)),
             str(counts.get("rejected", 0)),
-            str(counts.get("duplicate", 0)),
-            str(before),
+            str(sum(counts.get(status, 0) for status in already)),
         )
     return table
 
