@@ -92,11 +92,15 @@ def test_kill_9_during_submission_never_creates_a_key_twice(sandbox, tmp_path, s
         [*prompts(PROMPTS, "a sound"), {"prompt": "many takes", "duration": 2, "takes": TAKES}],
     )
     (tmp_path / "dagster_home").mkdir()
-    env = os.environ | sandbox_env(sandbox.base_url, tmp_path) | {
-        "SOUNDHARVEST_PROMPT_ROOT": str(tmp_path / "prompts"),
-        "SOUNDHARVEST_FIRST_DAY": DAY,
-        "CAMB_MAX_CONCURRENCY": "3",
-    }
+    env = (
+        os.environ
+        | sandbox_env(sandbox.base_url, tmp_path)
+        | {
+            "SOUNDHARVEST_PROMPT_ROOT": str(tmp_path / "prompts"),
+            "SOUNDHARVEST_FIRST_DAY": DAY,
+            "CAMB_MAX_CONCURRENCY": "3",
+        }
+    )
     kills = mid_run = 0
     for _ in range(KILLS):
         mid_run += kill_while_creating(env, sandbox, rng)

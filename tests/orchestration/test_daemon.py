@@ -1,4 +1,5 @@
-"""The ML feed under a real `dagster-daemon`: nobody launches features or a snapshot.
+"""The ML feed under a real `dagster-daemon`: nobody launches features or a snapshot, and a new
+prompt sheet flows on by itself to the catalog, the features and a snapshot.
 
 A temporary instance (SQLite, with the project's `pipelines/dagster.yaml`), the sandbox API on
 loopback and the daemon as a subprocess loading `workspace.yaml` (its code server listens on a
@@ -15,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRun
 
@@ -113,3 +115,59 @@ def test_the_daemon_measures_a_harvested_day_and_snapshots_it_unasked(
     assert (
         tmp_path / "datasets" / "LATEST"
     ).read_text().strip() == snapshot.asset_materialization.metadata["version"].value
+
+
+def test_a_new_prompt_sheet_flows_on_by_itself_to_the_catalog_features_and_a_snapshot(
+    sandbox, tmp_path, monkeypatch
+):
+    """No `dg launch` at all: `prompt_sensor` sees the sheet and asks for the day's
+    daily_harvest run (sound_generations, then the harvest); the ML feed measures the day and
+    snapshots it."""
+    sandbox.set_faults(generation_s=0.0)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    shutil.copyfile(PROJECT / "pipelines" / "dagster.yaml", home / "dagster.yaml")
+    prompts = [f"a quiet sound number {n}" for n in range(6)]
+    sheet = tmp_path / "prompts" / f"{DAY}.csv"
+    sheet.parent.mkdir()
+    sheet.write_text("prompt,duration\n" + "".join(f"{p},2\n" for p in prompts))
+    env = (
+        os.environ
+        | sandbox_env(sandbox.base_url, tmp_path)
+        | {
+            "SOUNDHARVEST_PROMPT_ROOT": str(tmp_path / "prompts"),
+            "SOUNDHARVEST_DATASET_CRON": "* * * * *",
+            "SOUNDHARVEST_AUTOMATION_INTERVAL_S": "5",
+        }
+    )
+    DagsterInstance.from_config(str(home)).dispose()
+    log = tmp_path / "daemon.log"
+    started = time.time()
+    with log.open("w") as out:
+        daemon = subprocess.Popen(
+            [str(BIN / "dagster-daemon"), "run", "-w", str(PROJECT / "workspace.yaml")],
+            env=env, cwd=PROJECT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        with DagsterInstance.from_config(str(home)) as instance:
+            deadline = time.monotonic() + 240
+            while not materialized(instance, "ml_dataset"):
+                assert daemon.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, "\n".join(
+                    [*timeline(instance, started), log.read_text()[-3000:]]
+                )
+                time.sleep(1)
+            lines = timeline(instance, started)
+            runs = [record.dagster_run for record in instance.get_run_records()]
+            assert materialized(instance, "sound_features", DAY)
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        daemon.wait(timeout=60)
+
+    print("created started  ended  status   by                       assets\n" + "\n".join(lines))
+    by_sensor = [run for run in runs if run.tags.get("dagster/sensor_name") == "prompt_sensor"]
+    assert len(by_sensor) == 1 and by_sensor[0].tags["dagster/partition"] == DAY
+    assert sandbox.stats()["creates_by_prompt"] == dict.fromkeys(prompts, 1)
+    catalog = pd.read_parquet(tmp_path / "catalog" / "sound_catalog" / f"date={DAY}")
+    assert sorted(catalog["prompt"]) == prompts and set(catalog["status"]) == {"ok"}
