@@ -65,6 +65,7 @@ class DayGenerations:
     sent: int  # creates sent by this run
     seconds: float  # of audio requested by them
     budget_left: dict[str, float | None]
+    submit_s: float = 0.0  # from the first intent to the last outcome recorded
     stopped: str | None = None  # why the submissions stopped early (out of credits)
 
     def metadata(self) -> dict[str, Any]:
@@ -72,6 +73,7 @@ class DayGenerations:
             status: MetadataValue.int(self.counts.get(status, 0)) for status in _SHOWN
         }
         figures["sent by this run"] = MetadataValue.int(self.sent)
+        figures["submission (s)"] = MetadataValue.float(round(float(self.submit_s), 2))
         seconds = round(float(self.seconds), 1)
         figures["audio requested by this run (s)"] = MetadataValue.float(seconds)
         left = {k: v for k, v in self.budget_left.items() if v is not None}
@@ -142,13 +144,14 @@ class GenerationStep:
                 raise DayProblem(f"prompt sheet cannot be read: {exc}", fix=exc.fix) from None
             self.say_plan(plan)
             outcomes: dict[bytes, CreateOutcome] = {}
+            started = time.monotonic()
             try:
                 self.submit(ledger, plan, outcomes)
             except BaseException:
                 with contextlib.suppress(Exception):  # what stopped it says more
-                    self.finish(ledger, plan, outcomes)
+                    self.finish(ledger, plan, outcomes, time.monotonic() - started)
                 raise
-            return self.finish(ledger, plan, outcomes)
+            return self.finish(ledger, plan, outcomes, time.monotonic() - started)
 
     @contextlib.contextmanager
     def hold_lease(self) -> Iterator[None]:
@@ -222,7 +225,11 @@ class GenerationStep:
         )
 
     def finish(
-        self, ledger: Ledger, plan: DayPlan, outcomes: dict[bytes, CreateOutcome]
+        self,
+        ledger: Ledger,
+        plan: DayPlan,
+        outcomes: dict[bytes, CreateOutcome],
+        elapsed_s: float,
     ) -> DayGenerations:
         """The rows as the submission left them, kept; the ledger compacted; the figures."""
         stopped = apply_outcomes(plan, outcomes)
@@ -233,14 +240,16 @@ class GenerationStep:
             self.limits.budget_seconds(ledger.entries[bytes.fromhex(o.key)].duration) for o in sent
         )
         done = DayGenerations(
-            _counts(plan.plans), len(sent), seconds, plan.allowance.left(), stopped
+            _counts(plan.plans), len(sent), seconds, plan.allowance.left(), elapsed_s, stopped
         )
         self.say_done(plan.day, done)
         return done
 
     def say_done(self, day: str, done: DayGenerations) -> None:
         counts = ", ".join(f"{done.counts.get(s, 0)} {s}" for s in _SHOWN if done.counts.get(s))
-        self.context.log.info(f"{day}: {done.sent} creates sent; rows: {counts or 'none'}")
+        self.context.log.info(
+            f"{day}: {done.sent} creates sent in {done.submit_s:.1f} s; rows: {counts or 'none'}"
+        )
         if done.stopped:
             self.context.log.warning(f"{day}: {done.stopped}")
 
