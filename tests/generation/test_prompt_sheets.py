@@ -13,9 +13,11 @@ from assets.generation.limits import GenerationLimits
 from assets.generation.prompt_sheets import PromptSheetError, load_sheets
 from resources.error_kinds import SettingError
 
+from support import PROJECT
 from support.generation_kit import DAY, write_sheet
 
 LIMITS = GenerationLimits()
+DEMO_DAY = "2026-11-04"  # pipelines/demo.py's PROMPT_DAY
 
 
 def load(tmp_path, limits: GenerationLimits = LIMITS):
@@ -173,3 +175,16 @@ def test_a_bad_setting_is_the_operators_mistake_naming_it(environ, named) -> Non
     with pytest.raises(SettingError) as raised:
         GenerationLimits.from_env(environ)
     assert named in str(raised.value) and raised.value.setting.endswith(named)
+
+
+def test_the_demos_sheet_holds_what_make_demo_says() -> None:
+    """`make demo` and the README show this sheet: two takes, one bad row, one duplicate."""
+    rows = load_sheets(fsspec.filesystem("file"), str(PROJECT / "data/prompts"), DEMO_DAY, LIMITS)
+
+    sent = [(row.line, row.request.take) for row in rows if row.request and not row.duplicate_of]
+    assert sent == [(2, 1), (2, 2), (3, 1), (4, 1), (5, 1)]
+    [bad] = [row for row in rows if row.request is None]
+    assert bad.line == 6 and bad.error.startswith("duration 90 s is outside 0.5..30 s")
+    [twin] = [row for row in rows if row.duplicate_of]
+    assert twin.line == 7 and twin.duplicate_of.endswith("2026-11-04.csv:3")
+    assert json.loads(twin.extra) == {"project": "game-sfx"}
