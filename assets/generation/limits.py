@@ -105,5 +105,5 @@ def _number(name: str, raw: str, whole: bool) -> float:
 
 def _error(name: str, problem: str) -> SettingError:
     return SettingError(
-        f"{name} {problem}", fix=f"set {name} (README: generating from prompts)", setting=name
+        f"{name} {problem}", fix=f"set {name} (README: From a prompt sheet)", setting=name
     )
