@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from assets.generation.budget import Allowance, spent
 from assets.generation.keys import Request, round_key
 from assets.generation.ledger import DEAD_INTENT, SUBMITTED, Ledger, history
+from assets.generation.ledger import SCHEMA as LEDGER_SCHEMA
 from assets.generation.limits import GenerationLimits
 from assets.generation.prompt_sheets import SheetRow, load_sheets
 from assets.harvest.catalog_rows import table_bytes
@@ -48,14 +49,11 @@ ROWS_STATE = "generation_rows"
 TO_SEND = "to send"
 STATUSES = ("created", "in doubt", "deferred", "rejected", "duplicate", "already submitted")
 UNPAID = "its task ended PAYMENT_REQUIRED and made nothing: sent again once there are credits"
+# Where a row came from and what it asks for: the columns the ledger keeps of it, as it keeps them.
+_ROW_FIELDS = ("sheet", "line", "take", "prompt", "duration", "audio_type")
 ROWS_SCHEMA = pa.schema(
     [
-        ("sheet", pa.string()),
-        ("line", pa.int64()),
-        ("take", pa.int32()),
-        ("prompt", pa.string()),
-        ("duration", pa.float64()),
-        ("audio_type", pa.string()),
+        *(LEDGER_SCHEMA.field(name) for name in _ROW_FIELDS),
         ("extra", pa.string()),
         ("key", pa.string()),  # hex
         ("round", pa.int32()),

@@ -10,12 +10,11 @@ import pyarrow.dataset as ds
 import pytest
 
 from support import PROJECT
-from support.generation_kit import write_sheet
-from support.pipeline_kit import dg_launch, sandbox_env
+from support.generation_kit import DAY, generation_env, write_sheet
+from support.pipeline_kit import dg_launch
 
 pytestmark = pytest.mark.slow
 
-DAY = "2026-11-05"
 CHAIN = "sound_generations,run_manifest,sound_files,sound_catalog,sound_features"
 PROMPTS = [
     "rain on a tin roof", "a door creaks open", "waves on pebbles", "a kettle boils",
@@ -26,15 +25,7 @@ PROMPTS = [
 def test_a_prompt_sheet_ends_as_snapshot_rows_carrying_its_prompts(sandbox, tmp_path) -> None:
     sandbox.set_faults(generation_s=0.0)
     write_sheet(tmp_path / "prompts", DAY, [{"prompt": p, "duration": 2} for p in PROMPTS])
-    (tmp_path / "dagster_home").mkdir()
-    env = (
-        os.environ
-        | sandbox_env(sandbox.base_url, tmp_path)
-        | {
-            "SOUNDHARVEST_PROMPT_ROOT": str(tmp_path / "prompts"),
-            "SOUNDHARVEST_FIRST_DAY": DAY,
-        }
-    )
+    env = os.environ | generation_env(sandbox.base_url, tmp_path)
 
     def dg(*arguments: str) -> None:
         done = subprocess.run(

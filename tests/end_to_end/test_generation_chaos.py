@@ -25,12 +25,10 @@ from assets.generation.ledger import Ledger
 from resources.storage import Storage
 
 from support import PROJECT
-from support.generation_kit import prompts, write_sheet
-from support.pipeline_kit import sandbox_env
+from support.generation_kit import DAY, generation_env, prompts, write_sheet
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(900)]
 
-DAY = "2026-11-05"
 SEEDS = [int(s) for s in os.environ.get("CHAOS_SEEDS", "1").split(",")]
 KILLS = int(os.environ.get("CHAOS_KILLS", "4"))
 PROMPTS = 60
@@ -91,16 +89,7 @@ def test_kill_9_during_submission_never_creates_a_key_twice(sandbox, tmp_path, s
         DAY,
         [*prompts(PROMPTS, "a sound"), {"prompt": "many takes", "duration": 2, "takes": TAKES}],
     )
-    (tmp_path / "dagster_home").mkdir()
-    env = (
-        os.environ
-        | sandbox_env(sandbox.base_url, tmp_path)
-        | {
-            "SOUNDHARVEST_PROMPT_ROOT": str(tmp_path / "prompts"),
-            "SOUNDHARVEST_FIRST_DAY": DAY,
-            "CAMB_MAX_CONCURRENCY": "3",
-        }
-    )
+    env = os.environ | generation_env(sandbox.base_url, tmp_path) | {"CAMB_MAX_CONCURRENCY": "3"}
     kills = mid_run = 0
     for _ in range(KILLS):
         mid_run += kill_while_creating(env, sandbox, rng)

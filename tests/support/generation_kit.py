@@ -17,7 +17,7 @@ from assets.sound_files import sound_files
 from assets.sound_generations import sound_generations
 from resources.storage_resource import StorageResource
 
-from support.pipeline_kit import resources
+from support.pipeline_kit import resources, sandbox_env
 
 DAY, NEXT = "2026-11-05", "2026-11-06"
 GENERATE = [sound_generations]
@@ -44,6 +44,17 @@ def write_sheet(
 
 def prompts(n: int, prefix: str = "a sound", **columns: object) -> list[dict[str, object]]:
     return [{"prompt": f"{prefix} {i}", "duration": 2, **columns} for i in range(n)]
+
+
+def generation_env(base_url: str, root: Path) -> dict[str, str]:
+    """The settings of a command that generates against the sandbox: `sandbox_env`'s (every
+    root and a fresh DAGSTER_HOME in `root`), the prompt sheets in `root / "prompts"`, and
+    the partitions starting at DAY."""
+    (root / "dagster_home").mkdir(exist_ok=True)
+    return sandbox_env(base_url, root) | {
+        "SOUNDHARVEST_PROMPT_ROOT": str(root / "prompts"),
+        "SOUNDHARVEST_FIRST_DAY": DAY,
+    }
 
 
 def storage_with_prompts(tmp_path: Path) -> StorageResource:
