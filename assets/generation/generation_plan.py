@@ -230,7 +230,7 @@ def rows_frame(plans: Iterable[RowPlan]) -> pd.DataFrame:
                 "sheet": plan.row.sheet,
                 "line": plan.row.line,
                 "take": request.take if request else None,
-                "prompt": request.prompt if request else None,
+                "prompt": request.prompt if request else plan.row.text,
                 "duration": request.duration if request else None,
                 "audio_type": request.audio_type if request else None,
                 "extra": plan.row.extra,

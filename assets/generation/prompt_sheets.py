@@ -56,6 +56,7 @@ class SheetRow:
     extra: str | None  # the sheet's other columns, JSON
     error: str | None = None  # why it was rejected
     duplicate_of: str | None = None  # "file:line" of the first row with its key
+    text: str | None = None  # a rejected row's prompt as the sheet has it (the catalog shows it)
 
     @property
     def where(self) -> str:
@@ -95,7 +96,8 @@ def _rows_of(
     extra = extra_json(record, SHEET_COLUMNS)
     fields, error = check_row(record, limits)
     if error is not None:
-        return [SheetRow(name, line, None, extra, error=error)]
+        text = as_text(record.get("prompt"))
+        return [SheetRow(name, line, None, extra, error=error, text=text)]
     prompt, duration, audio_type, takes = fields
     rows = []
     for take in range(1, takes + 1):

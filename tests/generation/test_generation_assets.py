@@ -65,12 +65,13 @@ def test_a_sheet_becomes_catalog_rows_carrying_its_prompts_and_a_rerun_creates_n
             {"prompt": "rain on a tin roof", "duration": 2, "takes": 2, "mood": "calm"},
             {"prompt": "thunder", "duration": 3, "audio_type": "music"},
             {"prompt": "", "duration": 2},
+            {"prompt": "a crowd cheers", "duration": 90},
         ],
     )
     assert generate(sandbox, storage, assets=CHAIN).success
     assert creates(sandbox) == {"rain on a tin roof": 2, "thunder": 1}
     catalog = read_catalog(storage, DAY).sort_values(["status", "extra"])
-    assert list(catalog["status"]) == ["ok", "ok", "ok", "rejected"]
+    assert list(catalog["status"]) == ["ok", "ok", "ok", "rejected", "rejected"]
     ok = catalog[catalog["status"] == "ok"]
     assert list(ok["prompt"]) == ["rain on a tin roof", "rain on a tin roof", "thunder"]
     assert list(ok["audio_type"]) == ["sound", "sound", "music"]
@@ -78,7 +79,16 @@ def test_a_sheet_becomes_catalog_rows_carrying_its_prompts_and_a_rerun_creates_n
     assert list(ok["extra"]) == ['{"mood": "calm", "take": 1}', '{"mood": "calm", "take": 2}',
                                  '{"take": 1}']  # fmt: skip
     assert ok["task_id"].notna().all() and ok["manifest"].eq(str(sheets / f"{DAY}.csv")).all()
-    assert catalog.iloc[-1]["error"] == "line 4: prompt is empty"
+    # A rejected row keeps its prompt as the sheet has it, as a rejected manifest row does.
+    rejected = catalog[catalog["status"] == "rejected"]
+    assert {
+        error: prompt if isinstance(prompt, str) else None
+        for error, prompt in zip(rejected["error"], rejected["prompt"], strict=True)
+    } == {
+        "line 4: prompt is empty": None,
+        "line 5: duration 90 s is outside 0.5..30 s (SOUNDHARVEST_GENERATE_MIN_DURATION_S, "
+        "SOUNDHARVEST_GENERATE_MAX_DURATION_S)": "a crowd cheers",
+    }
     # Rerun, then harvest again: not one create more, the catalog as it was.
     assert generate(sandbox, storage, assets=CHAIN).success
     assert creates(sandbox) == {"rain on a tin roof": 2, "thunder": 1}

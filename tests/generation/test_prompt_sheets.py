@@ -185,6 +185,7 @@ def test_the_demos_sheet_holds_what_make_demo_says() -> None:
     assert sent == [(2, 1), (2, 2), (3, 1), (4, 1), (5, 1)]
     [bad] = [row for row in rows if row.request is None]
     assert bad.line == 6 and bad.error.startswith("duration 90 s is outside 0.5..30 s")
+    assert bad.text == "a crowd cheering in a stadium"
     [twin] = [row for row in rows if row.duplicate_of]
     assert twin.line == 7 and twin.duplicate_of.endswith("2026-11-04.csv:3")
     assert json.loads(twin.extra) == {"project": "game-sfx"}
