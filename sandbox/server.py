@@ -112,7 +112,7 @@ class SandboxServer:
 
     def set_faults(self, **changes: Any) -> Faults:
         """Update some fault settings, effective from the next request."""
-        return dataclasses.replace(self._state.plan.set(changes))
+        return dataclasses.replace(self._state.set_faults(changes))
 
     def script(self, target: Target, *kinds: str) -> None:
         """The next requests of `target` ("api" or "download") get exactly these faults."""
@@ -124,6 +124,9 @@ class SandboxServer:
         api_requests: every request under /apis (faulted ones too); bulk_requests and
         bulk_batch_sizes (when `run_ids` is a list), single_requests and
         status_requests (status_polls: per task id): those that got past faults and auth;
+        create_requests: creates that got past faults, auth and validation (those refused
+        402 too), tasks_created and creates_by_prompt (prompt -> tasks created): a create
+        served and then lost (`lost`) counts, one answered 429/5xx/drop does not;
         downloads: /files requests served or faulted, download_redirects:
         those answered 307; downloads_with_api_key: /files requests that carried
         `x-api-key`; max_in_flight_api: peak concurrent API requests; max_in_flight: peak
