@@ -40,8 +40,9 @@ DISTINCT = 300  # distinct sounds in all (the copied ones among them)
 def test_prompts_reduce_to_the_words_that_count():
     assert reduce_prompt("Take 3: Door-creak (LOUD)!") == "creak door loud"
     assert reduce_prompt("loud door creak, take 4") == "creak door loud"
-    assert reduce_prompt("２ dogs") == "dogs"  # NFKC: a full-width digit is a digit
-    assert reduce_prompt(None) == reduce_prompt("12 #3") == ""
+    assert reduce_prompt("２ dogs") == "dogs #2"  # NFKC: a full-width digit is a digit
+    assert reduce_prompt("12 #3") == "#12"  # a prompt of one number; #3 is a take
+    assert reduce_prompt(None) == reduce_prompt("take 3!") == ""
 
 
 def test_near_duplicate_prompts_are_linked_and_distinct_ones_never():

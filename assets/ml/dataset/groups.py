@@ -91,7 +91,7 @@ def assign(
     # row. A dense rank numbers them in the order of the sorted distinct values.
     keys = frame["_prompt_key"].unique().sort().to_numpy().astype(str)
     prompt_of_row = (frame["_prompt_key"].rank("dense") - 1).to_numpy().astype(np.int64)
-    reduced = np.array([reduce_prompt(key) for key in keys], dtype=str)
+    reduced = np.array([reduce_prompt(key, spec.take_numbers) for key in keys], dtype=str)
     texts, reduced_of_key = np.unique(reduced, return_inverse=True)
     prompt_of_row, reduced_of_key = prompt_of_row.ravel(), reduced_of_key.ravel()
     real = np.array([bool(t) for t in texts])  # "" (no prompt, or no words): no link
