@@ -8,7 +8,7 @@ import datasets
 import pandas as pd
 import pytest
 import soundfile as sf
-from dagster import materialize
+from dagster import AssetCheckSeverity, materialize
 
 from assets.harvest.catalog_rows import read_partition
 from assets.harvest.records import state_relpath
@@ -19,6 +19,7 @@ from assets.ml.clip_features import (
     features_relpath,
 )
 from assets.ml.dataset.snapshot import LATEST
+from assets.ml.dataset.spec import SPLITS
 from assets.ml_dataset import ml_dataset
 from assets.run_manifest import run_manifest
 from assets.sound_catalog import sound_catalog
@@ -29,7 +30,7 @@ from resources.storage import Storage
 from resources.storage_resource import StorageResource
 from sandbox import run_state
 
-from support.ml_clips import Clip, storage, write_catalog_day
+from support.ml_clips import Clip, storage, write_catalog_day, write_features_day
 from support.pipeline_kit import markdown_rows
 from support.sandbox_api import SANDBOX_KEY
 
@@ -102,6 +103,60 @@ def test_features_then_a_snapshot_and_reruns_that_redo_nothing(tmp_path, dataset
 
     second = metadata_of(materialize([ml_dataset], resources={"storage": resource}), "ml_dataset")
     assert (second["version"], second["written"]) == (version, False)
+
+
+def test_one_giant_group_is_written_to_train_and_the_check_warns_naming_it(tmp_path, dataset_root):
+    """Forty takes of one prompt and four other clips: the snapshot is written all the same,
+    train holds the group, and the WARN check names it with its prompts, its size and the
+    shares got against those asked. New groups then fill validation and test (stickiness
+    keeps the group in train), and the check passes."""
+    resource = storage(tmp_path)
+    others = ["rain on a tin roof", "a cat purring", "door creaking", "owl hooting"]
+    clips = [Clip(i, prompt=f"Explosion, take {i}") for i in range(1, 41)]
+    clips += [Clip(100 + i, prompt=prompt) for i, prompt in enumerate(others)]
+    write_features_day(resource, DAY, write_catalog_day(resource, DAY, clips))
+
+    result = materialize([ml_dataset], resources={"storage": resource})
+
+    meta = metadata_of(result, "ml_dataset")
+    version = meta["version"]
+    assert (dataset_root / LATEST).read_text().strip() == version
+    assert meta["train clips"] >= 40 and sum(meta[f"{s} clips"] for s in SPLITS) == 44
+    [check] = result.get_asset_check_evaluations()
+    assert check.check_name == "split_shares" and not check.passed
+    assert check.severity == AssetCheckSeverity.WARN
+    assert check.description.startswith("Split shares more than 5 points off: train holds")
+    assert "group 1: 40 runs (90.9%) in train, prompts 'Explosion, take 1' (1)" in check.description
+    assert "and 37 more" in check.description and "(asked 80%)" in check.description
+    largest = markdown_rows(check.metadata["largest groups"].value)
+    assert largest[0][:4] == ["1", "40", "90.9%", "train"]
+    card = (dataset_root / f"v={version}" / "README.md").read_text()
+    assert "> **Warning:** Split shares more than 5 points off" in card
+    assert "| 10-99            |        1 |     40 |" in card  # the group-size distribution
+
+    day2 = [Clip(1000 + i, prompt=f"sound number {i} of a new kind") for i in range(60)]
+    write_features_day(resource, "2026-11-02", write_catalog_day(resource, "2026-11-02", day2))
+    again = materialize([ml_dataset], resources={"storage": resource})
+    [check] = again.get_asset_check_evaluations()
+    assert check.passed and check.description is None
+    hf = dataset_root / f"v={metadata_of(again, 'ml_dataset')['version']}" / "hf"
+    train = pd.concat(pd.read_parquet(path) for path in hf.glob("train-*.parquet"))
+    assert set(range(1, 41)) <= set(train["run_id"])
+
+
+def test_an_empty_selection_warns_through_the_check_too(tmp_path, dataset_root):
+    resource = storage(tmp_path)
+    write_catalog_day(resource, DAY, [Clip(1), Clip(2)])
+    result = materialize(
+        [ml_dataset],
+        resources={"storage": resource},
+        run_config=dataset_config(audio_types=["music"], drop_silent=False),
+    )
+    [check] = result.get_asset_check_evaluations()
+    assert not check.passed and check.severity == AssetCheckSeverity.WARN
+    assert check.description == (
+        "no snapshot written: every one of 2 ok runs was filtered out: 2 another audio type"
+    )
 
 
 def failure_message(result) -> str:

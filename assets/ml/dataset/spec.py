@@ -53,9 +53,11 @@ class DatasetSpec(BaseModel):
     min_lufs: float | None = Field(None, description="Drop clips quieter than this (LUFS).")
     max_lufs: float | None = Field(None, description="Drop clips louder than this (LUFS).")
     # -- splits
-    train_ratio: float = Field(0.8, description="Share of groups in train.")
-    validation_ratio: float = Field(0.1, description="Share of groups in validation.")
-    test_ratio: float = Field(0.1, description="Share of groups in test.")
+    train_ratio: float = Field(
+        0.8, description="Share of the clips in train (as near as whole groups allow)."
+    )
+    validation_ratio: float = Field(0.1, description="Share of the clips in validation.")
+    test_ratio: float = Field(0.1, description="Share of the clips in test.")
     group_by: Literal["similarity", "prompt", "run_id"] = Field(
         "similarity",
         description="Rows of one group share a split. similarity: runs whose prompts are "
