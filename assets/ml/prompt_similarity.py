@@ -44,6 +44,7 @@ DEFAULT_TAKE_NUMBERS = "trailing"
 NUMBER = "#"  # starts each number of a reduced prompt; words are letters only
 _NUMBER_BYTE = NUMBER.encode()
 _WORDS = re.compile(r"[^\W\d_]+")
+_DIGIT = re.compile(r"\d")
 # "(2)", "#", or a run of letters and digits ("v2", "1980s", "808", "gunshots")
 _TOKENS = re.compile(r"\(\s*\d+\s*\)|#|[^\W_]+")
 _MARKED = re.compile(rf"(?:{'|'.join(sorted(TAKE_MARKERS))})\d+")  # "v2", "take3"
@@ -55,7 +56,7 @@ def reduce_prompt(prompt: str | None, take_numbers: str = DEFAULT_TAKE_NUMBERS) 
     "3 gunshots, take 2" -> "gunshots #3"; "prompt group 7: thunder" -> "group prompt
     thunder #7"."""
     text = unicodedata.normalize("NFKC", prompt or "").casefold()
-    if take_numbers == "all":
+    if take_numbers == "all" or not _DIGIT.search(text):  # most prompts: words only
         return " ".join(sorted({w for w in _WORDS.findall(text) if w not in TAKE_MARKERS}))
     tokens = _TOKENS.findall(text)
     words, numbers, marked = set(), [], False

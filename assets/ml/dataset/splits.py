@@ -23,6 +23,7 @@ No `from __future__ import annotations` here: `DatasetSpec` is the base of a Dag
 import hashlib
 import math
 import unicodedata
+from collections.abc import Callable
 
 import numpy as np
 import polars as pl
@@ -77,30 +78,21 @@ def group_id_of(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") >> 1
 
 
-def split_table(groups: pl.Series, spec: DatasetSpec) -> pl.DataFrame:
-    """(group, split, group_id) for every distinct group: one hash per group, not per row."""
+def hash_splits(rows: pl.DataFrame, spec: DatasetSpec, group_by: str) -> pl.Series:
+    """Each row's split under `group_by: prompt` or `run_id`: its group key's draw, one hash
+    per distinct group, not per row."""
+    return _per_group(group_keys(rows, group_by), lambda key: split_of(key, spec), pl.String)
+
+
+def hash_group_ids(rows: pl.DataFrame, group_by: str) -> pl.Series:
+    """Each row's group id under `group_by: prompt` or `run_id` (`group_id_of`)."""
+    return _per_group(group_keys(rows, group_by), group_id_of, pl.Int64)
+
+
+def _per_group(groups: pl.Series, value: Callable[[str], object], dtype: pl.DataType) -> pl.Series:
     distinct = groups.unique()
-    return pl.DataFrame(
-        {
-            "group": distinct,
-            "split": [split_of(key, spec) for key in distinct],
-            "group_id": [group_id_of(key) for key in distinct],
-        },
-        schema={"group": pl.String, "split": pl.String, "group_id": pl.Int64},
-    )
-
-
-def hash_splits(
-    rows: pl.DataFrame, spec: DatasetSpec, group_by: str
-) -> tuple[pl.Series, pl.Series]:
-    """Each row's split and group id under `group_by: prompt` or `run_id`: its group key's
-    draw."""
-    groups = group_keys(rows, group_by)
-    table = split_table(groups, spec)
-    return (
-        groups.replace_strict(table["group"], table["split"]).alias("split"),
-        groups.replace_strict(table["group"], table["group_id"]).alias("group_id"),
-    )
+    values = pl.Series([value(key) for key in distinct], dtype=dtype)
+    return groups.replace_strict(distinct, values, return_dtype=dtype)
 
 
 def previous_assignments(
@@ -151,7 +143,7 @@ def place_groups(
 ) -> np.ndarray:
     """The split (index into SPLITS) of each new group, whose rows number ``sizes`` and
     whose lowest run ids are ``firsts``, when ``placed`` rows already sit in each split:
-    largest first (groups of one size in a seeded order), each where the shares end nearest
+    largest first (groups of one size oldest first), each where the shares end nearest
     the ratios (the sum of the splits' distances to their targets, in rows). Where several
     splits have room for the whole group, they are equally near, and the group's point
     (`split_point` of `run:<first>`) draws among them, [0, 1) cut in proportion to the room
@@ -168,12 +160,10 @@ def place_groups(
     total = int(placed.sum() + sizes.sum())
     room = [ratio * total - n for ratio, n in zip(ratios, placed.tolist(), strict=True)]
     limits = [math.inf, *(ratio * total for ratio in ratios[1:])]
-    seed = spec.split_seed
-    points = [split_point(f"run:{first}", seed) for first in firsts.tolist()]
-    order = [split_point(f"order:{first}", seed) for first in firsts.tolist()]  # apart from
-    # the draw: an order by the point itself would send the first of a size to one split
+    points = [split_point(f"run:{first}", spec.split_seed) for first in firsts.tolist()]
     choice = np.empty(len(sizes), dtype=np.int64)
-    for group in np.lexsort((order, -sizes)).tolist():
+    # Not ordered by the point: the first groups of a size would all draw the first split.
+    for group in np.lexsort((firsts, -sizes)).tolist():
         size = int(sizes[group])
         costs = [
             math.inf if size > limit else -size if left >= size else abs(left - size) - abs(left)
