@@ -72,6 +72,14 @@ def test_no_prompt_lands_in_two_splits_however_it_is_written():
     assert len(no_prompt) == 10
     for row in no_prompt.itertuples():
         assert row.split == split_of(f"run:{row.run_id}", PROMPT_RULE)
+    # the group id: one per normalised prompt, however written; the run id for none
+    prompted = selected[selected["text"] != ""]
+    ids = prompted.groupby(prompted["text"].map(normalise_prompt))["group_id"].agg(set)
+    assert ids.map(len).max() == 1 and len(set().union(*ids)) == 5 * 97
+    assert (no_prompt["group_id"] == no_prompt["run_id"]).all()
+    assert not set(no_prompt["group_id"]) & set().union(*ids)
+    _, alone = chosen(frame, DatasetSpec(group_by="run_id"))
+    assert (alone["group_id"] == alone["run_id"]).all()
 
 
 def test_normalised_prompts():

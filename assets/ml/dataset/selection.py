@@ -40,7 +40,7 @@ from assets.harvest.catalog_schema import CATALOG_COLUMNS
 from assets.ml.clip_features import FEATURES_SCHEMA, FILE_MISSING, METRICS, features_relpath
 from assets.ml.dataset.groups import GroupStats, assign, audio_pairs, near_audio_keep
 from assets.ml.dataset.spec import SPLITS, DatasetSpec
-from assets.ml.dataset.splits import hash_group_ids, hash_splits, normalised_prompts
+from assets.ml.dataset.splits import hash_assignments, hash_splits, normalised_prompts
 from resources.storage import Storage
 
 # Bumped when the snapshot's layout or the meaning of a column changes: a new version then.
@@ -327,8 +327,8 @@ def select(
     if spec.group_by == "similarity":
         frame, split, group = _similarity_splits(frame, fingerprints, spec, previous, selection)
     else:
-        split = hash_splits(frame, spec, spec.group_by)
-        group = hash_group_ids(frame, spec.group_by)
+        drawn = hash_assignments(frame, spec, spec.group_by)
+        split, group = drawn["split"], drawn["group_id"]
     frame = frame.with_columns(text=pl.col("prompt").fill_null(""), split=split, group_id=group)
     selection.without_features = without_features(frame)
     order = pl.col("split").replace_strict(SPLITS, list(range(len(SPLITS))))

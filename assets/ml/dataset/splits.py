@@ -14,7 +14,7 @@ Which key draws, by `group_by`:
   (`place_groups`): largest first, each where it brings the shares nearest the ratios, and
   where several splits have room for it, drawn among them with `run:<its lowest run id>`;
 - `prompt`: `prompt:<normalised prompt>` (`group_keys`; runs without one by run id), so a
-  prompt never lands in two splits (`hash_splits`);
+  prompt never lands in two splits (`hash_assignments`);
 - `run_id`: `run:<run id>`.
 
 No `from __future__ import annotations` here: `DatasetSpec` is the base of a Dagster Config.
@@ -23,7 +23,6 @@ No `from __future__ import annotations` here: `DatasetSpec` is the base of a Dag
 import hashlib
 import math
 import unicodedata
-from collections.abc import Callable
 
 import numpy as np
 import polars as pl
@@ -79,20 +78,24 @@ def group_id_of(key: str) -> int:
 
 
 def hash_splits(rows: pl.DataFrame, spec: DatasetSpec, group_by: str) -> pl.Series:
-    """Each row's split under `group_by: prompt` or `run_id`: its group key's draw, one hash
-    per distinct group, not per row."""
-    return _per_group(group_keys(rows, group_by), lambda key: split_of(key, spec), pl.String)
+    """Each row's split under `group_by: prompt` or `run_id`: its group key's draw."""
+    return hash_assignments(rows, spec, group_by, ids=False)["split"]
 
 
-def hash_group_ids(rows: pl.DataFrame, group_by: str) -> pl.Series:
-    """Each row's group id under `group_by: prompt` or `run_id` (`group_id_of`)."""
-    return _per_group(group_keys(rows, group_by), group_id_of, pl.Int64)
-
-
-def _per_group(groups: pl.Series, value: Callable[[str], object], dtype: pl.DataType) -> pl.Series:
-    distinct = groups.unique()
-    values = pl.Series([value(key) for key in distinct], dtype=dtype)
-    return groups.replace_strict(distinct, values, return_dtype=dtype)
+def hash_assignments(
+    rows: pl.DataFrame, spec: DatasetSpec, group_by: str, ids: bool = True
+) -> pl.DataFrame:
+    """Each row's split (and with ``ids`` its group id, `group_id_of`) under `group_by:
+    prompt` or `run_id`: the keys built once, one hash per distinct key, joined back."""
+    keys = group_keys(rows, group_by)
+    distinct = keys.unique().to_list()
+    table = {"group": distinct, "split": [split_of(key, spec) for key in distinct]}
+    schema = {"group": pl.String, "split": pl.String}
+    if ids:
+        table["group_id"], schema["group_id"] = [group_id_of(key) for key in distinct], pl.Int64
+    drawn = pl.DataFrame(table, schema=schema)
+    joined = keys.to_frame("group").join(drawn, on="group", how="left", maintain_order="left")
+    return joined.drop("group")
 
 
 def previous_assignments(
