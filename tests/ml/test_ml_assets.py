@@ -144,19 +144,49 @@ def test_one_giant_group_is_written_to_train_and_the_check_warns_naming_it(tmp_p
     assert set(range(1, 41)) <= set(train["run_id"])
 
 
-def test_an_empty_selection_warns_through_the_check_too(tmp_path, dataset_root):
+@pytest.mark.parametrize("take_numbers", ["all", "trailing"])
+def test_a_templated_sheet_is_one_group_in_train_only_when_every_number_is_left_out(
+    tmp_path, dataset_root, take_numbers
+):
+    """Forty prompts that differ only in a number, two takes each. With every number left
+    out (`take_numbers: all`, the rule before) they are one group: the snapshot is written,
+    train holds all 80 clips (its HF Parquet and NeMo files there, the other splits' not),
+    and the check warns naming the group and its prompts; the card shows one group of 10-99
+    runs. By default the numbers ask for forty prompts: forty groups, shares as asked."""
     resource = storage(tmp_path)
-    write_catalog_day(resource, DAY, [Clip(1), Clip(2)])
+    clips = [
+        Clip(i + 1, prompt=f"prompt group {1 + i % 40}: thunder over a lake, take {1 + i // 40}")
+        for i in range(80)
+    ]
+    write_features_day(resource, DAY, write_catalog_day(resource, DAY, clips))
+
     result = materialize(
         [ml_dataset],
         resources={"storage": resource},
-        run_config=dataset_config(audio_types=["music"], drop_silent=False),
+        run_config=dataset_config(take_numbers=take_numbers),
     )
+
+    meta = metadata_of(result, "ml_dataset")
+    root = dataset_root / f"v={meta['version']}"
+    assert (dataset_root / LATEST).read_text().strip() == meta["version"]
     [check] = result.get_asset_check_evaluations()
+    card = (root / "README.md").read_text()
+    sizes = markdown_rows(card.split("### Group sizes")[1].split("The largest groups")[0])
+    if take_numbers == "trailing":
+        assert check.passed
+        assert [meta[f"{s} clips"] for s in SPLITS] == [64, 8, 8]
+        assert sizes[-1] == ["2-9", "40", "80"]
+        return
+    assert [meta[f"{s} clips"] for s in SPLITS] == [80, 0, 0]
+    assert [p.name for p in sorted((root / "hf").iterdir())] == ["train-00000-of-00001.parquet"]
+    assert [p.name for p in sorted((root / "nemo").iterdir())] == ["train.jsonl"]
     assert not check.passed and check.severity == AssetCheckSeverity.WARN
-    assert check.description == (
-        "no snapshot written: every one of 2 ok runs was filtered out: 2 another audio type"
-    )
+    assert "validation is empty (asked 10%), test is empty (asked 10%)" in check.description
+    named = "group 1: 80 runs (100.0%) in train, prompts 'prompt group 10: thunder over a lake"
+    assert f"{named}, take 1' (1), 'prompt group 10: thunder" in check.description  # ties: A-Z
+    assert "and 77 more" in check.description
+    assert "> **Warning:** Split shares more than 5 points off" in card
+    assert sizes[-1] == ["10-99", "1", "80"]
 
 
 def failure_message(result) -> str:
@@ -192,6 +222,9 @@ def test_an_empty_selection_materializes_nothing_and_says_why(tmp_path, dataset_
     [observation] = result.asset_observations_for_node("ml_dataset")
     why = observation.metadata["no_snapshot"].value
     assert why == "every one of 2 ok runs was filtered out: 2 another audio type"
+    [check] = result.get_asset_check_evaluations()  # the check says so too
+    assert not check.passed and check.severity == AssetCheckSeverity.WARN
+    assert check.description == f"no snapshot written: {why}"
     assert not dataset_root.exists()
 
 

@@ -55,9 +55,12 @@ def catalog(tmp_path):
     return resource, rows.set_index("run_id")
 
 
+EVEN = {"train_ratio": 0.5, "validation_ratio": 0.25, "test_ratio": 0.25}
+
+
 def build(tmp_path, resource, **config):
     """A snapshot under tmp_path/datasets; even splits, so that a few clips fill all three."""
-    config = {"train_ratio": 0.5, "validation_ratio": 0.25, "test_ratio": 0.25, **config}
+    config = {**EVEN, **config}
     out = Storage(str(tmp_path / "datasets"))
     return out, build_snapshot(resource.catalog(), out, DatasetSpec(**config))
 
@@ -187,11 +190,12 @@ def exported_groups(root: Path, cache: Path) -> dict[str, dict[int, int]]:
 
 def test_every_export_carries_a_group_id_that_stays_across_snapshots(tmp_path, catalog):
     """HF Parquet (read back with `datasets`), NeMo JSONL and WebDataset samples carry the
-    group id of the snapshot's own rows; a run keeps its id in the next snapshot, and new
-    runs of a group (day 3: the same four sounds, other takes) take its id."""
+    group id of the snapshot's own rows, which the assignments file keeps; a run keeps its
+    id in the next snapshot, and new runs of a group (day 3: the same four sounds, other
+    takes) take its id."""
     resource, _ = catalog
     formats = {"formats": ["hf", "nemo", "webdataset"]}
-    _, first = build(tmp_path, resource, **formats)
+    out, first = build(tmp_path, resource, **formats)
     add_day(resource, 2)
     _, second = build(tmp_path, resource, **formats)
 
@@ -202,6 +206,9 @@ def test_every_export_carries_a_group_id_that_stays_across_snapshots(tmp_path, c
         exported = exported_groups(Path(built.uri), tmp_path / "hf-cache")
         assert exported == {"hf": own, "nemo": own, "webdataset": own}
         groups.append(own)
+    state = snapshot.read_assignments(out, DatasetSpec(**EVEN))
+    assert state is not None
+    assert dict(zip(state["run_id"], state["group_id"], strict=True)) == groups[1]
     before, after = groups
     assert {run: after[run] for run in before} == before
     text = dict(
