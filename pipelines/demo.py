@@ -166,6 +166,15 @@ def summarize_dataset() -> None:
     counts = ", ".join(f"{split} {n}" for split, n in manifest["counts"].items())
     print(f"\nml_dataset: {snapshot}  (LATEST = {version})")
     print(f"  splits: {counts}; {sum(manifest['hours'].values()) * 60:.1f} minutes of audio")
+    shares = manifest["split_shares"]
+    print(
+        "  shares: "
+        + ", ".join(
+            f"{s} {got:.1%} (asked {shares['asked'][s]:.0%})" for s, got in shares["got"].items()
+        )
+    )
+    if shares["problems"]:
+        print(f"  WARNING: {'; '.join(shares['problems'])}: the card's Splits section says why")
     groups = manifest["groups"]
     print(
         f"  {groups['groups']} similarity groups; {groups['prompt_links']} prompt and "

@@ -30,6 +30,7 @@ CHECKS = {
     ("sound_catalog", "ok_files_exist"),
     ("sound_catalog", "no_pending_runs"),
     ("sound_catalog", "freshness_check"),  # pipelines/freshness.py
+    ("ml_dataset", "split_shares"),
 }
 SENSORS = {
     "manifest_sensor",
