@@ -277,6 +277,22 @@ def test_sweeps_come_back_after_growing_intervals_then_give_up():
     assert plan_sweeps(done, state, times[4] + timedelta(days=1), policy) == ([], {})
 
 
+def test_by_default_a_day_still_generating_is_swept_within_twenty_minutes():
+    # Generations and runs just finishing are ready in minutes: under the daemon a new prompt
+    # sheet's clips must not wait an hour for the sweep to fetch them.
+    policy = SweepPolicy.from_env({})
+    pending = {D1: DayPending(pending=5, given_up=0)}
+    harvested = datetime(2026, 10, 2, 1, 3, tzinfo=UTC)
+    state: dict = {}
+    for minutes in range(0, 60, 10):  # the sensor's ticks, every 10 minutes
+        now = harvested + timedelta(minutes=7 + minutes)  # the first tick after the harvest
+        sweeps, state = plan_sweeps(pending, state, now, policy)
+        if sweeps:
+            break
+    assert [s.run_key for s in sweeps] == [f"sweep:{D1}:1"]
+    assert now - harvested <= timedelta(minutes=20)
+
+
 def write_catalog(storage: StorageResource, day: str, statuses: list[str], error: str = "") -> None:
     rows = pd.DataFrame(
         {
