@@ -30,6 +30,9 @@ from assets.harvest.catalog_rows import row_keys
 from resources.storage import Storage
 
 GAVE_UP = "soundharvest gave up waiting"
+# The sensor ticks every 10 minutes, a little early or late: a wait that ends within this of
+# a tick is over at that tick, or a 10-minute wait would often take 20.
+TICK_SLACK = timedelta(minutes=1)
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([mhd])")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days"}
 
@@ -176,7 +179,9 @@ def plan_sweeps(
         seen = state.get(day)
         if seen is None:
             new_state[day] = {"sweeps": 0, "since": now.isoformat()}
-        elif now >= datetime.fromisoformat(seen["since"]) + policy.interval(seen["sweeps"]):
+        elif now + TICK_SLACK >= datetime.fromisoformat(seen["since"]) + policy.interval(
+            seen["sweeps"]
+        ):
             done = seen["sweeps"] + 1
             sweeps.append(Sweep(day, f"sweep:{day}:{done}"))
             new_state[day] = {"sweeps": done, "since": now.isoformat()}

@@ -284,8 +284,9 @@ def test_by_default_a_day_still_generating_is_swept_within_twenty_minutes():
     pending = {D1: DayPending(pending=5, given_up=0)}
     harvested = datetime(2026, 10, 2, 1, 3, tzinfo=UTC)
     state: dict = {}
-    for minutes in range(0, 60, 10):  # the sensor's ticks, every 10 minutes
-        now = harvested + timedelta(minutes=7 + minutes)  # the first tick after the harvest
+    tick = timedelta(minutes=10) - timedelta(milliseconds=300)  # the daemon's ticks drift
+    for n in range(6):
+        now = harvested + timedelta(minutes=7) + n * tick  # the first tick after the harvest
         sweeps, state = plan_sweeps(pending, state, now, policy)
         if sweeps:
             break
