@@ -17,6 +17,7 @@ import asyncio
 import dataclasses
 import socket
 import threading
+import time
 from typing import Any
 
 from aiohttp import web
@@ -141,6 +142,16 @@ class SandboxServer:
     def reset(self) -> None:
         """Reset the stats and forget scripted faults not yet served."""
         self._state.reset(scripts=True)
+
+    def wait_idle(self, timeout_s: float = 10.0) -> bool:
+        """Wait until no request is being answered (a client that gave up on a slow create
+        leaves it running, to be counted after a reset); False if still busy at the end."""
+        deadline = time.monotonic() + timeout_s
+        while self._state.counters.in_flight() > 0:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
 
     def start(self) -> "SandboxServer":
         if self._thread is not None:

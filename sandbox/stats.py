@@ -81,6 +81,11 @@ class Counters:
             self._in_flight += change
             self._stats.max_in_flight = max(self._stats.max_in_flight, self._in_flight)
 
+    def in_flight(self) -> int:
+        """API calls and downloads being answered now."""
+        with self._lock:
+            return self._in_flight
+
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             stats = dataclasses.asdict(self._stats)
