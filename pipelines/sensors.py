@@ -137,7 +137,11 @@ def manifest_sensor(context: SensorEvaluationContext, storage: StorageResource) 
     that fails raises: the tick shows the error, the cursor stays, the next tick tries again.
     """
     return _day_files_changed(
-        context, storage.manifests(), "manifests", lambda: storage.catalog().find("sound_catalog")
+        context,
+        storage.manifests(),
+        "manifests",
+        "manifest",
+        lambda: storage.catalog().find("sound_catalog"),
     )
 
 
@@ -155,6 +159,7 @@ def prompt_sensor(context: SensorEvaluationContext, storage: StorageResource) ->
         context,
         storage.prompts(),
         "prompt sheets",
+        "prompts",
         lambda: storage.catalog().find(f"_state/{ROWS_STATE}"),
     )
 
@@ -163,6 +168,7 @@ def _day_files_changed(
     context: SensorEvaluationContext,
     root: Storage,
     what: str,
+    trigger: str,
     outputs: Callable[[], Mapping[str, Mapping[str, Any]]],
 ) -> SensorResult:
     """Run requests for the days whose files under `root` (manifests, prompt sheets) are new
@@ -177,7 +183,6 @@ def _day_files_changed(
     existing = set(daily_partitions.get_partition_keys(current_time=utc_now()))
     runs, waiting, already = [], {}, []
     done = _done_before(outputs, listing, [d for d in states if d not in requested])
-    trigger = "manifest" if what == "manifests" else "prompts"
     for day, state in sorted(states.items()):
         if requested.get(day) == state:
             continue

@@ -21,6 +21,7 @@ key, a wrong base URL or an API never reached stop the step as the operator's mi
 import contextlib
 import os
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -321,7 +322,4 @@ def _entry(plan: RowPlan) -> Entry:
 
 
 def _counts(plans: Sequence[RowPlan]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for plan in plans:
-        counts[plan.status] = counts.get(plan.status, 0) + 1
-    return counts
+    return dict(Counter(plan.status for plan in plans))
