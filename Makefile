@@ -9,7 +9,7 @@ SITE    = $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["pu
 TEST_WORKERS ?= 2
 PYTEST  = $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
-.PHONY: install test test-fast test-slow lint format demo bench bench-client chaos clean
+.PHONY: install test test-fast test-slow lint format demo bench bench-client bench-generation chaos clean
 
 install: $(STAMP)
 
@@ -54,6 +54,11 @@ bench: install
 
 bench-client: install
 	$(BIN)/python -m bench.client_throughput
+
+# A sheet of 10,000 prompts submitted against its latency bound, and the ledger of a year of
+# keys checked for a new sheet (~4 min on 2 cores); see bench/README.md.
+bench-generation: install
+	$(BIN)/python -m bench.generation
 
 # kill -9 chaos at full size (tests/end_to_end/test_chaos.py; `make test` runs a small subset):
 # 3 seeds x 10 kills, local disk and S3 on moto, 150 run ids; prints its figures.

@@ -1,9 +1,13 @@
 """`ml_dataset`: a versioned, leak-free training snapshot of the whole catalog."""
 
 import base64
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
     AssetExecutionContext,
     AssetObservation,
     Config,
@@ -21,9 +25,15 @@ from assets.sound_features import sound_features
 from assets.steps.metadata import mib
 from resources.storage_resource import StorageResource
 
+if TYPE_CHECKING:  # the snapshot's machinery loads on use (polars)
+    from assets.ml.dataset.split_shares import SplitShares
+
 
 class DatasetConfig(Config, DatasetSpec):
     """Selection, splits and exports; every field is documented in docs/ml.md."""
+
+
+SHARES_CHECK = "split_shares"
 
 
 @asset(
@@ -31,6 +41,16 @@ class DatasetConfig(Config, DatasetSpec):
     group_name="ml",
     kinds={"parquet", "json"},
     output_required=False,
+    check_specs=[
+        AssetCheckSpec(
+            SHARES_CHECK,
+            asset="ml_dataset",
+            description="Each split's share of the clips within 5 points of its ratio, and no "
+            "split asked for left empty (WARN): when a group too large to move decides the "
+            "shares, the snapshot is still written and this names the largest groups with "
+            "their prompts.",
+        )
+    ],
 )
 def ml_dataset(context: AssetExecutionContext, config: DatasetConfig, storage: StorageResource):
     """`{DATASET_ROOT}/v=<version>/`: HF Parquet, NeMo JSONL, WebDataset shards, a card and a
@@ -57,8 +77,10 @@ def ml_dataset(context: AssetExecutionContext, config: DatasetConfig, storage: S
         why = snapshot.selection.why_empty()
         context.log.warning(f"no snapshot written, LATEST left alone: {why}")
         yield AssetObservation(asset_key="ml_dataset", metadata={"no_snapshot": why})
+        yield _shares_check(None, f"no snapshot written: {why}")
         return
     assert snapshot.manifest is not None and snapshot.plots is not None
+    assert snapshot.shares is not None
     splits = split_frame(snapshot.manifest)
     png = base64.b64encode(snapshot.plots[PLOTS["duration"]]).decode()
     groups = snapshot.manifest.get("groups")
@@ -78,6 +100,25 @@ def ml_dataset(context: AssetExecutionContext, config: DatasetConfig, storage: S
             **({"similarity groups": MetadataValue.md(groups_table(groups))} if groups else {}),
             "durations": MetadataValue.md(f"![clip durations](data:image/png;base64,{png})"),
         }
+    )
+    yield _shares_check(snapshot.shares, snapshot.shares.warning())
+
+
+def _shares_check(shares: "SplitShares | None", failure: str) -> AssetCheckResult:
+    """Passed when the shares are near the ratios; else a warning that says why (the UI shows
+    the description without a click), with the shares and the largest groups as tables."""
+    metadata = {}
+    if shares is not None:
+        metadata = {
+            "shares": MetadataValue.md(markdown_table(shares.table())),
+            "largest groups": MetadataValue.md(markdown_table(shares.largest_table())),
+        }
+    return AssetCheckResult(
+        check_name=SHARES_CHECK,
+        passed=not failure,
+        severity=AssetCheckSeverity.WARN,
+        description=failure or None,
+        metadata=metadata,
     )
 
 

@@ -2,6 +2,7 @@
 
 from typing import Any
 
+import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -13,11 +14,14 @@ from dagster import (
     asset,
 )
 
+from assets.generation.generation_plan import ROWS_STATE
+from assets.generation.handover import generation_rows
 from assets.harvest.day_fingerprint import Fingerprints, file_stamp, manifest_stamps
 from assets.harvest.day_summary import DaySummary
 from assets.harvest.manifest_files import MANIFEST_SUFFIXES, ManifestError, load_day
 from assets.harvest.records import state_relpath, write_manifest
 from assets.partitions import daily_partitions
+from assets.sound_generations import sound_generations
 from assets.steps.days import DayProblem, day_ranges, mark_done, run_days
 from assets.steps.failures import fail, preflight, settings
 from assets.steps.metadata import check_result, failure_reasons, markdown_list, per_partition
@@ -26,6 +30,7 @@ from resources.storage_resource import StorageResource
 
 
 @asset(
+    deps=[sound_generations],
     partitions_def=daily_partitions,
     backfill_policy=BackfillPolicy.single_run(),
     group_name="harvest",
@@ -62,12 +67,13 @@ def run_manifest(context: AssetExecutionContext, storage: StorageResource) -> Ma
 
     def read(day: str) -> tuple[DaySummary, list[str]]:
         record = state_relpath("run_manifest", day)
+        generated = state_relpath(ROWS_STATE, day)
         try:
             files = manifest_stamps(manifests, day)
-            stamp = prints.stamp(files, file_stamp(state, record))
+            stamp = prints.stamp(files, file_stamp(state, record), file_stamp(state, generated))
             if files and (summary := prints.unchanged(day, stamp)) is not None:
                 return summary, [name for name, *_ in files]  # nothing to parse again
-            rows = load_day(manifests.fs, manifests.root, day)
+            rows = with_generations(load_day(manifests.fs, manifests.root, day), state, day)
         except ManifestError as exc:  # only fixing the file helps: never retried
             raise DayProblem(f"manifest cannot be read: {exc}", fix=exc.fix) from None
         if not rows["manifest"].size:
@@ -79,7 +85,8 @@ def run_manifest(context: AssetExecutionContext, storage: StorageResource) -> Ma
         if rejected or single_day:  # a range's plain days: its metadata counts them
             context.log.info(f"{day}: {len(rows)} manifest rows, {rejected} rejected")
         summary = DaySummary.of(rows)
-        prints.record(day, prints.stamp(files, file_stamp(state, record)), summary)
+        after = prints.stamp(files, file_stamp(state, record), file_stamp(state, generated))
+        prints.record(day, after, summary)
         return summary, sorted(set(rows["manifest"]))
 
     single_day = len(context.partition_keys) == 1
@@ -100,6 +107,16 @@ def run_manifest(context: AssetExecutionContext, storage: StorageResource) -> Ma
         metadata=per_partition(context, per_day, lambda: counts(total)),
         check_results=[manifest_present(missing, manifests)],
     )
+
+
+def with_generations(rows: pd.DataFrame, state: Storage, day: str) -> pd.DataFrame:
+    """The day's manifest rows, then those of its generations (`assets/generation/handover.py`):
+    tasks the day's prompt sheets created, and the sheets' rejected rows."""
+    generated = generation_rows(state, day)
+    if generated is None or generated.empty:
+        return rows
+    generated = generated.astype({"run_id": rows["run_id"].dtype, "line": "int64"})
+    return pd.concat([rows, generated], ignore_index=True)
 
 
 def manifest_present(missing: dict[str, str], manifests: Storage) -> AssetCheckResult:

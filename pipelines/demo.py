@@ -1,9 +1,12 @@
-"""`make demo`: the daily harvest of the bundled manifests against a local sandbox API.
+"""`make demo`: the daily harvest of the bundled manifests and prompt sheet against a local
+sandbox API.
 
 Starts the sandbox on a free loopback port (no API key needed), materializes the demo days
-(and their `sound_features`) through `dg launch` exactly as a user would, stops the
-sandbox, builds an `ml_dataset` snapshot, and prints where the WAV files, the catalog and
-the snapshot are. A second run downloads nothing new and writes no new snapshot.
+(their prompt sheet's `sound_generations`, and their `sound_features`) through `dg launch`
+exactly as a user would, stops the sandbox, builds an `ml_dataset` snapshot, and prints where
+the WAV files, the catalog and the snapshot are. The last day starts from a prompt sheet
+(data/prompts/): its prompts are submitted, harvested and end in the snapshot. A second run
+submits and downloads nothing new and writes no new snapshot.
 """
 
 import argparse
@@ -22,8 +25,9 @@ import pyarrow.dataset as ds
 from pipelines.instance_home import prepare
 
 PROJECT = Path(__file__).resolve().parent.parent
-FIRST_DAY, LAST_DAY = "2026-11-01", "2026-11-03"
-SELECTION = "run_manifest,sound_files,sound_catalog,sound_features"
+FIRST_DAY, LAST_DAY = "2026-11-01", "2026-11-04"
+PROMPT_DAY = LAST_DAY  # data/prompts/2026-11-04.csv: takes, a bad row, a duplicate
+SELECTION = "sound_generations,run_manifest,sound_files,sound_catalog,sound_features"
 DATASET_ROOT = PROJECT / "data" / "datasets"
 # The demo's snapshot writes all three exports (WebDataset copies every clip, so it is not
 # a default). Splits are drawn per group of similar runs and the demo has only 21 prompts,
@@ -42,6 +46,7 @@ DATASET_CONFIG = {
 }
 DEMO_KEY = "sandbox-demo-key"
 LOG = PROJECT / "data" / "demo-dagster.log"
+README = '"From a prompt sheet"'
 
 
 @contextmanager
@@ -58,6 +63,10 @@ def sandbox() -> Iterator[str]:
             "0",
             "--api-key",
             DEMO_KEY,
+            # A generation is ready at once, so that the prompt day is harvested in the same
+            # run (a real one stays PENDING a while: the pending sweep comes back for it).
+            "--generation-time",
+            "0",
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -157,6 +166,15 @@ def summarize_dataset() -> None:
     counts = ", ".join(f"{split} {n}" for split, n in manifest["counts"].items())
     print(f"\nml_dataset: {snapshot}  (LATEST = {version})")
     print(f"  splits: {counts}; {sum(manifest['hours'].values()) * 60:.1f} minutes of audio")
+    shares = manifest["split_shares"]
+    print(
+        "  shares: "
+        + ", ".join(
+            f"{s} {got:.1%} (asked {shares['asked'][s]:.0%})" for s, got in shares["got"].items()
+        )
+    )
+    if shares["problems"]:
+        print(f"  WARNING: {'; '.join(shares['problems'])}: the card's Splits section says why")
     groups = manifest["groups"]
     print(
         f"  {groups['groups']} similarity groups; {groups['prompt_links']} prompt and "
@@ -164,10 +182,42 @@ def summarize_dataset() -> None:
         f"{groups['prompt_links_split_before'] + groups['audio_links_split_before']}, "
         f"{groups['links_split_now']} split now"
     )
+    dropped = ", ".join(f"{n} {why}" for why, n in manifest["dropped"].items() if n)
+    print(f"  left out: {dropped or 'none'}")
     print(f"  card: {snapshot / 'README.md'}; exports: hf/, nemo/, webdataset/")
     print(
         f"  load it: datasets.load_dataset('parquet', data_files='{snapshot}/hf/train-*.parquet')"
     )
+
+
+def summarize_prompt_day() -> None:
+    """What became of the prompt sheet's rows: submitted, harvested, in the snapshot."""
+    from assets.generation.generation_plan import read_rows
+    from resources.storage import Storage
+
+    generated = read_rows(Storage(str(PROJECT / "data" / "catalog")), PROMPT_DAY)
+    assert generated is not None, "the prompt day was not generated"
+    catalog = ds.dataset(PROJECT / "data" / "catalog" / "sound_catalog", partitioning="hive")
+    day = catalog.to_table(filter=ds.field("date") == PROMPT_DAY).to_pandas()
+    version = (DATASET_ROOT / "LATEST").read_text().strip()
+    hf = DATASET_ROOT / f"v={version}" / "hf"
+    rows = ds.dataset(sorted(map(str, hf.glob("*.parquet")))).to_table(
+        columns=["date", "run_id", "text"]
+    )
+    snapshot = sorted(
+        (r["run_id"], r["text"]) for r in rows.to_pylist() if str(r["date"]) == PROMPT_DAY
+    )
+    print(
+        f"\nprompt sheet data/prompts/{PROMPT_DAY}.csv, {len(generated)} rows (one per take): "
+        f"{counted(generated.status)}; catalog: {counted(day.status)}; "
+        f"{len(snapshot)} in the snapshot (the rest: left out above):"
+    )
+    print("\n".join(f"  {run_id}  {text}" for run_id, text in snapshot))
+    print(f"  try: .venv/bin/soundharvest generate {PROMPT_DAY} --dry-run  (README: {README})")
+
+
+def counted(statuses) -> str:
+    return ", ".join(f"{n} {status}" for status, n in statuses.value_counts().items())
 
 
 def stored_files() -> int:
@@ -181,10 +231,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=textwrap.fill(
-            f"Days {FIRST_DAY}...{LAST_DAY} from data/manifests/; WAVs to data/audio/, the "
-            "catalog to data/catalog/, snapshots to data/datasets/, the Dagster instance in "
-            f".dagster_home/, Dagster's log to {LOG.relative_to(PROJECT)}. No API key needed: "
-            "the sandbox's own is used. `make demo` installs first, then runs this.",
+            f"Days {FIRST_DAY}...{LAST_DAY} from data/manifests/ and data/prompts/; WAVs to "
+            "data/audio/, the catalog to data/catalog/, snapshots to data/datasets/, the Dagster "
+            f"instance in .dagster_home/, Dagster's log to {LOG.relative_to(PROJECT)}. No API key "
+            "needed: the sandbox's own is used. `make demo` installs first, then runs this.",
             width=88,
         ),
     )
@@ -199,6 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     build_dataset()
     summarize()
     summarize_dataset()
+    summarize_prompt_day()
     print(
         f"{stored_files() - before} new files this run; done in {time.monotonic() - started:.1f} s"
     )

@@ -1,4 +1,5 @@
-"""Sensors: a day runs when its manifests appear or change, and again while runs are pending.
+"""Sensors: a day runs when its manifests or prompt sheets appear or change, and again while
+runs are pending.
 
 Both keep their memory in the sensor cursor (JSON), which Dagster stores in the instance and
 updates only with a successful tick, so it survives restarts and a failed tick changes
@@ -13,7 +14,7 @@ an existing catalog, `dg dev` after `make demo` among them, starts no run of eve
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,12 +25,13 @@ from dagster import (
     sensor,
 )
 
+from assets.generation.generation_plan import ROWS_STATE
 from assets.harvest.manifest_files import manifest_day
 from assets.harvest.sweep import SweepPolicy, catalog_days, day_pending, plan_sweeps
 from assets.partitions import daily_partitions
 from pipelines.deployment import sensor_status
 from pipelines.jobs import daily_harvest
-from resources.storage import StorageError
+from resources.storage import Storage, StorageError
 from resources.storage_resource import StorageResource
 
 TRIGGER_TAG = "soundharvest/trigger"
@@ -45,7 +47,8 @@ _CATALOG_FILE = re.compile(r"date=(\d{4}-\d\d-\d\d)/part-0\.parquet")
 
 
 class ManifestListingError(RuntimeError):
-    """The manifest storage could not be listed: the tick fails and shows this message."""
+    """The manifest (or prompt sheet) storage could not be listed: the tick fails and shows
+    this message."""
 
 
 def utc_now() -> datetime:
@@ -86,8 +89,9 @@ def modified_at(entry: Mapping[str, Any]) -> float | None:
 def harvested_days(
     manifests: Mapping[str, Mapping[str, Any]], catalogs: Mapping[str, Mapping[str, Any]]
 ) -> set[str]:
-    """Days whose catalog partition was written after every one of their manifest files: a
-    harvest already read them as they are (an instance, or a cursor, newer than the catalog)."""
+    """Days whose catalog partition (or generation record: `date=D/part-0.parquet` either
+    way) was written after every one of their manifest files (or prompt sheets): a run
+    already read them as they are (an instance, or a cursor, newer than the catalog)."""
     newest: dict[str, float | None] = {}
     for relpath, entry in manifests.items():
         day = manifest_day(relpath)
@@ -132,36 +136,71 @@ def manifest_sensor(context: SensorEvaluationContext, storage: StorageResource) 
     A day that has no partition yet (today) waits in the cursor until it has one. A listing
     that fails raises: the tick shows the error, the cursor stays, the next tick tries again.
     """
-    manifests = storage.manifests()
+    return _day_files_changed(
+        context,
+        storage.manifests(),
+        "manifests",
+        "manifest",
+        lambda: storage.catalog().find("sound_catalog"),
+    )
+
+
+@_harvest_sensor(
+    60, "Generates and harvests a day when its prompt sheets appear or change (any fsspec storage)."
+)
+def prompt_sensor(context: SensorEvaluationContext, storage: StorageResource) -> SensorResult:
+    """A run for every day whose prompt sheets are new or changed since the last request: the
+    daily job submits them (`sound_generations`) and harvests what they created.
+
+    Shares the manifest sensor's rules: a day first seen whose generations were recorded after
+    its sheets changed needs no run; a day without a partition yet waits in the cursor.
+    """
+    return _day_files_changed(
+        context,
+        storage.prompts(),
+        "prompt sheets",
+        "prompts",
+        lambda: storage.catalog().find(f"_state/{ROWS_STATE}"),
+    )
+
+
+def _day_files_changed(
+    context: SensorEvaluationContext,
+    root: Storage,
+    what: str,
+    trigger: str,
+    outputs: Callable[[], Mapping[str, Mapping[str, Any]]],
+) -> SensorResult:
+    """Run requests for the days whose files under `root` (manifests, prompt sheets) are new
+    or changed since the cursor's; `outputs` lists what a day's run writes (`date=D/...`), so
+    a day first seen whose output is newer than its files runs no more."""
     try:
-        listing = manifests.find()
+        listing = root.find()
     except (StorageError, OSError) as exc:
-        raise ManifestListingError(
-            f"cannot list the manifests at {manifests.uri('')}: {exc}"
-        ) from None
+        raise ManifestListingError(f"cannot list the {what} at {root.uri('')}: {exc}") from None
     states = manifest_states(listing)
     requested: dict[str, str] = _cursor(context).get("requested", {})
     existing = set(daily_partitions.get_partition_keys(current_time=utc_now()))
     runs, waiting, already = [], {}, []
-    harvested = _harvested(storage, listing, [d for d in states if d not in requested])
+    done = _done_before(outputs, listing, [d for d in states if d not in requested])
     for day, state in sorted(states.items()):
         if requested.get(day) == state:
             continue
         if day not in existing:
             waiting[day] = state
             continue
-        if day not in requested and day in harvested:
-            already.append(day)  # first seen, but its catalog is newer than its manifests
+        if day not in requested and day in done:
+            already.append(day)  # first seen, but its output is newer than its files
         else:
-            runs.append(_request(day, f"manifest:{day}:{state}", "manifest"))
+            runs.append(_request(day, f"{trigger}:{day}:{state}", trigger))
         requested[day] = state
-    # Days whose manifests are gone are forgotten: should they come back, they run again.
+    # Days whose files are gone are forgotten: should they come back, they run again.
     requested = {day: state for day, state in requested.items() if day in states}
-    skip = None if runs else "no new or changed manifests"
+    skip = None if runs else f"no new or changed {what}"
     if already and not runs:
-        skip += f" ({len(already)} days first seen were harvested after their manifests)"
+        skip += f" ({len(already)} days first seen were run after their {what} changed)"
     if waiting and not runs:
-        skip = f"manifests wait for their day to have a partition: {', '.join(sorted(waiting))}"
+        skip = f"{what} wait for their day to have a partition: {', '.join(sorted(waiting))}"
     return SensorResult(
         run_requests=runs,
         skip_reason=skip,
@@ -169,19 +208,21 @@ def manifest_sensor(context: SensorEvaluationContext, storage: StorageResource) 
     )
 
 
-def _harvested(
-    storage: StorageResource, listing: Mapping[str, Mapping[str, Any]], days: list[str]
+def _done_before(
+    outputs: Callable[[], Mapping[str, Mapping[str, Any]]],
+    listing: Mapping[str, Mapping[str, Any]],
+    days: list[str],
 ) -> set[str]:
-    """`harvested_days` among `days`; none when the catalog cannot be listed (they run)."""
+    """`harvested_days` among `days`; none when the outputs cannot be listed (they run)."""
     if not days:
         return set()
     try:
-        catalogs = storage.catalog().find("sound_catalog")
+        written = outputs()
     except (StorageError, OSError):
         return set()
     wanted = set(days)
     return harvested_days(
-        {path: entry for path, entry in listing.items() if manifest_day(path) in wanted}, catalogs
+        {path: entry for path, entry in listing.items() if manifest_day(path) in wanted}, written
     )
 
 

@@ -31,25 +31,30 @@ addresses (the sandbox's `127.0.0.1`, a MinIO on the LAN). Nothing else is ever 
 A field set explicitly on the resource wins over the environment. The async client and its
 connection pools live on an event loop in a helper thread for exactly one run (one step in
 the multiprocess executor), opened and closed by the resource lifecycle; assets call the
-plain, blocking `harvest()`.
+plain, blocking `harvest()` and `submit()` (the creates of prompt sheets).
 """
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
 from resources.camb import DEFAULT_BASE_URL, CambClient, ClientSettings, RunOutcome
+from resources.camb.creates import CreateOutcome, Creation
 from resources.camb.limits import pool_limit, request_gate, step_in_flight
+from resources.camb.submissions import Submission
 from resources.camb.task_resolver import TaskAnswer, TaskResolver
 from resources.error_kinds import OperatorError, SettingError
+
+T = TypeVar("T")
 
 # Environment-only tuning: variable -> (field, type).
 _RETRY_ENV = {
@@ -87,7 +92,8 @@ def _from_env(table: dict[str, tuple[str, type]]) -> dict[str, Any]:
 
 
 class CambResource(ConfigurableResource):
-    """CAMB.AI text-to-sound results: batches, retries, downloads; one connection pool per run."""
+    """CAMB.AI text-to-sound: results (batches, retries, downloads) and creates (each at most
+    once); one connection pool per run."""
 
     api_key: str | None = Field(
         default=None,
@@ -226,6 +232,42 @@ class CambResource(ConfigurableResource):
         finally:
             portal.call(outcomes.aclose)
 
+    def submit(
+        self,
+        creations: Sequence[Creation],
+        *,
+        intend: Callable[[Sequence[Creation]], None],
+        record: Callable[[Sequence[CreateOutcome]], None],
+    ) -> None:
+        """Create each of `creations` at most once (`resources.camb.submissions`), from
+        blocking code: `intend(window)` must make the window's intents durable before any
+        of them is sent, `record(outcomes)` their outcomes (both run in worker threads).
+
+        Returns when every create was answered; stops early, and raises, on a run-wide error
+        (a refused key, a wrong base URL, an API never reached, an outage) once the outcomes
+        are recorded; out of credits it stops without raising (`out of credits`, the rest
+        `not sent`). Told to stop (SIGINT, SIGTERM), the creates in flight are abandoned
+        (their intents stay: in doubt) and the rest is recorded `not sent`, here.
+        """
+        self.check()
+        if self._portal is None or self._client is None:
+            raise RuntimeError("CambResource.submit() runs only inside a Dagster execution")
+        portal, client = self._portal, self._client
+        submission = Submission(
+            client,
+            concurrency=client.settings.max_concurrency,
+            intend=partial(asyncio.to_thread, intend),
+            record=partial(asyncio.to_thread, record),
+        )
+        task = portal.call(_begin, submission.run(list(creations)))
+        try:
+            portal.call(_outcome, task)
+        except BaseException:
+            portal.call(_cancel, task)
+            if leftovers := submission.leftovers():
+                record(leftovers)
+            raise
+
 
 def _next_or_stop(portal: BlockingPortal, outcomes: AsyncIterator[RunOutcome]) -> RunOutcome:
     """The next outcome; a stop while waiting for it stops the harvest before it is raised.
@@ -236,7 +278,7 @@ def _next_or_stop(portal: BlockingPortal, outcomes: AsyncIterator[RunOutcome]) -
     own cleanup (downloads cancelled, their temporaries removed) runs to the end before the
     stop goes on; left alone, it would keep fetching until the resource is torn down.
     """
-    task = portal.call(_start, outcomes)
+    task = portal.call(_begin, anext(outcomes))
     try:
         return portal.call(_outcome, task)
     except BaseException:
@@ -244,14 +286,14 @@ def _next_or_stop(portal: BlockingPortal, outcomes: AsyncIterator[RunOutcome]) -
         raise
 
 
-async def _start(outcomes: AsyncIterator[RunOutcome]) -> "asyncio.Future[RunOutcome]":
-    return asyncio.ensure_future(anext(outcomes))  # returned from a coroutine: not awaited
+async def _begin(work: Awaitable[T]) -> "asyncio.Future[T]":
+    return asyncio.ensure_future(work)  # returned from a coroutine: not awaited
 
 
-async def _outcome(task: "asyncio.Future[RunOutcome]") -> RunOutcome:
+async def _outcome(task: "asyncio.Future[T]") -> T:
     return await task
 
 
-async def _cancel(task: "asyncio.Future[RunOutcome]") -> None:
+async def _cancel(task: "asyncio.Future[Any]") -> None:
     task.cancel()
     await asyncio.wait([task])

@@ -11,6 +11,7 @@ Each root is any fsspec URL (a local folder, `s3://bucket/prefix`, `gs://...`):
 | `SOUNDHARVEST_AUDIO_ROOT`     | `data/audio`     |
 | `SOUNDHARVEST_CATALOG_ROOT`   | `data/catalog`   |
 | `SOUNDHARVEST_DATASET_ROOT`   | `data/datasets` (where `ml_dataset` writes snapshots) |
+| `SOUNDHARVEST_PROMPT_ROOT`    | `data/prompts` (prompt sheets, read by `sound_generations`) |
 | `SOUNDHARVEST_STORAGE_OPTIONS`| JSON keyed by protocol, e.g. `{"s3": {"endpoint_url": "..."}}` |
 
 Relative local roots are taken from the working directory and stored as absolute URIs.
@@ -31,6 +32,7 @@ class StorageResource(ConfigurableResource):
     audio_root: str | None = Field(default=None, description="$SOUNDHARVEST_AUDIO_ROOT")
     catalog_root: str | None = Field(default=None, description="$SOUNDHARVEST_CATALOG_ROOT")
     dataset_root: str | None = Field(default=None, description="$SOUNDHARVEST_DATASET_ROOT")
+    prompt_root: str | None = Field(default=None, description="$SOUNDHARVEST_PROMPT_ROOT")
 
     # Storage applies $SOUNDHARVEST_STORAGE_OPTIONS for the URL's protocol itself; each root
     # names its variable, which its errors then name (even when a field set the root: the
@@ -47,6 +49,9 @@ class StorageResource(ConfigurableResource):
     def datasets(self) -> Storage:
         return self._open("datasets", self.dataset_root)
 
+    def prompts(self) -> Storage:
+        return self._open("prompts", self.prompt_root)
+
     def probe_writable(self, *roots: str) -> None:
         """Write and remove a probe file in each named root ("audio", "catalog", "datasets");
         the first that cannot be written raises the operator's mistake naming it and its
@@ -55,8 +60,9 @@ class StorageResource(ConfigurableResource):
             probe_writable(getattr(self, root))
 
     def probe_readable(self, root: str) -> None:
-        """Ask the root ("manifests") whether it exists: an endpoint that cannot be reached, or
-        credentials refused, raise the operator's mistake naming it and its variable."""
+        """Ask the root ("manifests", "prompts") whether it exists: an endpoint that cannot be
+        reached, or credentials refused, raise the operator's mistake naming it and its
+        variable."""
         probe_readable(getattr(self, root))
 
     @staticmethod

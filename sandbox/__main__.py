@@ -1,6 +1,7 @@
 """Run the sandbox API until SIGINT/SIGTERM.
 
     python -m sandbox --host 127.0.0.1 --port 0 [--api-key KEY] [--audio-mb 0.5-1.5] [faults...]
+        [--generation-time S] [--credits N [--out-of-credits 402|task]]
 
 Prints exactly one line, `SANDBOX_URL=http://HOST:PORT/apis`, on stdout once it listens.
 Per-run faults repeat: `--result-error 1059:500 --result-error 1060:404 --expired-run 1061`.
@@ -116,6 +117,34 @@ def _parser() -> argparse.ArgumentParser:
             "downloads answer 307 to this origin (redirect tests)",
         ),
         ("--seed", "seed", int, "N", "seed of the random fault draws"),
+        (
+            "--lost-rate",
+            "lost_rate",
+            float,
+            "SHARE",
+            "share of API calls served, then closed without an answer (a create made its task)",
+        ),
+        (
+            "--generation-time",
+            "generation_s",
+            float,
+            "S",
+            "how long a created text-to-sound task stays PENDING",
+        ),
+        (
+            "--credits",
+            "credits",
+            int,
+            "N",
+            "creates allowed before credits run out (default: no limit)",
+        ),
+        (
+            "--out-of-credits",
+            "out_of_credits",
+            str,
+            "402|task",
+            "past the credits a create answers 402, or creates a task ending PAYMENT_REQUIRED",
+        ),
     ):
         faults.add_argument(
             flag,

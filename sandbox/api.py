@@ -1,11 +1,11 @@
 """The results endpoints, and what every call under /apis goes through first.
 
 `api_middleware` plays the API's latency and faults, checks the key (401 without a good
-one), and gives errors the API's shapes. `bulk_results` (POST /apis/text-to-sound-results,
-one to five run ids) and `single_result` (GET /apis/text-to-sound-result/{run_id}, raw bytes
-or a URL) answer per `rules`: where the real API is undocumented the sandbox deliberately
-varies the shapes (`rules.bulk_shape`), and the per-run faults of `Faults` make one run
-misbehave while the others are served.
+one), and gives errors the API's shapes; a `lost` answer is served first, then dropped.
+`bulk_results` (POST /apis/text-to-sound-results, one to five run ids) and `single_result`
+(GET /apis/text-to-sound-result/{run_id}, raw bytes or a URL) answer per `rules`: where the
+real API is undocumented the sandbox deliberately varies the shapes (`rules.bulk_shape`), and
+the per-run faults of `Faults` make one run misbehave while the others are served.
 """
 
 import asyncio
@@ -28,7 +28,7 @@ from sandbox.answers import (
 )
 from sandbox.audio import FORMATS, served_audio_off_loop
 from sandbox.connection import CONNECTION_FAULTS, connection_fault
-from sandbox.faults import Faults
+from sandbox.faults import SERVED_THEN_LOST, Faults
 from sandbox.rules import MAX_BATCH, bulk_shape, delivered_format, run_state
 from sandbox.state import STATE, Presigner, same
 
@@ -46,23 +46,35 @@ async def api_middleware(request: web.Request, handler: Any) -> web.StreamRespon
     try:
         faults = state.faults
         if faults.latency_s:
+            # The request as received, then the wait: a client that gives up meanwhile has
+            # sent it whole, and what it asked is done all the same (a create: in doubt).
+            await request.read()
             await asyncio.sleep(faults.latency_s)
         kind = state.plan.next("api")
         if kind is not None:
             state.counters.count_fault(kind)
-            return await _api_fault(request, kind, faults)
+            if kind != SERVED_THEN_LOST:
+                return await _api_fault(request, kind, faults)
         key = request.headers.get("x-api-key", "")
         expected = state.api_key
         if not key or (expected is not None and not same(key, expected)):
             return detail(401, "Invalid API key")
-        try:
-            return await handler(request)
-        except Invalid as exc:
-            return unprocessable(exc.errors)
-        except web.HTTPException as exc:  # unknown route or method, FastAPI style
-            return detail(exc.status, exc.reason)
+        answer = await _served(request, handler)
+        if kind == SERVED_THEN_LOST:  # done (a create made its task), the answer never sent
+            return await connection_fault(request, "drop")
+        return answer
     finally:
         state.counters.leave_api()
+
+
+async def _served(request: web.Request, handler: Any) -> web.StreamResponse:
+    """The handler's answer, its errors in the API's shapes."""
+    try:
+        return await handler(request)
+    except Invalid as exc:
+        return unprocessable(exc.errors)
+    except web.HTTPException as exc:  # unknown route or method, FastAPI style
+        return detail(exc.status, exc.reason)
 
 
 async def _api_fault(request: web.Request, kind: str, faults: Faults) -> web.Response:

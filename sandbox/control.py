@@ -25,7 +25,7 @@ async def control_faults(request: web.Request) -> web.Response:
             changes = await request.json()
             if not isinstance(changes, dict):
                 raise ValueError("expected a JSON object of fault settings")
-            state.plan.set(changes)
+            state.set_faults(changes)
         except (ValueError, TypeError) as exc:
             return detail(400, str(exc))
     return web.json_response(dataclasses.asdict(state.faults))

@@ -11,6 +11,8 @@ next requests of their target, one kind per request, in order:
 | api      | 429       | 429 with `Retry-After` from `Faults.retry_after` (seconds or a date) |
 | api      | 500, 503  | the app's JSON error                                                 |
 | api      | 502       | a gateway's HTML page                                                |
+| api      | lost      | the request served (a create creates its task), then the connection  |
+|          |           | closed with no answer: the client cannot know what happened          |
 | both     | drop      | the connection closed with no answer (FIN)                          |
 | both     | reset     | the connection reset (RST)                                          |
 | both     | hang      | the request read, then nothing until the client hangs up            |
@@ -23,8 +25,9 @@ next requests of their target, one kind per request, in order:
 | download | gzip_bomb | `Content-Encoding: gzip` that decodes to 64 MiB of zeros             |
 | download | endless   | a chunked body that never ends (until the client hangs up)          |
 
-Random faults (`*_rate`) draw 429/5xx/drop for API calls and drop/expire/truncate for
-downloads. Per-run faults make one run misbehave forever while every other run is served
+Random faults (`*_rate`) draw 429/5xx/drop/lost for API calls and drop/expire/truncate for
+downloads: 429, 5xx and drop answer before the request is served (a create creates nothing),
+lost after it. Per-run faults make one run misbehave forever while every other run is served
 normally: `result_errors` (its single-result call answers a status), `bulk_errors` (every
 bulk call that includes it answers a status), `expired_runs` (its downloads always answer
 403 expired), `bulk_omit` (left out of bulk answers), `bulk_strangers` (added to every bulk
@@ -44,13 +47,17 @@ from typing import Any, Literal
 from sandbox.rules import MAX_BATCH
 
 Target = Literal["api", "download"]
-API_FAULT_KINDS = frozenset({"429", "500", "502", "503", "drop", "reset", "hang"})
+API_FAULT_KINDS = frozenset({"429", "500", "502", "503", "drop", "reset", "hang", "lost"})
+SERVED_THEN_LOST = "lost"  # the one API fault met after the request is served
 DOWNLOAD_FAULT_KINDS = frozenset(
     {"drop", "reset", "hang", "stall", "truncate", "expire", "short", "corrupt", "gzip",
      "gzip_bomb", "endless"}
 )  # fmt: skip
 
-_RATE_FIELDS = ("throttle_rate", "server_error_rate", "drop_rate", "truncate_rate", "expire_rate")
+_RATE_FIELDS = (
+    "throttle_rate", "server_error_rate", "drop_rate", "lost_rate", "truncate_rate", "expire_rate",
+)  # fmt: skip
+OUT_OF_CREDITS = ("402", "task")  # how a create past the credits is refused
 _RETRY_AFTER = re.compile(r"(date:)?\d+")
 _ORIGIN = re.compile(r"https?://[^/?#]+/?")
 
@@ -65,6 +72,7 @@ class Faults:
     retry_after: str = "1"  # Retry-After on 429: seconds, or "date:N" for an HTTP date N s ahead
     server_error_rate: float = 0.0  # share of API requests answered 500/502/503
     drop_rate: float = 0.0  # share of requests (API and downloads) closed with no answer
+    lost_rate: float = 0.0  # share of API requests served, then closed with no answer
     truncate_rate: float = 0.0  # share of downloads cut after ~half the announced body
     expire_rate: float = 0.0  # share of downloads answered 403 as expired
     url_ttl_s: float = 600.0
@@ -81,11 +89,19 @@ class Faults:
     bulk_omit: tuple[int, ...] = ()  # never in a bulk answer, even when asked for
     bulk_strangers: tuple[int, ...] = ()  # in every bulk answer, though nobody asked
     bulk_min_ids: int = 1  # fewer ids in a bulk call are refused with 422
+    # Text-to-sound creates: how long a created task stays PENDING (read when it is created),
+    # and the credits left: after that many more creates (counted from when `credits` was
+    # set), a create answers 402, or with `out_of_credits="task"` creates a task that ends
+    # PAYMENT_REQUIRED. None: no limit.
+    generation_s: float = 1.0
+    credits: int | None = None
+    out_of_credits: str = "402"
 
     def __post_init__(self) -> None:
         self._check_run_faults()
         self._check_shares()
         self._check_times()
+        self._check_credits()
         self._check_retry_after()
         self._check_origins()
 
@@ -105,17 +121,28 @@ class Faults:
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"Faults.{name} must be within [0, 1], got {rate!r}")
         # One draw decides each request's fault, so the shares of one target must fit in 1.
-        if self.drop_rate + self.throttle_rate + self.server_error_rate > 1.0:
-            raise ValueError("Faults: drop_rate + throttle_rate + server_error_rate exceeds 1")
+        if self.drop_rate + self.throttle_rate + self.server_error_rate + self.lost_rate > 1.0:
+            raise ValueError(
+                "Faults: drop_rate + throttle_rate + server_error_rate + lost_rate exceeds 1"
+            )
         if self.drop_rate + self.truncate_rate + self.expire_rate > 1.0:
             raise ValueError("Faults: drop_rate + truncate_rate + expire_rate exceeds 1")
 
     def _check_times(self) -> None:
-        for name in ("latency_s", "download_latency_s"):
+        for name in ("latency_s", "download_latency_s", "generation_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"Faults.{name} must be >= 0, got {getattr(self, name)!r}")
         if self.url_ttl_s <= 0:
             raise ValueError(f"Faults.url_ttl_s must be > 0, got {self.url_ttl_s!r}")
+
+    def _check_credits(self) -> None:
+        if self.credits is not None and (
+            isinstance(self.credits, bool) or not isinstance(self.credits, int) or self.credits < 0
+        ):
+            raise ValueError(f"Faults.credits must be a whole number >= 0, got {self.credits!r}")
+        if self.out_of_credits not in OUT_OF_CREDITS:
+            allowed, given = OUT_OF_CREDITS, self.out_of_credits
+            raise ValueError(f"Faults.out_of_credits must be one of {allowed}, got {given!r}")
 
     def _check_retry_after(self) -> None:
         if not isinstance(self.retry_after, str) or not _RETRY_AFTER.fullmatch(self.retry_after):
@@ -202,5 +229,10 @@ class FaultPlan:
 def _shares(f: Faults, target: Target) -> tuple[tuple[str, float], ...]:
     """Each random fault of `target` with its share of the requests."""
     if target == "api":
-        return (("drop", f.drop_rate), ("429", f.throttle_rate), ("5xx", f.server_error_rate))
+        return (
+            ("drop", f.drop_rate),
+            ("429", f.throttle_rate),
+            ("5xx", f.server_error_rate),
+            (SERVED_THEN_LOST, f.lost_rate),
+        )
     return (("drop", f.drop_rate), ("expire", f.expire_rate), ("truncate", f.truncate_rate))

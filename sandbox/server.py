@@ -17,6 +17,7 @@ import asyncio
 import dataclasses
 import socket
 import threading
+import time
 from typing import Any
 
 from aiohttp import web
@@ -112,7 +113,7 @@ class SandboxServer:
 
     def set_faults(self, **changes: Any) -> Faults:
         """Update some fault settings, effective from the next request."""
-        return dataclasses.replace(self._state.plan.set(changes))
+        return dataclasses.replace(self._state.set_faults(changes))
 
     def script(self, target: Target, *kinds: str) -> None:
         """The next requests of `target` ("api" or "download") get exactly these faults."""
@@ -124,6 +125,9 @@ class SandboxServer:
         api_requests: every request under /apis (faulted ones too); bulk_requests and
         bulk_batch_sizes (when `run_ids` is a list), single_requests and
         status_requests (status_polls: per task id): those that got past faults and auth;
+        create_requests: creates that got past faults, auth and validation (those refused
+        402 too), tasks_created and creates_by_prompt (prompt -> tasks created): a create
+        served and then lost (`lost`) counts, one answered 429/5xx/drop does not;
         downloads: /files requests served or faulted, download_redirects:
         those answered 307; downloads_with_api_key: /files requests that carried
         `x-api-key`; max_in_flight_api: peak concurrent API requests; max_in_flight: peak
@@ -138,6 +142,16 @@ class SandboxServer:
     def reset(self) -> None:
         """Reset the stats and forget scripted faults not yet served."""
         self._state.reset(scripts=True)
+
+    def wait_idle(self, timeout_s: float = 10.0) -> bool:
+        """Wait until no request is being answered (a client that gave up on a slow create
+        leaves it running, to be counted after a reset); False if still busy at the end."""
+        deadline = time.monotonic() + timeout_s
+        while self._state.counters.in_flight() > 0:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
 
     def start(self) -> "SandboxServer":
         if self._thread is not None:

@@ -17,6 +17,7 @@ import hmac
 import secrets
 import time
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -77,7 +78,7 @@ class State:
         self.api_key = api_key
         self.plan = FaultPlan(faults)
         self.counters = Counters()
-        self.tasks = Tasks(self.counters)
+        self.tasks = Tasks(self.counters, lambda: self.plan.faults)
         self.urls = Presigner()
         self.origin: str | None = None  # our own http://host:port, once bound
 
@@ -85,6 +86,13 @@ class State:
     def faults(self) -> Faults:
         """The faults in force (replaced as a whole, never mutated: read without a lock)."""
         return self.plan.faults
+
+    def set_faults(self, changes: Mapping[str, Any]) -> Faults:
+        """Change some fault settings (`FaultPlan.set`); new credits count from now on."""
+        faults = self.plan.set(changes)
+        if "credits" in changes:
+            self.tasks.reset_credits()
+        return faults
 
     def reset(self, *, scripts: bool = False) -> None:
         """Reset the counters; with `scripts`, forget the scripted faults not served yet."""

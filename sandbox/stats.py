@@ -17,6 +17,9 @@ class Stats:
     single_requests: int = 0
     status_requests: int = 0
     status_polls: Counter[str] = field(default_factory=Counter)  # task id -> status calls
+    create_requests: int = 0  # creates past faults, auth and validation (402s included)
+    tasks_created: int = 0
+    creates_by_prompt: Counter[str] = field(default_factory=Counter)  # prompt -> tasks created
     downloads: int = 0
     downloads_with_api_key: int = 0
     download_redirects: int = 0
@@ -28,7 +31,9 @@ class Stats:
     downloads_by_run: Counter[int] = field(default_factory=Counter)
 
 
-_COUNTERS = ("faults_injected", "lookups_by_run", "downloads_by_run", "status_polls")
+_COUNTERS = (
+    "faults_injected", "lookups_by_run", "downloads_by_run", "status_polls", "creates_by_prompt",
+)  # fmt: skip
 
 
 class Counters:
@@ -75,6 +80,11 @@ class Counters:
         with self._lock:
             self._in_flight += change
             self._stats.max_in_flight = max(self._stats.max_in_flight, self._in_flight)
+
+    def in_flight(self) -> int:
+        """API calls and downloads being answered now."""
+        with self._lock:
+            return self._in_flight
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:

@@ -44,6 +44,8 @@ _CODE = (
     "assets/harvest/day_fingerprint.py",
     "assets/harvest/catalog_publish.py",
     "assets/harvest/records.py",
+    "assets/generation/handover.py",  # a day's generations join its manifest rows
+    "assets/generation/generation_plan.py",
 )
 
 

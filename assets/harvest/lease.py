@@ -47,11 +47,11 @@ class Holder:
 
 
 class LeaseHeld(Exception):
-    """The day is being harvested by another run."""
+    """The day is being harvested (or the prompt sheets submitted) by another run."""
 
-    def __init__(self, day: str, holder: Holder, waited_s: float) -> None:
+    def __init__(self, day: str, holder: Holder, waited_s: float, doing: str = "harvested") -> None:
         super().__init__(
-            f"{day} is being harvested by {holder}; waited {waited_s:.0f} s "
+            f"{day} is being {doing} by {holder}; waited {waited_s:.0f} s "
             f"(SOUNDHARVEST_LEASE_WAIT_S). Run this day again once that run has ended."
         )
         self.holder = holder
@@ -89,7 +89,11 @@ def _decode(data: bytes | None) -> Holder | None:
 
 
 class DayLease:
-    """The lease of one day for one run: `acquire`, then `renew` while working, `release`."""
+    """The lease of one day for one run: `acquire`, then `renew` while working, `release`.
+
+    `name` gives a lease of something else than a day's harvest its own file (the
+    submission of prompt sheets, one run at a time whatever the day); `doing` says what its
+    holder is doing, for the message of a run that waited in vain."""
 
     def __init__(
         self,
@@ -98,13 +102,17 @@ class DayLease:
         run_id: str,
         ttl_s: float,
         clock: Callable[[], float] = time.time,
+        *,
+        name: str | None = None,
+        doing: str = "harvested",
     ) -> None:
         self.storage = storage
         self.day = day
         self.ttl_s = ttl_s
         self.clock = clock
+        self.doing = doing
         self.me = Holder(run_id, socket.gethostname(), os.getpid(), 0.0)
-        self.path = storage.path(f"_state/lease/date={day}.json")
+        self.path = storage.path(f"_state/lease/{name or f'date={day}'}.json")
         self._etag: str | None = None  # S3: the version this run wrote last
 
     @staticmethod
@@ -242,12 +250,12 @@ def holding(
     started = time.monotonic()
     told = False
     while (holder := lease.try_acquire()) is not None:
-        waited = time.monotonic() - started
-        if waited >= wait_s:
-            raise LeaseHeld(lease.day, holder, waited)
-        if on_wait is not None and not told:
+        if on_wait is not None and not told:  # said even when the wait is up at once
             on_wait(holder)
             told = True
+        waited = time.monotonic() - started
+        if waited >= wait_s:
+            raise LeaseHeld(lease.day, holder, waited, lease.doing)
         time.sleep(min(poll_s, max(wait_s - waited, 0.01)))
     stop = threading.Event()
     lost: list[Exception] = []

@@ -58,11 +58,13 @@ class ManifestError(ValueError):
         where = self.path if self.line is None else f"{self.path}, line {self.line}"
         return f"{where}: {self.reason}"
 
+    redo = "harvest the day again"  # what to run once the file is fixed
+
     @property
     def fix(self) -> str:
         """What to do: only fixing the file helps, so no retry ever will."""
         what = "that file" if self.line is None else f"line {self.line} of that file"
-        return f"fix {what} (or remove it), then harvest the day again"
+        return f"fix {what} (or remove it), then {self.redo}"
 
 
 def check_day(day: str) -> str:
@@ -195,11 +197,24 @@ def _format(fs: fsspec.AbstractFileSystem, path: str) -> str:
     return "jsonl" if suffix == ".ndjson" else suffix[1:]
 
 
-def _records(fs: fsspec.AbstractFileSystem, path: str, name: str) -> Rows:
-    """A lazy stream of (line, record) from one file; errors name the file as ``name``."""
+def _records(
+    fs: fsspec.AbstractFileSystem, path: str, name: str, required: tuple[str, ...] = ID_COLUMNS
+) -> Rows:
+    """A lazy stream of (line, record) from one file; errors name the file as ``name``.
+    A file with none of the ``required`` columns (any one suffices) is the wrong file."""
     reader = _READERS[_format(fs, path)]
     with fs.open(path, "rb") as file:
-        yield from reader(file, name)
+        yield from reader(file, name, required)
+
+
+def read_records(
+    fs: fsspec.AbstractFileSystem, path: str, required: tuple[str, ...]
+) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    """(file name, line, record) of one day file (a manifest, a prompt sheet, ...) as read,
+    with the same formats, line numbers and `ManifestError`s as manifests."""
+    name = manifest_name(fs, path)
+    for line, record in _records(fs, path, name, required):
+        yield name, line, record
 
 
 def _text_lines(file: BinaryIO, name: str) -> Iterator[str]:
@@ -214,11 +229,11 @@ def _text_lines(file: BinaryIO, name: str) -> Iterator[str]:
             raise ManifestError(name, number, reason) from None
 
 
-def _csv_rows(file: BinaryIO, name: str) -> Rows:
+def _csv_rows(file: BinaryIO, name: str, required: tuple[str, ...]) -> Rows:
     reader = csv.reader(_text_lines(file, name), strict=True)
     try:
         header = [column.strip() for column in next(reader, [])]
-        _check_header(header, name, line=1)
+        _check_header(header, name, 1, required)
         start = reader.line_num + 1  # a quoted field may span lines: report its first one
         for fields in reader:
             if fields:  # csv yields [] for a blank line
@@ -232,7 +247,7 @@ def _csv_rows(file: BinaryIO, name: str) -> Rows:
         raise ManifestError(name, reader.line_num, f"malformed CSV: {exc}") from None
 
 
-def _jsonl_rows(file: BinaryIO, name: str) -> Rows:
+def _jsonl_rows(file: BinaryIO, name: str, required: tuple[str, ...]) -> Rows:
     records = with_id = 0
     for number, text in enumerate(_text_lines(file, name), start=1):
         if not text.strip():
@@ -247,17 +262,17 @@ def _jsonl_rows(file: BinaryIO, name: str) -> Rows:
         for key in record:
             _check_name(key, name, number, "key")
         records += 1
-        with_id += any(key in record for key in ID_COLUMNS)
+        with_id += any(key in record for key in required)
         yield number, record
-    # There is no header to check: records none of which has an id key mean the wrong file.
+    # There is no header to check: records none of which has a required key: the wrong file.
     if records and not with_id:
-        raise ManifestError(name, None, "no record has a run_id or task_id key")
+        raise ManifestError(name, None, f"no record has a {_either(required)} key")
 
 
-def _parquet_rows(file: BinaryIO, name: str) -> Rows:
+def _parquet_rows(file: BinaryIO, name: str, required: tuple[str, ...]) -> Rows:
     try:
         parquet = pq.ParquetFile(file)
-        _check_header(parquet.schema_arrow.names, name, line=None)
+        _check_header(parquet.schema_arrow.names, name, None, required)
         number = 0
         for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS):
             for record in batch.to_pylist():
@@ -270,15 +285,21 @@ def _parquet_rows(file: BinaryIO, name: str) -> Rows:
 _READERS = {"csv": _csv_rows, "jsonl": _jsonl_rows, "parquet": _parquet_rows}
 
 
-def _check_header(columns: list[str], name: str, line: int | None) -> None:
-    if not any(column in columns for column in ID_COLUMNS):
+def _check_header(
+    columns: list[str], name: str, line: int | None, required: tuple[str, ...]
+) -> None:
+    if not any(column in columns for column in required):
         seen = ", ".join(map(repr, columns)) if columns else "none"
-        raise ManifestError(name, line, f"no run_id or task_id column (columns: {seen})")
+        raise ManifestError(name, line, f"no {_either(required)} column (columns: {seen})")
     for column in columns:
         _check_name(column, name, line, "column")
     twice = sorted({column for column in columns if columns.count(column) > 1})
     if twice:
         raise ManifestError(name, line, f"column {twice[0]!r} appears more than once")
+
+
+def _either(columns: tuple[str, ...]) -> str:
+    return " or ".join(columns)
 
 
 def _check_name(column: str, name: str, line: int | None, what: str) -> None:
@@ -295,7 +316,7 @@ def _validate(record: dict[str, Any], claimed: dict[int | str, str]) -> dict[str
     """One raw record -> a MANIFEST_COLUMNS row (without manifest/line)."""
     run_id, error = _parse_run_id(record.get("run_id"))
     task_id, task_error = _parse_task_id(record.get("task_id"))
-    duration, duration_error = _parse_duration(record.get("duration"))
+    duration, duration_error = parse_duration(record.get("duration"))
     if run_id is None and error == MISSING_RUN_ID and (task_id is not None or task_error):
         error = None  # a task-id row: its task says which run
     if error is None and run_id in claimed:
@@ -303,23 +324,22 @@ def _validate(record: dict[str, Any], claimed: dict[int | str, str]) -> dict[str
     if error is None and task_error is None and task_id in claimed:
         error = f"duplicate of task_id {task_id!r} at {claimed[task_id]}"
     error = error or task_error or duration_error
-    extra = {
-        key: value
-        for key, value in record.items()
-        if key not in KNOWN_COLUMNS and not _is_null(value)
-    }
     return {
         "run_id": run_id,
         "status": "rejected" if error else "accepted",
         "error": error,
-        "prompt": _text(record.get("prompt")),
-        "audio_type": _text(record.get("audio_type")),
+        "prompt": as_text(record.get("prompt")),
+        "audio_type": as_text(record.get("audio_type")),
         "requested_duration_s": duration,
         "task_id": task_id,
-        "extra": json.dumps(extra, sort_keys=True, ensure_ascii=False, default=str)
-        if extra
-        else None,
+        "extra": extra_json(record, KNOWN_COLUMNS),
     }
+
+
+def extra_json(record: dict[str, Any], known: tuple[str, ...]) -> str | None:
+    """The record's other columns (not `known`, not empty), as the catalog's `extra` JSON."""
+    extra = {key: value for key, value in record.items() if key not in known and not is_null(value)}
+    return json.dumps(extra, sort_keys=True, ensure_ascii=False, default=str) if extra else None
 
 
 MISSING_RUN_ID = "missing run_id"
@@ -327,7 +347,7 @@ MISSING_RUN_ID = "missing run_id"
 
 def _parse_run_id(value: Any) -> tuple[int | None, str | None]:
     """(run id to keep, error): the id is kept whenever it parsed, even if rejected."""
-    if _is_null(value) or (isinstance(value, str) and not value.strip()):
+    if is_null(value) or (isinstance(value, str) and not value.strip()):
         return None, MISSING_RUN_ID
     number: int | None = None
     if isinstance(value, bool):
@@ -339,7 +359,7 @@ def _parse_run_id(value: Any) -> tuple[int | None, str | None]:
     elif isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
         number = int(value.strip().split(".")[0])
     if number is None:
-        return None, f"run_id {_show(value)} is not an integer"
+        return None, f"run_id {shown(value)} is not an integer"
     if number > _INT64_MAX:
         return None, f"run_id {number} is too large (over 2**63 - 1)"
     if number <= 0:
@@ -349,9 +369,9 @@ def _parse_run_id(value: Any) -> tuple[int | None, str | None]:
 
 def _parse_task_id(value: Any) -> tuple[str | None, str | None]:
     """(task id to carry, error); surrounding blanks are dropped, nothing else is changed."""
-    if _is_null(value):
+    if is_null(value):
         return None, None
-    text = (_text(value) or "").strip()
+    text = (as_text(value) or "").strip()
     if not text:
         return None, "task_id is empty"
     if len(text) > MAX_TASK_ID_CHARS:
@@ -364,8 +384,9 @@ def _parse_task_id(value: Any) -> tuple[str | None, str | None]:
     return text, None
 
 
-def _parse_duration(value: Any) -> tuple[float | None, str | None]:
-    if _is_null(value) or (isinstance(value, str) and not value.strip()):
+def parse_duration(value: Any) -> tuple[float | None, str | None]:
+    """(seconds, error): an empty cell is no duration; anything but a finite number is an error."""
+    if is_null(value) or (isinstance(value, str) and not value.strip()):
         return None, None
     try:
         if isinstance(value, bool):
@@ -374,16 +395,18 @@ def _parse_duration(value: Any) -> tuple[float | None, str | None]:
     except (TypeError, ValueError):
         number = math.nan
     if not math.isfinite(number):
-        return None, f"duration {_show(value)} is not a number"
+        return None, f"duration {shown(value)} is not a number"
     return number, None
 
 
-def _is_null(value: Any) -> bool:
+def is_null(value: Any) -> bool:
+    """Nothing in the cell: None, or a float NaN (pandas, Parquet)."""
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _text(value: Any) -> str | None:
-    if _is_null(value) or value == "":
+def as_text(value: Any) -> str | None:
+    """A cell as text: strings as they are, JSON values as JSON, nothing as None."""
+    if is_null(value) or value == "":
         return None
     if isinstance(value, str):
         return value
@@ -392,5 +415,6 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
-def _show(value: Any) -> str:
-    return repr(value) if isinstance(value, str) else _text(value) or repr(value)
+def shown(value: Any) -> str:
+    """A cell as an error message quotes it."""
+    return repr(value) if isinstance(value, str) else as_text(value) or repr(value)

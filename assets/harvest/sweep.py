@@ -1,17 +1,19 @@
 """How long soundharvest keeps coming back for runs that were not ready, and when it stops.
 
 A day whose catalog still holds `pending` rows is materialized again after growing intervals
-(by default 1 h, 4 h, then daily) until `give_up_after` has passed since the day ended. Then
-the sweep runs it one last time (run key `sweep:<day>:final`): that run's catalog says in the
-`error` of each row still pending that soundharvest gave up, and from then on nothing sweeps
-the day. A rerun by hand still tries those rows; while they stay pending they keep saying it
-(the sweep still will not come back), and no other run ever writes it: a day nobody swept
-(the sweep is off, or the day was harvested late) has pending rows, not given-up ones.
+(by default 10 min, 1 h, 4 h, then daily: the first wait is short because generations and
+runs just finishing are ready within minutes) until `give_up_after` has passed since the day
+ended. Then the sweep runs it one last time (run key `sweep:<day>:final`): that run's catalog
+says in the `error` of each row still pending that soundharvest gave up, and from then on
+nothing sweeps the day. A rerun by hand still tries those rows; while they stay pending they
+keep saying it (the sweep still will not come back), and no other run ever writes it: a day
+nobody swept (the sweep is off, or the day was harvested late) has pending rows, not given-up
+ones.
 
-| variable                           | default    |
-|------------------------------------|------------|
-| `SOUNDHARVEST_SWEEP_INTERVALS`     | `1h,4h,1d` |
-| `SOUNDHARVEST_GIVE_UP_AFTER_DAYS`  | `7`        |
+| variable                           | default        |
+|------------------------------------|----------------|
+| `SOUNDHARVEST_SWEEP_INTERVALS`     | `10m,1h,4h,1d` |
+| `SOUNDHARVEST_GIVE_UP_AFTER_DAYS`  | `7`            |
 """
 
 import os
@@ -28,6 +30,9 @@ from assets.harvest.catalog_rows import row_keys
 from resources.storage import Storage
 
 GAVE_UP = "soundharvest gave up waiting"
+# The sensor ticks every 10 minutes, a little early or late: a wait that ends within this of
+# a tick is over at that tick, or a 10-minute wait would often take 20.
+TICK_SLACK = timedelta(minutes=1)
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([mhd])")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days"}
 
@@ -39,7 +44,12 @@ def day_end(day: str) -> datetime:
 
 @dataclass(frozen=True)
 class SweepPolicy:
-    intervals: tuple[timedelta, ...] = (timedelta(hours=1), timedelta(hours=4), timedelta(days=1))
+    intervals: tuple[timedelta, ...] = (
+        timedelta(minutes=10),
+        timedelta(hours=1),
+        timedelta(hours=4),
+        timedelta(days=1),
+    )
     give_up_after: timedelta = timedelta(days=7)  # counted from the end of the day
 
     def __post_init__(self) -> None:
@@ -169,7 +179,9 @@ def plan_sweeps(
         seen = state.get(day)
         if seen is None:
             new_state[day] = {"sweeps": 0, "since": now.isoformat()}
-        elif now >= datetime.fromisoformat(seen["since"]) + policy.interval(seen["sweeps"]):
+        elif now + TICK_SLACK >= datetime.fromisoformat(seen["since"]) + policy.interval(
+            seen["sweeps"]
+        ):
             done = seen["sweeps"] + 1
             sweeps.append(Sweep(day, f"sweep:{day}:{done}"))
             new_state[day] = {"sweeps": done, "since": now.isoformat()}

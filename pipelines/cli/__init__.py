@@ -1,4 +1,4 @@
-"""`soundharvest`: the command for people: `doctor`, `harvest`, `status`.
+"""`soundharvest`: the command for people: `doctor`, `generate`, `harvest`, `status`.
 
 One small click module per command; the work lives in plain modules beside them
 (`checks`, `launch`, `report`), and errors become one readable line here, at the edge.
@@ -8,6 +8,7 @@ Dagster, pandas and pyarrow are imported inside the commands, so `--help` starts
 import click
 
 from pipelines.cli.doctor import doctor
+from pipelines.cli.generate import generate
 from pipelines.cli.harvest import harvest
 from pipelines.cli.output import EXIT_CODES
 from pipelines.cli.status import status
@@ -22,6 +23,7 @@ def cli() -> None:
 
     \b
       soundharvest doctor --day 2026-11-01     is the setup right? (seconds)
+      soundharvest generate 2026-11-04         submit a day's prompt sheets
       soundharvest harvest 2026-11-01          harvest one day
       soundharvest harvest 2026-11-01...2026-11-03 --features
       soundharvest status --since 2026-11-01   what the catalog says
@@ -32,6 +34,7 @@ def cli() -> None:
 
 
 cli.add_command(doctor)
+cli.add_command(generate)
 cli.add_command(harvest)
 cli.add_command(status)
 

@@ -1,28 +1,26 @@
 """`soundharvest harvest D | A...B`: harvest days, watch them, end with what the catalog says."""
 
 import datetime as dt
-import os
 import re
 import time
-import traceback
-from pathlib import Path
 
 import click
 from rich.markup import escape
 
-from pipelines.cli.output import (
-    EXIT_FAILED,
-    EXIT_OPERATOR,
-    EXIT_STOPPED,
-    console,
-    err_console,
-    stop,
+from pipelines.cli.output import EXIT_FAILED, EXIT_OPERATOR, console, err_console, stop
+from pipelines.cli.runs import (
+    check_api_key,
+    check_storage_options,
+    fail_run,
+    instance_at_home,
+    print_traceback,
+    span,
+    stopped,
 )
-from pipelines.instance_home import prepare
 
 ASSETS = ["run_manifest", "sound_files", "sound_catalog"]
 FEATURES = "sound_features"
-PROJECT = Path(__file__).resolve().parents[2]
+COMMAND = "harvest"
 # The harvest's own progress lines (assets/harvest/day_harvest.py): the plan, then done/total.
 _PLAN = re.compile(r"^(\d{4}-\d\d-\d\d): \d+ runs: .* (\d+) to adopt, (\d+) to fetch")
 _DONE = re.compile(r"^(\d{4}-\d\d-\d\d): (\d+)/(\d+) runs")
@@ -90,11 +88,10 @@ def harvest(days: list[str], features: bool, verbose: bool) -> None:
       soundharvest harvest 2026-11-01
       soundharvest harvest 2026-10-01...2026-10-31 --features
     """
-    if not os.environ.get("CAMB_API_KEY", "").strip():
-        stop("CAMB_API_KEY is not set: export CAMB_API_KEY=<your key>", EXIT_OPERATOR)
-    _check_storage_options()
+    check_api_key()
+    check_storage_options()
     assets = [*ASSETS, FEATURES] if features else ASSETS
-    instance = _instance()
+    instance = instance_at_home()
     from pipelines.cli.day_runs import mark_dead
     from pipelines.cli.launch import harvest_job, launch
 
@@ -103,7 +100,7 @@ def harvest(days: list[str], features: bool, verbose: bool) -> None:
     try:
         job = harvest_job()
     except Exception as exc:  # a structural setting (executor, backfill size, first day)
-        _traceback(verbose)
+        print_traceback(verbose)
         stop(f"the definitions do not load: {exc}: fix the setting named", EXIT_OPERATOR)
     with _Progress(days, assets, verbose) as progress:
         try:
@@ -111,74 +108,18 @@ def harvest(days: list[str], features: bool, verbose: bool) -> None:
                 job, instance, days, assets, on_event=progress.event, quiet=not verbose
             )
         except KeyboardInterrupt:
-            _stopped(days)
+            stopped(days, COMMAND)
         except Exception as exc:
-            _traceback(verbose)
+            print_traceback(verbose)
             stop(f"the run could not be launched: {type(exc).__name__}: {exc}", EXIT_FAILED)
     _summary(days, launched.run_id, complete=launched.success)
     if launched.success:
-        console.print(f"[green]harvested {_span(days)}[/] (run {launched.run_id})")
+        console.print(f"[green]harvested {span(days)}[/] (run {launched.run_id})")
         return
     if verbose:
         for failed in launched.failures:
             err_console.print(failed.traceback, markup=False)
-    _fail(days, launched)
-
-
-def _check_storage_options() -> None:
-    """SOUNDHARVEST_STORAGE_OPTIONS that cannot be used stops here, before any run."""
-    from resources.storage import StorageSettingError, storage_options_from_env
-
-    try:
-        storage_options_from_env()
-    except StorageSettingError as exc:
-        stop(str(exc), EXIT_OPERATOR)
-
-
-def _stopped(days: list[str]) -> None:
-    stop(f"stopped as told; run `soundharvest harvest {_span(days)}` to go on", EXIT_STOPPED)
-
-
-def _traceback(verbose: bool) -> None:
-    if verbose:
-        err_console.print(traceback.format_exc(), markup=False)
-
-
-def _instance():
-    """The instance at DAGSTER_HOME; a missing folder, or one without a dagster.yaml, gets
-    pipelines/dagster.yaml (the pool, the project's event log storage), and its storage is set up
-    here, once, before any run."""
-    home = os.environ.get("DAGSTER_HOME", "").strip()
-    if not home:
-        stop(
-            f"DAGSTER_HOME is not set: export DAGSTER_HOME={PROJECT / '.dagster_home'} "
-            "(any folder; the UI reads the same)",
-            EXIT_OPERATOR,
-        )
-    path = Path(home)
-    if path.exists() and not path.is_dir():
-        stop(f"DAGSTER_HOME={home} is not a directory: point it at a folder", EXIT_OPERATOR)
-    from dagster import DagsterInstance
-
-    try:
-        # A new home gets the project's instance config; its storages are created once, under
-        # a lock, so two commands started at once on it never race (pipelines/instance_home.py).
-        config = path / "dagster.yaml"
-        prepare(path, None if config.exists() else PROJECT / "pipelines" / "dagster.yaml")
-        instance = DagsterInstance.get()
-        instance.get_runs(limit=1)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        stop(
-            f"the Dagster instance at {home} cannot be used: {first}: "
-            "check its dagster.yaml (soundharvest doctor)",
-            EXIT_OPERATOR,
-        )
-    return instance
-
-
-def _span(days: list[str]) -> str:
-    return days[0] if len(days) == 1 else f"{days[0]}...{days[-1]}"
+    fail_run(days, launched, COMMAND)
 
 
 def _summary(days: list[str], run_id: str, *, complete: bool) -> None:
@@ -203,29 +144,6 @@ def _summary(days: list[str], run_id: str, *, complete: bool) -> None:
     summary = report(storage.uri("sound_catalog"), rows, new=new, days=shown)
     for table in tables(summary, new=True):
         console.print(table)
-
-
-def _fail(days: list[str], launched) -> None:
-    """Everything the failures said, then the last line: the reason and what to do."""
-    if not launched.failures:
-        stop(f"run {launched.run_id} failed: soundharvest harvest {_span(days)} -v shows why", 1)
-    if any(f.interrupted for f in launched.failures):
-        _stopped(days)
-    operator = next((f for f in launched.failures if f.operator), None)
-    first = operator or launched.failures[0]
-    lines = [line for f in launched.failures for line in f.message.splitlines() if line.strip()]
-    reason = first.message.strip().splitlines()[0]
-    for line in lines:
-        if line != reason:
-            err_console.print(f"  {line}", markup=False, soft_wrap=True)
-    if operator:
-        said = "a setting to fix: nothing was retried" if first.setting else "nothing was retried"
-        stop(f"{first.step}: {reason} ({said})", EXIT_OPERATOR)
-    stop(
-        f"{first.step}: {reason} (run `soundharvest harvest {_span(days)}` again once it is "
-        "fixed or has passed; done days are kept)",
-        EXIT_FAILED,
-    )
 
 
 class _Progress:

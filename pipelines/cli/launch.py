@@ -8,8 +8,9 @@ Dagster handles SIGINT/SIGTERM), and the failures are read back as plain `StepFa
 
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from dagster import (
     AssetKey,
@@ -68,8 +69,10 @@ def launch(
     *,
     on_event: Callable[[EventLogEntry], None],
     quiet: bool = True,
+    ops: Mapping[str, Any] | None = None,
 ) -> Launched:
-    """One run materializing `assets` for `days` (consecutive); `on_event` sees its events."""
+    """One run materializing `assets` for `days` (consecutive); `on_event` sees its events;
+    `ops` is the run config of the assets' ops (`{"sound_generations": {"config": ...}}`)."""
     token = uuid.uuid4().hex
     tags = run_tags(days[0]) if len(days) == 1 else run_tags(days[0], days[-1])
     watcher = _Watcher(instance, token, on_event)
@@ -78,7 +81,7 @@ def launch(
         result = execute_job(
             job,
             instance,
-            run_config=QUIET if quiet else None,
+            run_config={**(QUIET if quiet else {}), **({"ops": dict(ops)} if ops else {})},
             # Where the run's process is: a kill -9 of this command leaves it to be marked
             # failed by the next command or the daemon (assets/steps/dead_runs.py).
             tags={**tags, **process_tags(), INVOCATION_TAG: token},

@@ -2,6 +2,7 @@
 screen."""
 
 import json
+from dataclasses import asdict
 
 import click
 
@@ -30,7 +31,8 @@ def status(since: str | None, day: str | None, as_json: bool) -> None:
       soundharvest status --since 2026-11-01
       soundharvest status --day 2026-11-02 --json | jq .days
     """
-    from pipelines.cli.report import empty_catalog, read_catalog, report, tables, with_runs
+    from pipelines.cli.generation_report import generation_days, read_generations, summarize
+    from pipelines.cli.report import empty_catalog, read_catalog, report, with_runs
     from resources.storage import Storage, StorageError
     from resources.storage.roots import ROOTS, root_url
 
@@ -40,11 +42,12 @@ def status(since: str | None, day: str | None, as_json: bool) -> None:
     try:
         storage = Storage(root_url("catalog"))
         rows = read_catalog(storage, days=[day] if day else None, since=since)
+        generating = [date for date in generation_days(storage) if _asked(date, since, day)]
     except (StorageError, OSError) as exc:
         stop(f"cannot read the catalog: {exc}: check {variable}", EXIT_OPERATOR)
     catalog = storage.uri("sound_catalog")
     runs = {date: run for date, run in _day_runs().items() if _asked(date, since, day)}
-    if rows is None and not runs:
+    if rows is None and not runs and not generating:
         stop(
             f"no catalog at {catalog}: nothing harvested yet (soundharvest harvest DAY), "
             f"or {variable} points elsewhere",
@@ -52,17 +55,30 @@ def status(since: str | None, day: str | None, as_json: bool) -> None:
         )
     rows = empty_catalog() if rows is None else rows
     troubled = {date for date, run in runs.items() if run.state != "ok"}
-    dates = sorted(set(rows["date"].unique()) | troubled)
+    dates = sorted(set(rows["date"].unique()) | troubled | set(generating))
     hidden = len(dates) - SHOWN_DAYS if not since and not day else 0
     if hidden > 0:
         rows = rows[rows["date"] >= dates[hidden]]
     kept = set(dates[max(hidden, 0) :])
     shown = with_runs(report(catalog, rows), runs, lambda date: date in kept)
+    generated = summarize(storage, read_generations(storage, sorted(kept & set(generating))))
     if as_json:
-        click.echo(json.dumps(shown.as_json(new=False), indent=2))
+        data = shown.as_json(new=False)
+        data["generations"] = [asdict(counts) for counts in generated]
+        click.echo(json.dumps(data, indent=2))
         return
+    _print(shown, generated, hidden)
+
+
+def _print(shown, generated: list, hidden: int) -> None:
+    """The catalog's tables, then the generations' (when any day has prompt sheets)."""
+    from pipelines.cli.generation_report import days_table
+    from pipelines.cli.report import tables
+
     for table in tables(shown, new=False):
         console.print(table)
+    if generated:
+        console.print(days_table(generated))
     if hidden > 0:
         console.print(f"({hidden} earlier days not shown: --since DAY shows them)")
     if shown.oldest_pending:

@@ -26,7 +26,7 @@ outcome of every call, after its retries, and decides:
 """
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 
 
@@ -51,7 +51,7 @@ class CallHealth:
         self._failed: deque[bool] = deque(maxlen=rule.window)
         self._succeeded = False
         self._refusal: str | None = None  # the one refusal seen while none succeeded
-        self._refused_calls: list[frozenset[int]] = []
+        self._refused_calls: list[frozenset[Hashable]] = []
         self._config_ruled_out = False
 
     # -- outage ---------------------------------------------------------------------------
@@ -83,8 +83,9 @@ class CallHealth:
         """A call got the answer it asked for: the configuration works."""
         self._succeeded = True
 
-    def refused(self, run_ids: Iterable[int], answer: str) -> bool:
-        """Record a refusal; True when the configuration rule holds (confirm it with a probe)."""
+    def refused(self, run_ids: Iterable[Hashable], answer: str) -> bool:
+        """Record a refusal; True when the configuration rule holds (confirm it with a probe).
+        The calls are told apart by what they name: run ids, task ids, creates' keys."""
         if self._succeeded or self._config_ruled_out:
             return False
         if self._refusal is None:
@@ -96,6 +97,11 @@ class CallHealth:
         other_runs = any(not ids & earlier for earlier in self._refused_calls)
         self._refused_calls.append(ids)
         return other_runs
+
+    @property
+    def undecided(self) -> bool:
+        """Nothing has succeeded yet, and the configuration is not ruled out."""
+        return not self._succeeded and not self._config_ruled_out
 
     def rule_out_config(self) -> None:
         """The probe was answered: the endpoint exists, the refusals belong to the runs."""

@@ -28,6 +28,7 @@ from resources.camb.retry import (
     async_retrying,
     describe_failure,
     error_detail,
+    nothing_done,
     raise_for_retryable,
 )
 from resources.camb.settings import ClientSettings
@@ -65,14 +66,29 @@ class ApiCalls:
             self.config_probe.cancel()
             await asyncio.gather(self.config_probe, return_exceptions=True)
 
-    async def call_api(self, method: str, path: str, *, what: str, **kwargs: Any) -> httpx.Response:
-        """One API call with retries: the answer, `NoAnswer`, or a run-wide error."""
+    async def call_api(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        idempotent: bool = True,
+        sending: Callable[[], None] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """One API call with retries: the answer, `NoAnswer`, or a run-wide error.
+
+        A call that must not be done twice (`idempotent=False`, a create) is tried again only
+        after failures that did nothing (`retry.nothing_done`); `sending` is told each time
+        the request is about to leave (past the request gate)."""
         client, attempts = self.client, 0
         try:
-            async for attempt in async_retrying(self.settings.api_retry):
+            async for attempt in async_retrying(self.settings.api_retry, idempotent=idempotent):
                 with attempt:
                     attempts = attempt.retry_state.attempt_number
                     async with client.gate.request(api=True):
+                        if sending is not None:
+                            sending()
                         try:
                             response = await client.api.request(method, path, **kwargs)
                         except httpx.ConnectError as exc:
@@ -81,15 +97,18 @@ class ApiCalls:
                     self.reach.answer()
                     raise_for_retryable(response, what, read=True)
         except (RetryableStatus, httpx.TransportError) as exc:
-            last = describe_failure(exc)
+            last, maybe_done = describe_failure(exc), not nothing_done(exc)
             if self.api_health.failed():
                 health = self.api_health
                 raise CambOutageError(
                     f"an outage of {self.target}, not a problem of single runs: "
                     f"{health.failures} of its last {health.calls} calls got no answer after "
-                    f"retries (last: {last}); try again later"
+                    f"retries (last: {last}); try again later",
+                    maybe_done=maybe_done,
                 ) from None
-            raise NoAnswer(f"after {attempts} attempts (last: {last})") from None
+            raise NoAnswer(
+                f"after {attempts} attempts (last: {last})", maybe_done=maybe_done
+            ) from None
         self.api_health.answered()
         if response.status_code in (401, 403):
             raise CambAuthError(f"{what}: the API rejected the API key ({error_detail(response)})")
@@ -106,7 +125,7 @@ class ApiCalls:
             self.api_health.succeeded()
             return Answer(200, body, None)
         answer = _refusal(response)
-        await self._refused([key], answer)  # type: ignore[list-item]
+        await self.refused([key], answer)
         return Answer(response.status_code, None, answer)
 
     async def results(self, run_ids: Sequence[int]) -> list[RunResult]:
@@ -153,7 +172,7 @@ class ApiCalls:
             self.client.lone_ids_to_single = True
             return [await self.result(run_ids[0])]
         answer = _refusal(response)
-        await self._refused(run_ids, answer)
+        await self.refused(run_ids, answer)
         return await self._isolate(run_ids, lambda i: f"API refused run {i}: {answer}")
 
     async def _isolate(
@@ -184,12 +203,17 @@ class ApiCalls:
             self.api_health.succeeded()
             return interpret_result(run_id, body)
         answer = _refusal(response)
-        await self._refused([run_id], answer)
+        await self.refused([run_id], answer)
         return Failed(run_id, f"API refused run {run_id}: {answer}")
 
-    async def _refused(self, run_ids: Sequence[int], answer: str) -> None:
-        """Raise CambConfigError if every call so far was refused like this (see api_health)."""
-        if not self.api_health.refused(run_ids, answer):
+    async def refused(
+        self, keys: Sequence[Hashable], answer: str, *, at_once: bool = False
+    ) -> None:
+        """Raise CambConfigError if every call so far (each about `keys`: run ids, task ids,
+        creates) was refused like this (see api_health). `at_once`: do not wait for a second
+        call to be refused alike before asking the probe (a create's refusal is final)."""
+        holds = self.api_health.refused(keys, answer)
+        if not holds and not (at_once and self.api_health.undecided):
             return
         if self.config_probe is None:  # one probe per day, shared by concurrent callers
             self.config_probe = asyncio.ensure_future(self._probe())

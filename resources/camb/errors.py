@@ -28,11 +28,25 @@ class CambConfigError(CambApiError, OperatorError):
 
 
 class CambOutageError(CambApiError):
-    """The API (or its storage host) fails most calls, even after retries."""
+    """The API (or its storage host) fails most calls, even after retries.
+
+    `maybe_done`: the call that tipped the balance may have been acted on by the server (it
+    was sent, and its answer lost): a create is then in doubt."""
+
+    def __init__(self, problem: str, *, maybe_done: bool = False) -> None:
+        super().__init__(problem)
+        self.maybe_done = maybe_done
 
 
 class NoAnswer(Exception):
-    """One call outlasted its retries without a usable answer (the API's health decides)."""
+    """One call outlasted its retries without a usable answer (the API's health decides).
+
+    `maybe_done`: it was sent and its answer lost, so the server may have acted on it
+    (`retry.nothing_done`); only a create cares."""
+
+    def __init__(self, problem: str, *, maybe_done: bool = False) -> None:
+        super().__init__(problem)
+        self.maybe_done = maybe_done
 
 
 class UrlExpired(Exception):

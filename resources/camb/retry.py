@@ -4,7 +4,8 @@ Retried: 429 and 5xx answers, and transport failures (refused or dropped connect
 timeouts, bodies cut short). A `Retry-After` header (seconds or an HTTP date) sets the wait,
 capped; otherwise exponential backoff with jitter. Every request has a total time budget:
 a wait that would overrun it is not started. Everything else (401/403, other 4xx) is the
-caller's to handle, never retried here.
+caller's to handle, never retried here. A request that must not be done twice (a create) is
+retried only when the failure shows it did nothing (`nothing_done`).
 """
 
 import email.utils
@@ -99,6 +100,22 @@ def _is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, RetryableStatus | httpx.TransportError)
 
 
+# Failures met before the request left: the connection was never made (refused, a name not
+# found, TLS), or no connection of the pool was free.
+_BEFORE_SENDING = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+def nothing_done(exc: BaseException) -> bool:
+    """Whether a failed request is known to have done nothing on the server: it never left
+    (`_BEFORE_SENDING`), or the answer says it was refused before any work (429, and 5xx:
+    the API's documented behaviour). A 504 is a gateway that gave up waiting for the server,
+    which had the request: not known. A request cut off after it was sent (a read timeout, a
+    reset, a closed connection) is not known either: the server may have acted on it."""
+    if isinstance(exc, RetryableStatus):
+        return exc.status != 504
+    return isinstance(exc, _BEFORE_SENDING)
+
+
 class _Wait(tenacity.wait.wait_base):
     """Retry-After when the server sent one (capped), else exponential backoff with jitter."""
 
@@ -130,10 +147,13 @@ def step_retry_wait_s(retry: int, first_s: float, max_s: float) -> float:
     return wait(state)
 
 
-def async_retrying(policy: RetryPolicy) -> tenacity.AsyncRetrying:
-    """A tenacity loop for one request: `async for attempt in async_retrying(p): with attempt:`."""
+def async_retrying(policy: RetryPolicy, *, idempotent: bool = True) -> tenacity.AsyncRetrying:
+    """A tenacity loop for one request: `async for attempt in async_retrying(p): with attempt:`.
+
+    A request that must not be done twice (`idempotent=False`: a create, which is charged) is
+    tried again only after a failure that did nothing (`nothing_done`)."""
     return tenacity.AsyncRetrying(
-        retry=tenacity.retry_if_exception(_is_retryable),
+        retry=tenacity.retry_if_exception(_is_retryable if idempotent else nothing_done),
         wait=_Wait(policy),
         stop=tenacity.stop_after_attempt(policy.max_attempts)
         | tenacity.stop_before_delay(policy.budget_s),

@@ -70,6 +70,12 @@ def interpret_status(task_id: str, answer: Answer) -> TaskAnswer:
     return TaskAnswer(task_id, "pending", reason=f"task status {said}")
 
 
+def payment_required(reason: str | None) -> bool:
+    """Whether a task's recorded reason says it ended PAYMENT_REQUIRED: it generated nothing
+    (out of credits when it ran), so its generation may be created again."""
+    return isinstance(reason, str) and reason.startswith("task status PAYMENT_REQUIRED")
+
+
 def _run_id(value: Any) -> int | None:
     if isinstance(value, bool):
         return None

@@ -216,6 +216,7 @@ def test_dg_checks_and_lists_the_definitions_from_the_project_root(tmp_path):
     listed = json.loads(dg("list", "defs", "--json").stdout)
     assets = {asset["asset_key"] for asset in listed["assets"]}
     assert assets == {
+        "sound_generations",
         "run_manifest",
         "sound_files",
         "sound_catalog",
@@ -224,5 +225,6 @@ def test_dg_checks_and_lists_the_definitions_from_the_project_root(tmp_path):
     }
     sensors = {sensor["name"] for sensor in listed["sensors"]}
     assert sensors == {
-        "manifest_sensor", "pending_sweep", "ml_feed_automation", "freshness_checks_sensor"
+        "manifest_sensor", "prompt_sensor", "pending_sweep", "ml_feed_automation",
+        "freshness_checks_sensor",
     }  # fmt: skip

@@ -1,8 +1,9 @@
 """Secrets never leak: the API key, presigned URL signatures and storage credentials.
 
 The pipeline runs through the Dagster CLI with a persistent DAGSTER_HOME, through a scenario
-heavy with faults: throttling, 5xx, dropped connections, truncated and expiring downloads,
-redirects, a URL that keeps expiring, then a refused key and an unreachable bucket. The HTTP
+heavy with faults: prompt sheets submitted (answers lost among them: in doubt), throttling,
+5xx, dropped connections, truncated and expiring downloads, redirects, a URL that keeps
+expiring, then a refused key and an unreachable bucket. The HTTP
 libraries log at DEBUG into Dagster's event log. Afterwards every byte the pipeline left or
 printed is searched: all files under DAGSTER_HOME (run storage, event logs, compute logs; the
 SQLite databases also row by row), the CLI's stdout and stderr, `_state/` and the catalog.
@@ -27,8 +28,9 @@ from aiohttp import ClientError, ClientSession, web
 from sandbox import Faults, SandboxServer, run_state
 
 from support import PROJECT
+from support.generation_kit import prompts, write_sheet
 from support.moto_s3 import S3Bucket
-from support.pipeline_kit import dg_launch, write_manifest
+from support.pipeline_kit import HARVEST, dg_launch, write_manifest
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -95,7 +97,7 @@ class RecordingProxy:
 
 def materialize(env: dict[str, str], *partition: str) -> subprocess.Popen:
     return subprocess.Popen(
-        dg_launch(*partition),
+        dg_launch(*partition, select=f"sound_generations,{HARVEST}"),
         env=env,
         cwd=PROJECT,
         stdout=subprocess.PIPE,
@@ -131,6 +133,7 @@ def test_no_secret_reaches_logs_dagster_home_state_or_catalog(tmp_path, s3_bucke
         write_manifest(
             tmp_path / "manifests", day, list(range(5090 + 25 * offset, 5115 + 25 * offset))
         )
+        write_sheet(tmp_path / "prompts", day, [*prompts(12, f"sound of {day}"), {"prompt": ""}])
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text(
@@ -140,6 +143,7 @@ def test_no_secret_reaches_logs_dagster_home_state_or_catalog(tmp_path, s3_bucke
     faults = Faults(
         throttle_rate=0.08, retry_after="0", server_error_rate=0.08, drop_rate=0.04,
         truncate_rate=0.08, expire_rate=0.08, seed=11, expired_runs=(keeps_expiring,),
+        lost_rate=0.05, generation_s=0.0,
     )  # fmt: skip
     with SandboxServer(api_key=api_key, faults=faults) as sandbox:
         # Downloads are redirected once (to the same server under another name).
@@ -158,6 +162,8 @@ def test_no_secret_reaches_logs_dagster_home_state_or_catalog(tmp_path, s3_bucke
     secrets = [api_key.encode(), wrong_key.encode(), storage_secret.encode(), *proxy.signatures]
     places = everything_left(tmp_path, outputs)
     assert any(name.endswith(".db") for name in places) and any("compute_logs" in n for n in places)
+    for record in ("_state/sound_generations/", "_state/generation_rows/"):  # the ledger too
+        assert any(record in name for name in places), record
     leaks = [
         (name, secret[:12]) for name, data in places.items() for secret in secrets if secret in data
     ] + [
@@ -185,6 +191,7 @@ def run_scenario(
         "CAMB_API_BASE_URL": f"{proxy.origin}/apis",
         "CAMB_DOWNLOAD_ALLOW_HOSTS": "127.0.0.1,localhost",
         "SOUNDHARVEST_MANIFEST_ROOT": str(tmp_path / "manifests"),
+        "SOUNDHARVEST_PROMPT_ROOT": str(tmp_path / "prompts"),
         "SOUNDHARVEST_AUDIO_ROOT": str(tmp_path / "audio"),
         "SOUNDHARVEST_CATALOG_ROOT": str(tmp_path / "catalog"),
         "SOUNDHARVEST_STEP_RETRIES": "0",

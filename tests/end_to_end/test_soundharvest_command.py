@@ -586,7 +586,7 @@ def test_a_manifest_that_cannot_be_parsed_is_exit_3_and_the_other_days_go_on(
 
 
 def test_every_command_has_help_with_examples() -> None:
-    for command in ("doctor", "harvest", "status"):
+    for command in ("doctor", "generate", "harvest", "status"):
         result = soundharvest(command, "--help")
         assert result.exit_code == 0
         assert f"soundharvest {command}" in result.output  # an example

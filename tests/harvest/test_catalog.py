@@ -21,33 +21,9 @@ from assets.harvest.catalog_rows import (
 )
 from assets.harvest.catalog_schema import CATALOG_SCHEMA, STATUSES
 
-DAYS = ("2026-11-01", "2026-11-02", "2026-11-03")
+from support.catalog_contract import CONTRACT
 
-# README.md's catalog table ("What you get"), column by column: the contract other code and
-# other readers rely on.
-CONTRACT = [
-    ("run_id", pa.int64()),
-    ("status", pa.string()),
-    ("error", pa.string()),
-    ("uri", pa.string()),
-    ("size_bytes", pa.int64()),
-    ("sha256", pa.string()),
-    ("sample_rate", pa.int32()),
-    ("channels", pa.int32()),
-    ("frames", pa.int64()),
-    ("duration_s", pa.float64()),
-    ("subtype", pa.string()),
-    ("source_format", pa.string()),
-    ("prompt", pa.string()),
-    ("audio_type", pa.string()),
-    ("requested_duration_s", pa.float64()),
-    ("task_id", pa.string()),
-    ("extra", pa.string()),
-    ("manifest", pa.string()),
-    ("attempts", pa.int32()),
-    ("first_seen_at", pa.timestamp("us", tz="UTC")),
-    ("fetched_at", pa.timestamp("us", tz="UTC")),
-]
+DAYS = ("2026-11-01", "2026-11-02", "2026-11-03")
 
 
 def catalog_rows(day: str, first_id: int = 1000) -> pd.DataFrame:

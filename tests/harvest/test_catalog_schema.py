@@ -22,36 +22,11 @@ from assets.harvest.records import write_files, write_manifest
 from assets.ml.dataset.selection import CATALOG_READ
 from resources.storage import Storage
 
-UTC = pa.timestamp("us", tz="UTC")
+from support.catalog_contract import CONTRACT
+
 # The schemas as they were written out before the columns were stated once (the on-disk
 # contract of every catalog, manifest record and files ledger written so far).
-CATALOG_BEFORE = with_nullable_ints(
-    pa.schema(
-        [
-            ("run_id", pa.int64()),
-            ("status", pa.string()),
-            ("error", pa.string()),
-            ("uri", pa.string()),
-            ("size_bytes", pa.int64()),
-            ("sha256", pa.string()),
-            ("sample_rate", pa.int32()),
-            ("channels", pa.int32()),
-            ("frames", pa.int64()),
-            ("duration_s", pa.float64()),
-            ("subtype", pa.string()),
-            ("source_format", pa.string()),
-            ("prompt", pa.string()),
-            ("audio_type", pa.string()),
-            ("requested_duration_s", pa.float64()),
-            ("task_id", pa.string()),
-            ("extra", pa.string()),
-            ("manifest", pa.string()),
-            ("attempts", pa.int32()),
-            ("first_seen_at", UTC),
-            ("fetched_at", UTC),
-        ]
-    )
-)
+CATALOG_BEFORE = with_nullable_ints(pa.schema(CONTRACT))
 MANIFEST_BEFORE = pa.schema(
     [
         ("run_id", pa.int64()),

@@ -15,42 +15,17 @@ from assets.ml.dataset.spec import DatasetConfigError, DatasetSpec
 from assets.ml.dataset.splits import normalise_prompt, split_of
 
 from support import PROJECT
+from support.ml_clips import feature_rows
 
 PROMPTS = ["a dog barks", "rain on a tin roof", "door creaks", "crowd cheering", "sea waves"]
 PROMPT_RULE = DatasetSpec(group_by="prompt")  # the rule before similarity groups
 
 
 def rows(day: str, run_ids, **overrides) -> pd.DataFrame:
-    """`ok` catalog rows with features, as read_rows returns them (once in polars)."""
+    """`ok` catalog rows with features, prompts of five sounds numbered up to 40."""
     run_ids = list(run_ids)
-    frame = pd.DataFrame(
-        {
-            "date": day,
-            "run_id": pd.array(run_ids, dtype="Int64"),
-            "uri": [f"/audio/{day}/{i}.wav" for i in run_ids],
-            "size_bytes": pd.array([32_044] * len(run_ids), dtype="Int64"),
-            "sha256": [f"{i:064x}" for i in run_ids],
-            "sample_rate": pd.array([16000] * len(run_ids), dtype="Int32"),
-            "channels": pd.array([1] * len(run_ids), dtype="Int32"),
-            "frames": pd.array([16000] * len(run_ids), dtype="Int64"),
-            "duration_s": 1.0,
-            "subtype": "PCM_16",
-            "prompt": [f"{PROMPTS[i % len(PROMPTS)]} {i % 40}" for i in run_ids],
-            "audio_type": "sound",
-            "task_id": pd.array([f"task-{i}" for i in run_ids], dtype="string"),
-            "peak_dbfs": -6.0,
-            "rms_dbfs": -20.0,
-            "lufs": -20.0,
-            "clipped_fraction": 0.0,
-            "silence_fraction": 0.0,
-            "leading_silence_s": 0.0,
-            "trailing_silence_s": 0.0,
-            "is_silent": pd.array([False] * len(run_ids), dtype="boolean"),
-        }
-    )
-    for name, values in overrides.items():
-        frame[name] = values
-    return frame
+    prompts = [f"{PROMPTS[i % len(PROMPTS)]} {i % 40}" for i in run_ids]
+    return feature_rows(day, run_ids, prompts, **overrides)
 
 
 def chosen(frame: pd.DataFrame, spec: DatasetSpec):
@@ -97,6 +72,14 @@ def test_no_prompt_lands_in_two_splits_however_it_is_written():
     assert len(no_prompt) == 10
     for row in no_prompt.itertuples():
         assert row.split == split_of(f"run:{row.run_id}", PROMPT_RULE)
+    # the group id: one per normalised prompt, however written; the run id for none
+    prompted = selected[selected["text"] != ""]
+    ids = prompted.groupby(prompted["text"].map(normalise_prompt))["group_id"].agg(set)
+    assert ids.map(len).max() == 1 and len(set().union(*ids)) == 5 * 97
+    assert (no_prompt["group_id"] == no_prompt["run_id"]).all()
+    assert not set(no_prompt["group_id"]) & set().union(*ids)
+    _, alone = chosen(frame, DatasetSpec(group_by="run_id"))
+    assert (alone["group_id"] == alone["run_id"]).all()
 
 
 def test_normalised_prompts():

@@ -8,7 +8,7 @@ import datasets
 import pandas as pd
 import pytest
 import soundfile as sf
-from dagster import materialize
+from dagster import AssetCheckSeverity, materialize
 
 from assets.harvest.catalog_rows import read_partition
 from assets.harvest.records import state_relpath
@@ -19,6 +19,7 @@ from assets.ml.clip_features import (
     features_relpath,
 )
 from assets.ml.dataset.snapshot import LATEST
+from assets.ml.dataset.spec import SPLITS
 from assets.ml_dataset import ml_dataset
 from assets.run_manifest import run_manifest
 from assets.sound_catalog import sound_catalog
@@ -29,7 +30,7 @@ from resources.storage import Storage
 from resources.storage_resource import StorageResource
 from sandbox import run_state
 
-from support.ml_clips import Clip, storage, write_catalog_day
+from support.ml_clips import Clip, storage, write_catalog_day, write_features_day
 from support.pipeline_kit import markdown_rows
 from support.sandbox_api import SANDBOX_KEY
 
@@ -104,6 +105,90 @@ def test_features_then_a_snapshot_and_reruns_that_redo_nothing(tmp_path, dataset
     assert (second["version"], second["written"]) == (version, False)
 
 
+def test_one_giant_group_is_written_to_train_and_the_check_warns_naming_it(tmp_path, dataset_root):
+    """Forty takes of one prompt and four other clips: the snapshot is written all the same,
+    train holds the group, and the WARN check names it with its prompts, its size and the
+    shares got against those asked. New groups then fill validation and test (stickiness
+    keeps the group in train), and the check passes."""
+    resource = storage(tmp_path)
+    others = ["rain on a tin roof", "a cat purring", "door creaking", "owl hooting"]
+    clips = [Clip(i, prompt=f"Explosion, take {i}") for i in range(1, 41)]
+    clips += [Clip(100 + i, prompt=prompt) for i, prompt in enumerate(others)]
+    write_features_day(resource, DAY, write_catalog_day(resource, DAY, clips))
+
+    result = materialize([ml_dataset], resources={"storage": resource})
+
+    meta = metadata_of(result, "ml_dataset")
+    version = meta["version"]
+    assert (dataset_root / LATEST).read_text().strip() == version
+    assert meta["train clips"] >= 40 and sum(meta[f"{s} clips"] for s in SPLITS) == 44
+    [check] = result.get_asset_check_evaluations()
+    assert check.check_name == "split_shares" and not check.passed
+    assert check.severity == AssetCheckSeverity.WARN
+    assert check.description.startswith("Split shares more than 5 points off: train holds")
+    assert "group 1: 40 runs (90.9%) in train, prompts 'Explosion, take 1' (1)" in check.description
+    assert "and 37 more" in check.description and "(asked 80%)" in check.description
+    largest = markdown_rows(check.metadata["largest groups"].value)
+    assert largest[0][:4] == ["1", "40", "90.9%", "train"]
+    card = (dataset_root / f"v={version}" / "README.md").read_text()
+    assert "> **Warning:** Split shares more than 5 points off" in card
+    assert "| 10-99            |        1 |     40 |" in card  # the group-size distribution
+
+    day2 = [Clip(1000 + i, prompt=f"sound number {i} of a new kind") for i in range(60)]
+    write_features_day(resource, "2026-11-02", write_catalog_day(resource, "2026-11-02", day2))
+    again = materialize([ml_dataset], resources={"storage": resource})
+    [check] = again.get_asset_check_evaluations()
+    assert check.passed and check.description is None
+    hf = dataset_root / f"v={metadata_of(again, 'ml_dataset')['version']}" / "hf"
+    train = pd.concat(pd.read_parquet(path) for path in hf.glob("train-*.parquet"))
+    assert set(range(1, 41)) <= set(train["run_id"])
+
+
+@pytest.mark.parametrize("take_numbers", ["all", "trailing"])
+def test_a_templated_sheet_is_one_group_in_train_only_when_every_number_is_left_out(
+    tmp_path, dataset_root, take_numbers
+):
+    """Forty prompts that differ only in a number, two takes each. With every number left
+    out (`take_numbers: all`, the rule before) they are one group: the snapshot is written,
+    train holds all 80 clips (its HF Parquet and NeMo files there, the other splits' not),
+    and the check warns naming the group and its prompts; the card shows one group of 10-99
+    runs. By default the numbers ask for forty prompts: forty groups, shares as asked."""
+    resource = storage(tmp_path)
+    clips = [
+        Clip(i + 1, prompt=f"prompt group {1 + i % 40}: thunder over a lake, take {1 + i // 40}")
+        for i in range(80)
+    ]
+    write_features_day(resource, DAY, write_catalog_day(resource, DAY, clips))
+
+    result = materialize(
+        [ml_dataset],
+        resources={"storage": resource},
+        run_config=dataset_config(take_numbers=take_numbers),
+    )
+
+    meta = metadata_of(result, "ml_dataset")
+    root = dataset_root / f"v={meta['version']}"
+    assert (dataset_root / LATEST).read_text().strip() == meta["version"]
+    [check] = result.get_asset_check_evaluations()
+    card = (root / "README.md").read_text()
+    sizes = markdown_rows(card.split("### Group sizes")[1].split("The largest groups")[0])
+    if take_numbers == "trailing":
+        assert check.passed
+        assert [meta[f"{s} clips"] for s in SPLITS] == [64, 8, 8]
+        assert sizes[-1] == ["2-9", "40", "80"]
+        return
+    assert [meta[f"{s} clips"] for s in SPLITS] == [80, 0, 0]
+    assert [p.name for p in sorted((root / "hf").iterdir())] == ["train-00000-of-00001.parquet"]
+    assert [p.name for p in sorted((root / "nemo").iterdir())] == ["train.jsonl"]
+    assert not check.passed and check.severity == AssetCheckSeverity.WARN
+    assert "validation is empty (asked 10%), test is empty (asked 10%)" in check.description
+    named = "group 1: 80 runs (100.0%) in train, prompts 'prompt group 10: thunder over a lake"
+    assert f"{named}, take 1' (1), 'prompt group 10: thunder" in check.description  # ties: A-Z
+    assert "and 77 more" in check.description
+    assert "> **Warning:** Split shares more than 5 points off" in card
+    assert sizes[-1] == ["10-99", "1", "80"]
+
+
 def failure_message(result) -> str:
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     return failure.step_failure_data.error.message
@@ -137,6 +222,9 @@ def test_an_empty_selection_materializes_nothing_and_says_why(tmp_path, dataset_
     [observation] = result.asset_observations_for_node("ml_dataset")
     why = observation.metadata["no_snapshot"].value
     assert why == "every one of 2 ok runs was filtered out: 2 another audio type"
+    [check] = result.get_asset_check_evaluations()  # the check says so too
+    assert not check.passed and check.severity == AssetCheckSeverity.WARN
+    assert check.description == f"no snapshot written: {why}"
     assert not dataset_root.exists()
 
 

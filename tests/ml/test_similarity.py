@@ -25,7 +25,7 @@ from assets.ml.audio_fingerprint import (
 )
 from assets.ml.dataset.snapshot import ASSIGNMENTS, build_snapshot
 from assets.ml.dataset.spec import DatasetSpec
-from assets.ml.dataset.splits import normalise_prompt, split_of
+from assets.ml.dataset.splits import normalise_prompt, place_groups, split_of
 from assets.ml.prompt_similarity import (
     NUM_PERM,
     minhash_signatures,
@@ -46,8 +46,9 @@ DISTINCT = 300  # distinct sounds in all (the copied ones among them)
 def test_prompts_reduce_to_the_words_that_count():
     assert reduce_prompt("Take 3: Door-creak (LOUD)!") == "creak door loud"
     assert reduce_prompt("loud door creak, take 4") == "creak door loud"
-    assert reduce_prompt("２ dogs") == "dogs"  # NFKC: a full-width digit is a digit
-    assert reduce_prompt(None) == reduce_prompt("12 #3") == ""
+    assert reduce_prompt("２ dogs") == "dogs #2"  # NFKC: a full-width digit is a digit
+    assert reduce_prompt("12 #3") == "#12"  # a prompt of one number; #3 is a take
+    assert reduce_prompt(None) == reduce_prompt("take 3!") == ""
 
 
 def test_near_duplicate_prompts_are_linked_and_distinct_ones_never():
@@ -203,11 +204,18 @@ def clip(run_id: int, prompt: str, samples: np.ndarray) -> Clip:
 
 
 def rain_and_glass_in_two_splits(spec: DatasetSpec) -> tuple[list[int], int]:
-    """Run ids for three "rain" runs and one "glass" run whose fresh groups draw different
-    splits (a group draws by its lowest run id)."""
+    """Run ids for three "rain" runs and one "glass" run whose new groups are placed in
+    different splits. Day 1's groups (the fixture below): rain 3 runs, dog 2, thunder 2, and
+    glass and the OTHERS alone, each drawing by its lowest run id (splits.place_groups)."""
     rain = [101, 102, 103]
-    glass = next(r for r in range(200, 400) if split_of(f"run:{r}", spec) != split_of(
-        "run:101", spec))  # fmt: skip
+    firsts = [101, 110, 120, 0, *range(500, 500 + len(OTHERS))]
+    sizes = np.array([3, 2, 2, 1, *[1] * len(OTHERS)])
+
+    def placed(glass: int) -> np.ndarray:
+        firsts[3] = glass
+        return place_groups(sizes, np.array(firsts), np.zeros(3, dtype=np.int64), spec)
+
+    glass = next(r for r in range(200, 400) if len(set(placed(r)[[0, 3]])) == 2)
     return rain, glass
 
 

@@ -55,9 +55,12 @@ def catalog(tmp_path):
     return resource, rows.set_index("run_id")
 
 
+EVEN = {"train_ratio": 0.5, "validation_ratio": 0.25, "test_ratio": 0.25}
+
+
 def build(tmp_path, resource, **config):
     """A snapshot under tmp_path/datasets; even splits, so that a few clips fill all three."""
-    config = {"train_ratio": 0.5, "validation_ratio": 0.25, "test_ratio": 0.25, **config}
+    config = {**EVEN, **config}
     out = Storage(str(tmp_path / "datasets"))
     return out, build_snapshot(resource.catalog(), out, DatasetSpec(**config))
 
@@ -155,6 +158,7 @@ def test_nemo_lines_point_at_files_that_exist_with_their_durations(tmp_path, cat
                 "duration",
                 "text",
                 "run_id",
+                "group_id",
                 "audio_type",
                 "task_id",
             }
@@ -164,6 +168,56 @@ def test_nemo_lines_point_at_files_that_exist_with_their_durations(tmp_path, cat
         total += len(lines)
     assert total == built.selection.rows.num_rows
     assert not (Path(built.uri) / "hf").exists()
+
+
+def exported_groups(root: Path, cache: Path) -> dict[str, dict[int, int]]:
+    """run id -> group id as each export of the snapshot at ``root`` says."""
+    found: dict[str, dict[int, int]] = {"hf": {}, "nemo": {}, "webdataset": {}}
+    for split in SPLITS:
+        if list((root / "hf").glob(f"{split}-*.parquet")):
+            loaded = hf_split(root, split, cache).cast_column("audio", datasets.Audio(decode=False))
+            found["hf"] |= dict(zip(loaded["run_id"], loaded["group_id"], strict=True))
+        nemo = root / "nemo" / f"{split}.jsonl"
+        if nemo.exists():
+            lines = [json.loads(line) for line in nemo.read_text().splitlines()]
+            found["nemo"] |= {line["run_id"]: line["group_id"] for line in lines}
+    for shard in sorted((root / "webdataset").glob("*.tar")):
+        for sample in wds.WebDataset(str(shard), shardshuffle=False, empty_check=False):
+            meta = json.loads(sample["json"])
+            found["webdataset"][meta["run_id"]] = meta["group_id"]
+    return found
+
+
+def test_every_export_carries_a_group_id_that_stays_across_snapshots(tmp_path, catalog):
+    """HF Parquet (read back with `datasets`), NeMo JSONL and WebDataset samples carry the
+    group id of the snapshot's own rows, which the assignments file keeps; a run keeps its
+    id in the next snapshot, and new runs of a group (day 3: the same four sounds, other
+    takes) take its id."""
+    resource, _ = catalog
+    formats = {"formats": ["hf", "nemo", "webdataset"]}
+    out, first = build(tmp_path, resource, **formats)
+    add_day(resource, 2)
+    _, second = build(tmp_path, resource, **formats)
+
+    groups = []
+    for built in (first, second):
+        rows = built.selection.rows
+        own = dict(zip(rows["run_id"].to_pylist(), rows["group_id"].to_pylist(), strict=True))
+        exported = exported_groups(Path(built.uri), tmp_path / "hf-cache")
+        assert exported == {"hf": own, "nemo": own, "webdataset": own}
+        groups.append(own)
+    state = snapshot.read_assignments(out, DatasetSpec(**EVEN))
+    assert state is not None
+    assert dict(zip(state["run_id"], state["group_id"], strict=True)) == groups[1]
+    before, after = groups
+    assert {run: after[run] for run in before} == before
+    text = dict(
+        zip(*(second.selection.rows[c].to_pylist() for c in ("run_id", "text")), strict=True)
+    )
+    prompted = {run: group for run, group in after.items() if run not in before and text[run]}
+    assert prompted and set(prompted.values()) <= set(before.values())  # they joined
+    sizes = pd.Series(list(after.values())).value_counts()
+    assert sizes.max() > 1 and len(sizes) > 3  # groups of several runs, and several groups
 
 
 def test_unchanged_input_gives_the_same_version_and_writes_nothing(tmp_path, catalog):

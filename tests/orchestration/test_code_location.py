@@ -15,21 +15,30 @@ from support import PROJECT
 # What users and an instance's history know by name (run history, partitions and sensor
 # cursors carry over only while these stay): asset -> (group, kinds, upstream, partitioned).
 ASSETS = {
-    "run_manifest": ("harvest", {"parquet"}, set(), True),
+    "sound_generations": ("generation", {"parquet"}, set(), True),
+    "run_manifest": ("harvest", {"parquet"}, {"sound_generations"}, True),
     "sound_files": ("harvest", {"wav"}, {"run_manifest"}, True),
     "sound_catalog": ("harvest", {"parquet"}, {"sound_files"}, True),
     "sound_features": ("ml", {"parquet"}, {"sound_catalog"}, True),
     "ml_dataset": ("ml", {"json", "parquet"}, {"sound_catalog", "sound_features"}, False),
 }
 CHECKS = {
+    ("sound_generations", "generations_in_doubt"),
     ("run_manifest", "manifest_present"),
     ("sound_catalog", "one_row_per_manifest_row"),
     ("sound_catalog", "catalog_contract"),
     ("sound_catalog", "ok_files_exist"),
     ("sound_catalog", "no_pending_runs"),
     ("sound_catalog", "freshness_check"),  # pipelines/freshness.py
+    ("ml_dataset", "split_shares"),
 }
-SENSORS = {"manifest_sensor", "pending_sweep", "ml_feed_automation", "freshness_checks_sensor"}
+SENSORS = {
+    "manifest_sensor",
+    "prompt_sensor",
+    "pending_sweep",
+    "ml_feed_automation",
+    "freshness_checks_sensor",
+}
 
 
 # Dagster's own snapshot code reads a deprecated property of every schedule.
@@ -74,10 +83,11 @@ def test_the_code_location_loads_every_definition_as_its_code_server_does():
         for key, node in nodes.items()
     }
     assert described == ASSETS
-    assert nodes["sound_files"].pools == {"camb_api"}  # deploy/dagster.yaml limits this pool
+    # deploy/dagster.yaml limits this pool: the steps that call the API share it
+    assert nodes["sound_files"].pools == nodes["sound_generations"].pools == {"camb_api"}
     assert {(c.asset_key.to_user_string(), c.name) for c in check_nodes} == CHECKS
     assert jobs == {"daily_harvest"}
-    assert harvest == {"run_manifest", "sound_files", "sound_catalog"}
+    assert harvest == {"sound_generations", "run_manifest", "sound_files", "sound_catalog"}
     assert schedules == {("daily_harvest_schedule", "0 1 * * *", "daily_harvest")}
     assert sensors == SENSORS
     assert resources == {"camb": "CambResource", "storage": "StorageResource"}

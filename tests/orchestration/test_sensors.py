@@ -27,7 +27,7 @@ from assets.harvest.sweep import GAVE_UP, DayPending, SweepPolicy, mark_given_up
 from pipelines import sensors
 from pipelines.definitions import defs
 from pipelines.schedules import daily_harvest_schedule
-from pipelines.sensors import ManifestListingError, manifest_sensor, pending_sweep
+from pipelines.sensors import ManifestListingError, manifest_sensor, pending_sweep, prompt_sensor
 from resources.storage import Storage
 from resources.storage_resource import StorageResource
 
@@ -209,6 +209,41 @@ def test_a_listing_error_fails_the_tick_and_keeps_the_cursor(
     assert set(requested(recovered)) == {D2}
 
 
+# -- the prompt sensor --------------------------------------------------------------------------
+
+
+def test_new_and_changed_prompt_sheets_ask_for_the_daily_job(instance, tmp_path, monkeypatch):
+    """The manifest sensor's rules over the prompt root: a day runs when its sheets appear or
+    change, a day first seen whose generations were recorded after its sheets does not."""
+    at(monkeypatch, datetime(2026, 10, 10, tzinfo=UTC))
+    storage = StorageResource(
+        prompt_root=str(tmp_path / "prompts"), catalog_root=str(tmp_path / "catalog")
+    )
+    root, state = tmp_path / "prompts", tmp_path / "catalog" / "_state" / "generation_rows"
+    write(root / f"{D1}.csv", "prompt\nrain\n", mtime=1_000)
+    write(root / D2 / "sheet.jsonl", '{"prompt": "wind"}\n', mtime=1_000)
+    write(root / f"{D3}.csv", "prompt\nhail\n", mtime=3_000)
+    write(state / f"date={D2}" / "part-0.parquet", "x", mtime=2_000)  # D2 already generated
+    write(state / f"date={D3}" / "part-0.parquet", "x", mtime=2_000)  # before D3's sheet
+
+    first = tick(prompt_sensor, instance, storage, None)
+    assert set(requested(first)) == {D1, D3}
+    assert all(r.tags["soundharvest/trigger"] == "prompts" for r in first.run_requests)
+    assert all(r.run_key.startswith("prompts:") for r in first.run_requests)
+    assert all(r.job_name in (None, "daily_harvest") for r in first.run_requests)
+    again = tick(prompt_sensor, instance, storage, first.cursor)
+    assert not again.run_requests and "no new or changed prompt sheets" in again.skip_message
+
+    write(root / D2 / "sheet.jsonl", '{"prompt": "wind"}\n{"prompt": "snow"}\n', mtime=4_000)
+    changed = tick(prompt_sensor, instance, storage, again.cursor)
+    assert set(requested(changed)) == {D2}
+
+
+def test_the_daily_job_submits_the_sheets_before_it_harvests():
+    job = defs.resolve_job_def("daily_harvest")
+    assert "sound_generations" in {node.name for node in job.graph.node_defs}
+
+
 # -- the pending sweep --------------------------------------------------------------------------
 
 
@@ -240,6 +275,23 @@ def test_sweeps_come_back_after_growing_intervals_then_give_up():
 
     done = {D1: DayPending(pending=2, given_up=2)}  # the last run wrote that it gave up
     assert plan_sweeps(done, state, times[4] + timedelta(days=1), policy) == ([], {})
+
+
+def test_by_default_a_day_still_generating_is_swept_within_twenty_minutes():
+    # Generations and runs just finishing are ready in minutes: under the daemon a new prompt
+    # sheet's clips must not wait an hour for the sweep to fetch them.
+    policy = SweepPolicy.from_env({})
+    pending = {D1: DayPending(pending=5, given_up=0)}
+    harvested = datetime(2026, 10, 2, 1, 3, tzinfo=UTC)
+    state: dict = {}
+    tick = timedelta(minutes=10) - timedelta(milliseconds=300)  # the daemon's ticks drift
+    for n in range(6):
+        now = harvested + timedelta(minutes=7) + n * tick  # the first tick after the harvest
+        sweeps, state = plan_sweeps(pending, state, now, policy)
+        if sweeps:
+            break
+    assert [s.run_key for s in sweeps] == [f"sweep:{D1}:1"]
+    assert now - harvested <= timedelta(minutes=20)
 
 
 def write_catalog(storage: StorageResource, day: str, statuses: list[str], error: str = "") -> None:

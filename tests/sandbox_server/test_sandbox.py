@@ -356,7 +356,10 @@ def test_unknown_api_paths_are_404_json(api: httpx.Client) -> None:
 # -- create and poll ------------------------------------------------------------------------
 
 
-def test_created_tasks_become_fresh_ready_runs_after_one_pending_poll(api: httpx.Client) -> None:
+def test_created_tasks_become_fresh_ready_runs_after_their_generation_time(
+    sb: SandboxServer, api: httpx.Client
+) -> None:
+    sb.set_faults(generation_s=0.2)
     run_ids = []
     for n in range(8):  # enough to pass a non-ready id the counter must skip
         created = api.post("text-to-sound", json={"prompt": f"rain {n}", "audio_type": "sound"})
@@ -365,6 +368,7 @@ def test_created_tasks_become_fresh_ready_runs_after_one_pending_poll(api: httpx
         uuid.UUID(task_id)
         first = api.get(f"text-to-sound/{task_id}").json()
         assert first == {"status": "PENDING", "run_id": None}
+        time.sleep(0.25)
         second = api.get(f"text-to-sound/{task_id}").json()
         assert second["status"] == "SUCCESS"
         run_ids.append(second["run_id"])
@@ -748,6 +752,9 @@ def test_max_in_flight_counts_concurrent_api_requests(sb: SandboxServer, api: ht
         "single_requests": 0,
         "status_requests": 0,
         "status_polls": {},
+        "create_requests": 0,
+        "tasks_created": 0,
+        "creates_by_prompt": {},
         "downloads": 0,
         "downloads_with_api_key": 0,
         "download_redirects": 0,
@@ -868,9 +875,11 @@ def test_the_official_sdk_parses_every_answer(sb: SandboxServer) -> None:
     from camb.core.api_error import ApiError
     from camb.errors.unprocessable_entity_error import UnprocessableEntityError
 
+    sb.set_faults(generation_s=0.2)
     tta = CambAI(api_key=KEY, base_url=sb.base_url, timeout=5).text_to_audio
     task = tta.create_text_to_audio(prompt="rain on a tin roof", duration=2.0, audio_type="sound")
     assert tta.get_text_to_audio_status(task.task_id).status == "PENDING"
+    time.sleep(0.25)
     status = tta.get_text_to_audio_status(task.task_id)
     assert status.status == "SUCCESS"
     run_id = status.run_id

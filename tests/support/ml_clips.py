@@ -109,3 +109,37 @@ def write_features_day(resource: StorageResource, day: str, rows: pd.DataFrame) 
     result = day_features(ok, None, None, FeatureParams())
     resource.catalog().write_bytes(table_bytes(features_table(result.rows)), features_relpath(day))
     return result.rows
+
+
+def feature_rows(day: str, run_ids, prompts, **overrides) -> pd.DataFrame:
+    """`ok` catalog rows with features of files that need not exist, as `read_rows` returns
+    them (once in polars): for `select` in memory. Each run its own audio (sha256)."""
+    run_ids = list(run_ids)
+    frame = pd.DataFrame(
+        {
+            "date": day,
+            "run_id": pd.array(run_ids, dtype="Int64"),
+            "uri": [f"/audio/{day}/{i}.wav" for i in run_ids],
+            "size_bytes": pd.array([32_044] * len(run_ids), dtype="Int64"),
+            "sha256": [f"{i:064x}" for i in run_ids],
+            "sample_rate": pd.array([16000] * len(run_ids), dtype="Int32"),
+            "channels": pd.array([1] * len(run_ids), dtype="Int32"),
+            "frames": pd.array([16000] * len(run_ids), dtype="Int64"),
+            "duration_s": 1.0,
+            "subtype": "PCM_16",
+            "prompt": list(prompts),
+            "audio_type": "sound",
+            "task_id": pd.array([f"task-{i}" for i in run_ids], dtype="string"),
+            "peak_dbfs": -6.0,
+            "rms_dbfs": -20.0,
+            "lufs": -20.0,
+            "clipped_fraction": 0.0,
+            "silence_fraction": 0.0,
+            "leading_silence_s": 0.0,
+            "trailing_silence_s": 0.0,
+            "is_silent": pd.array([False] * len(run_ids), dtype="boolean"),
+        }
+    )
+    for name, values in overrides.items():
+        frame[name] = values
+    return frame

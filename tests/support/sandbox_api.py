@@ -17,8 +17,11 @@ def sandbox_server():
 
 @pytest.fixture
 def sandbox(sandbox_server):
-    """The session's sandbox with no faults, no scripted faults and zeroed stats."""
+    """The session's sandbox with no faults, no scripted faults and zeroed stats, once the
+    requests an earlier test left running (a create its client stopped waiting for) are
+    answered, so that they are not counted in this test's stats."""
     sandbox_server.set_faults(**dataclasses.asdict(Faults()))
+    sandbox_server.wait_idle()
     sandbox_server.reset()
     yield sandbox_server
     sandbox_server.set_faults(**dataclasses.asdict(Faults()))

@@ -5,9 +5,9 @@
   the same loudness, lengths drawn from 0.6-4 s; ``variants`` of a sound are the copies a
   delivery can make of it: gain ±6 dB, resampled to 44.1 and 22.05 kHz, stereo, trimmed by up
   to 100 ms, noise at -40 dB (under the clip's RMS), and mixes of those.
-- ``prompt_pairs(seed)``: prompts and their near-duplicates (take numbers, word order,
-  punctuation, case, a stray adjective) and, as negatives, distinct prompts, including ones
-  that share most of their words but name another sound or place.
+- ``prompt_pairs(seed)``: prompts and their near-duplicates (take numbers ending the prompt,
+  word order, punctuation, case, a stray adjective) and, as negatives, distinct prompts,
+  including ones that share most of their words but name another sound or place.
 """
 
 import random
@@ -110,16 +110,20 @@ def prompt_pairs(seed: int = 0) -> tuple[list[tuple[str, str]], list[tuple[str, 
     def near(base: str) -> str:
         words = base.split()
         edit = rng.choice(["take", "order", "punct", "adjective", "case", "mixed"])
+        take = []
         if edit in ("take", "mixed"):
             takes = [["take", str(rng.randint(1, 9))], [f"#{rng.randint(1, 20)}"]]
             takes += [[f"(v{rng.randint(2, 5)})"], [f"{rng.randint(1, 9)}"]]
-            words += rng.choice(takes)
+            take = rng.choice(takes)
+            words += take
         if edit in ("order", "mixed"):
             cut = rng.randint(1, len(words) - 1)
             words = words[cut:] + words[:cut]
         if edit in ("adjective", "mixed"):
             words.insert(rng.randint(0, len(words)), rng.choice(ADJECTIVES))
-        text = " ".join(words)
+        # The take ends the prompt, as sheets number takes: a bare number inside a prompt
+        # asks for something ("group 7", "3 gunshots"; docs/ml.md, take_numbers).
+        text = " ".join([w for w in words if w not in take] + take)
         if edit in ("punct", "mixed"):
             text = text.replace(" ", rng.choice([", ", " - ", "; ", "  "]), 1) + rng.choice(
                 ["!", ".", "...", ")", ""]

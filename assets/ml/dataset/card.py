@@ -8,6 +8,7 @@ import pandas as pd
 import pyarrow as pa
 
 from assets.ml.dataset.spec import SPLITS, DatasetSpec
+from assets.ml.dataset.split_shares import SplitShares
 
 PLOTS = {"duration": "plots/duration.png", "loudness": "plots/loudness.png"}
 _SIZE_CATEGORIES = [
@@ -91,10 +92,12 @@ def card(
     hf_files: dict[str, str],
     groups: dict[str, int] | None = None,
     without_features: dict[str, int] | None = None,
+    shares: SplitShares | None = None,
 ) -> str:
     """The card's Markdown; ``hf_files`` maps each split with rows to its ``hf/`` glob;
     ``groups``: the counts of similarity groups (``GroupStats``), when splits follow them;
-    ``without_features``: clips of the snapshot without features, by why they have none."""
+    ``without_features``: clips of the snapshot without features, by why they have none;
+    ``shares``: the shares against the ratios and the group sizes."""
     front = ["---", "configs:", "- config_name: default", "  data_files:"]
     for split, pattern in hf_files.items():
         front += [f"  - split: {split}", f"    path: {pattern}"]
@@ -121,10 +124,12 @@ def card(
         "",
         "## Splits",
         "",
-        summary.astype(object).to_markdown(floatfmt=".3f"),  # object: ints stay ints
+        *_shares_warning(shares),
+        _splits_table(summary, shares),
         "",
         *_splits_rule(spec, groups),
         "",
+        *_group_sizes(shares),
         "## Audio",
         "",
         _counts("sample rate (Hz)", rows["sample_rate"]),
@@ -165,13 +170,51 @@ def _splits_rule(spec: DatasetSpec, groups: dict[str, int] | None) -> list[str]:
         "Runs whose prompts are near-copies (take numbers, word order, punctuation, a stray "
         f"word: Jaccard similarity at least {spec.prompt_similarity}) or whose clips are the "
         f"same sound (fingerprint correlation at least {spec.audio_similarity}) form one "
-        "group, and a group never spans two splits. A run keeps the split it had in the "
-        "previous snapshot; a new group draws its split from a stable hash (seed "
-        f"`{spec.split_seed}`). A new run that links groups already in two splits goes to "
-        "the split holding most of its group's earlier runs (ties to train): the links it "
-        "makes across splits are counted below.",
+        "group, and a group never spans two splits. Numbers that tell takes apart are left "
+        f"out of the prompts (`take_numbers: {spec.take_numbers}`); prompts asking for other "
+        "numbers are other prompts. A run keeps the split it had in the previous snapshot; "
+        "new groups are placed largest first where they bring the shares nearest the ratios "
+        "(a group too large for validation or test goes to train), drawn by a stable hash "
+        f"(seed `{spec.split_seed}`) where several splits have room. A new run that links "
+        "groups already in two splits goes to the split holding most of its group's earlier "
+        "runs (ties to train): the links it makes across splits are counted below.",
         "",
         groups_table(groups),
+    ]
+
+
+def _splits_table(summary: pd.DataFrame, shares: SplitShares | None) -> str:
+    """Clips and hours per split and in total; with ``shares``, each split's share of the
+    clips against the ratio asked."""
+    table = summary.astype(object)  # object: ints stay ints
+    if shares is not None:
+        table["share"] = [f"{shares.got[s]:.1%}" for s in SPLITS] + ["100%"]
+        table["asked"] = [f"{shares.asked[s]:.0%}" for s in SPLITS] + ["100%"]
+    return table.to_markdown(floatfmt=".3f")
+
+
+def _shares_warning(shares: SplitShares | None) -> list[str]:
+    warning = shares.warning() if shares is not None else ""
+    return [f"> **Warning:** {warning}", ""] if warning else []
+
+
+def _group_sizes(shares: SplitShares | None) -> list[str]:
+    """How many groups of each size, and the largest with their prompts."""
+    if shares is None or not shares.size_buckets:
+        return []
+    return [
+        "### Group sizes",
+        "",
+        "Runs of one group share its `group_id` (in every export) and its split. Grouped "
+        "cross-validation inside a split (scikit-learn's `GroupKFold` with "
+        "`groups=group_id`) keeps each group in one fold.",
+        "",
+        shares.sizes_table().to_markdown(index=False),
+        "",
+        "The largest groups:",
+        "",
+        shares.largest_table().to_markdown(index=False),
+        "",
     ]
 
 

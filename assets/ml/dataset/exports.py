@@ -36,6 +36,7 @@ HF_SCHEMA = pa.schema(
         ("audio", HF_AUDIO),
         ("text", pa.string()),
         ("run_id", pa.int64()),
+        ("group_id", pa.int64()),  # runs of one group share it: GroupKFold's groups
         ("date", pa.string()),
         ("duration", pa.float64()),
         ("sample_rate", pa.int32()),
@@ -275,6 +276,7 @@ def _hf_table(rows: pa.Table, audio: pa.Array, rates: Any, channels: Any) -> pa.
         "audio": audio,
         "text": rows["text"],
         "run_id": rows["run_id"],
+        "group_id": rows["group_id"],
         "date": rows["date"],
         "duration": rows["duration_s"],
         "sample_rate": rates,
@@ -293,7 +295,8 @@ def _hf_table(rows: pa.Table, audio: pa.Array, rates: Any, channels: Any) -> pa.
 def write_nemo(files: SnapshotFiles, split: str, rows: pa.Table) -> None:
     """``nemo/{split}.jsonl``: one line per clip, pointing at the stored original."""
     columns = {"uri": "audio_filepath", "duration_s": "duration", "text": "text"}
-    columns |= {"run_id": "run_id", "audio_type": "audio_type", "task_id": "task_id"}
+    columns |= {"run_id": "run_id", "group_id": "group_id", "audio_type": "audio_type"}
+    columns |= {"task_id": "task_id"}
     lines = pl.from_arrow(rows.select(list(columns))).rename(columns)
     local = files.scratch(".jsonl")
     lines.write_ndjson(local)  # type: ignore[union-attr]
@@ -309,6 +312,7 @@ def sample_json(row: Any, spec: DatasetSpec) -> bytes:
         "run_id": row.run_id,
         "text": row.text,
         "split": row.split,
+        "group_id": row.group_id,
         "date": row.date,
         "duration": row.duration_s,
         "sample_rate": rate,

@@ -4,12 +4,19 @@ Runs are linked when their prompts are near-copies (``prompt_similarity``) or th
 the same sound (``audio_fingerprint``); linked runs form a group (connected components,
 scipy), and a group never spans two splits. `assign` gives the groups their splits the sticky
 way `splits.py` says (``sticky_splits``): a run keeps the split it had in the previous
-snapshot (``previous``: run id -> split, kept in the dataset root per draw, see
-``snapshot.py``), a new run joins the split of the earlier runs of its group, a group without
-earlier runs draws its own. A group whose earlier runs already sit in two splits (a new run
-bridged them, or the thresholds changed) keeps them where they are, and its new runs go where
-they leak least. These runs are counted (``bridged``), and so are the links still crossing
-splits.
+snapshot (``previous``: run id -> split and group id, kept in the dataset root per draw, see
+``snapshot.py``), a new run joins the split of the earlier runs of its group, groups without
+earlier runs are placed knowing their sizes. A group whose earlier runs already sit in two
+splits (a new run bridged them, or the thresholds changed) keeps them where they are, and its
+new runs go where they leak least. These runs are counted (``bridged``), and so are the links
+still crossing splits.
+
+Every run gets a group id (`stable_group_ids`) that stays with it from snapshot to snapshot:
+the runs of a group in one split share the id most of its earlier runs carried, and a group
+without earlier runs takes its lowest run id. So a new run joining a group takes the group's
+id; a new run bridging two groups of one split merges them under the id of the larger (the
+smaller's runs take it: one id per linked group is what makes grouped folds leak-free); groups
+it bridges across two splits keep their own ids, one per split.
 
 The counts for the card compare with the rule before this one (a hash of the normalised
 prompt): how many of the links found it would have put in two splits.
@@ -22,8 +29,8 @@ import numpy as np
 import polars as pl
 
 from assets.ml.audio_fingerprint import audio_links, profile_matrix
-from assets.ml.dataset.spec import DatasetSpec
-from assets.ml.dataset.splits import previous_splits, sticky_splits
+from assets.ml.dataset.spec import SPLITS, DatasetSpec
+from assets.ml.dataset.splits import previous_assignments, sticky_splits
 from assets.ml.prompt_similarity import prompt_links, reduce_prompt
 
 # bit masks of splits: which splits the runs of one prompt sit in
@@ -80,18 +87,18 @@ def assign(
     spec: DatasetSpec,
     previous: pl.DataFrame | None,
     old_splits: np.ndarray,
-) -> tuple[np.ndarray, GroupStats]:
+) -> tuple[np.ndarray, np.ndarray, GroupStats]:
     """The split of every row of ``frame`` (run_id, prompt, ...) as indexes into SPLITS,
-    and the counts for the card. ``audio``: row pairs of the same sound; ``old_splits``:
-    each row's split under the prompt-hash rule (for the comparison)."""
+    its group id, and the counts for the card. ``audio``: row pairs of the same sound;
+    ``old_splits``: each row's split under the prompt-hash rule (for the comparison)."""
     n = len(frame)
     if not n:
-        return np.empty(0, dtype=np.int64), GroupStats()
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), GroupStats()
     # Distinct normalised prompts ("" for runs without one) in polars: no Python string per
     # row. A dense rank numbers them in the order of the sorted distinct values.
     keys = frame["_prompt_key"].unique().sort().to_numpy().astype(str)
     prompt_of_row = (frame["_prompt_key"].rank("dense") - 1).to_numpy().astype(np.int64)
-    reduced = np.array([reduce_prompt(key) for key in keys], dtype=str)
+    reduced = np.array([reduce_prompt(key, spec.take_numbers) for key in keys], dtype=str)
     texts, reduced_of_key = np.unique(reduced, return_inverse=True)
     prompt_of_row, reduced_of_key = prompt_of_row.ravel(), reduced_of_key.ravel()
     real = np.array([bool(t) for t in texts])  # "" (no prompt, or no words): no link
@@ -108,8 +115,10 @@ def assign(
     _, labels, sizes = np.unique(labels, return_inverse=True, return_counts=True)
     labels = labels.ravel()
 
-    before = previous_splits(frame, previous)
-    split, kept, bridged = sticky_splits(frame["run_id"].to_numpy(), labels, before, spec)
+    before, group_before = previous_assignments(frame, previous)
+    run_ids = frame["run_id"].to_numpy()
+    split, kept, bridged = sticky_splits(run_ids, labels, before, spec)
+    group_ids = stable_group_ids(run_ids, labels, split, group_before)
 
     # The counts: prompt links between distinct normalised prompts, audio links between runs.
     key_real = real[reduced_of_key] & (keys != "")
@@ -129,7 +138,30 @@ def assign(
         kept=kept,
         bridged=bridged,
     )
-    return split, stats
+    return split, group_ids, stats
+
+
+def stable_group_ids(
+    run_ids: np.ndarray, labels: np.ndarray, split: np.ndarray, before: np.ndarray
+) -> np.ndarray:
+    """Each row's group id: per group and split, the id most of its earlier runs carried
+    (``before``, -1 for none; ties to the lowest id), else its lowest run id, which no other
+    group's id can be (that run would carry its id from then on)."""
+    part = labels.astype(np.int64) * len(SPLITS) + split
+    parts, part = np.unique(part, return_inverse=True)
+    part = part.ravel()
+    ids = np.full(len(parts), np.iinfo(np.int64).max)
+    np.minimum.at(ids, part, run_ids)
+    carried = before >= 0
+    if carried.any():
+        pairs, votes = np.unique(
+            np.stack([part[carried], before[carried]], axis=1), axis=0, return_counts=True
+        )
+        # per part, the most votes, then the lowest id: the first after this sort
+        order = np.lexsort((pairs[:, 1], -votes, pairs[:, 0]))
+        first = np.unique(pairs[order, 0], return_index=True)[1]
+        ids[pairs[order[first], 0]] = pairs[order[first], 1]
+    return ids[part]
 
 
 def _components(nodes: int, edges: np.ndarray) -> np.ndarray:

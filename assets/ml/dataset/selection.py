@@ -10,9 +10,10 @@ The plain logic behind `ml_dataset` (docs/ml.md has the user's view):
 3. the filters of the spec, each counted in ``dropped``;
 4. optionally one row per audio sha256 (exact duplicates): the earliest (day, run id) wins;
    with `dedupe_near_audio`, one row per cluster of the same sound too;
-5. a split per row (`splits.py`): by default (`group_by: similarity`) runs whose prompts
-   are near-copies or whose clips are the same sound share a group (`groups.py`), a group
-   never spans two splits, and a run keeps the split it had in the previous snapshot; with
+5. a split and a group id per row (`splits.py`): by default (`group_by: similarity`) runs
+   whose prompts are near-copies or whose clips are the same sound share a group
+   (`groups.py`), a group never spans two splits, a run keeps the split and group id it had
+   in the previous snapshot, and new groups are placed knowing their sizes; with
    `group_by: prompt` or `run_id`, a stable hash of the normalised prompt (or the run id),
    so a prompt never lands in two splits and a run keeps its split whatever other days or
    filters do;
@@ -39,15 +40,15 @@ from assets.harvest.catalog_schema import CATALOG_COLUMNS
 from assets.ml.clip_features import FEATURES_SCHEMA, FILE_MISSING, METRICS, features_relpath
 from assets.ml.dataset.groups import GroupStats, assign, audio_pairs, near_audio_keep
 from assets.ml.dataset.spec import SPLITS, DatasetSpec
-from assets.ml.dataset.splits import hash_splits, normalised_prompts
+from assets.ml.dataset.splits import hash_assignments, hash_splits, normalised_prompts
 from resources.storage import Storage
 
 # Bumped when the snapshot's layout or the meaning of a column changes: a new version then.
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: group_id in every row and export
 
 # The columns of a selected row, in this order (they feed the version).
 ROW_COLUMNS = (
-    "run_id", "date", "split", "sha256", "size_bytes", "uri", "text", "audio_type",
+    "run_id", "date", "split", "group_id", "sha256", "size_bytes", "uri", "text", "audio_type",
     "duration_s", "frames", "sample_rate", "channels", "subtype", "task_id", *METRICS,
 )  # fmt: skip
 # The catalog columns a snapshot reads, in the catalog's order: those a row exports, and the
@@ -58,6 +59,7 @@ ROW_SCHEMA = pa.schema(
         ("run_id", pa.int64()),
         ("date", pa.string_view()),
         ("split", pa.string_view()),
+        ("group_id", pa.int64()),  # runs of one group share it (splits.py, groups.py)
         ("sha256", pa.string_view()),
         ("size_bytes", pa.int64()),
         ("uri", pa.string_view()),
@@ -218,7 +220,7 @@ class Selection:
     # Selected rows without features, by reason (NO_FEATURES): without a quality filter they stay
     without_features: dict[str, int] = field(default_factory=dict)
     groups: GroupStats | None = None  # group_by similarity: what the card says of its groups
-    assignments: pl.DataFrame | None = None  # group_by similarity: run_id, split (kept)
+    assignments: pl.DataFrame | None = None  # group_by similarity: run_id, split, group_id
 
     def why_empty(self) -> str:
         if not self.considered:
@@ -323,15 +325,16 @@ def select(
         frame = kept
 
     if spec.group_by == "similarity":
-        frame, split = _similarity_splits(frame, fingerprints, spec, previous, selection)
+        frame, split, group = _similarity_splits(frame, fingerprints, spec, previous, selection)
     else:
-        split = hash_splits(frame, spec, spec.group_by)
-    frame = frame.with_columns(text=pl.col("prompt").fill_null(""), split=split)
+        drawn = hash_assignments(frame, spec, spec.group_by)
+        split, group = drawn["split"], drawn["group_id"]
+    frame = frame.with_columns(text=pl.col("prompt").fill_null(""), split=split, group_id=group)
     selection.without_features = without_features(frame)
     order = pl.col("split").replace_strict(SPLITS, list(range(len(SPLITS))))
     selection.rows = rows_table(frame.sort(order, "run_id"))
     if spec.group_by == "similarity":
-        selection.assignments = frame.select("run_id", "split")
+        selection.assignments = frame.select("run_id", "split", "group_id")
     return selection
 
 
@@ -341,8 +344,9 @@ def _similarity_splits(
     spec: DatasetSpec,
     previous: pl.DataFrame | None,
     selection: Selection,
-) -> tuple[pl.DataFrame, pl.Series]:
-    """(the rows left, their splits) under `group_by: similarity` (assets/ml/dataset/groups.py);
+) -> tuple[pl.DataFrame, pl.Series, pl.Series]:
+    """(the rows left, their splits, their group ids) under `group_by: similarity`
+    (assets/ml/dataset/groups.py);
     the counts go to ``selection.groups``, near-duplicate audio dropped to its drops."""
 
     def read(index: np.ndarray) -> list[bytes]:
@@ -360,7 +364,7 @@ def _similarity_splits(
     index = {name: i for i, name in enumerate(SPLITS)}
     old_splits = hash_splits(frame, spec, "prompt").replace_strict(index)
     frame = frame.with_columns(_prompt_key=normalised_prompts(frame))
-    split, stats = assign(frame, pairs, spec, previous, old_splits.to_numpy())
+    split, group, stats = assign(frame, pairs, spec, previous, old_splits.to_numpy())
     selection.groups = GroupStats(
         **{
             **stats.as_dict(),
@@ -369,7 +373,11 @@ def _similarity_splits(
             ),
         }
     )
-    return frame.drop("_prompt_key"), pl.Series("split", np.array(SPLITS)[split], pl.String)
+    return (
+        frame.drop("_prompt_key"),
+        pl.Series("split", np.array(SPLITS)[split], pl.String),
+        pl.Series("group_id", group, pl.Int64),
+    )
 
 
 def _fingerprints_in(rows: pl.LazyFrame) -> Callable[[pl.DataFrame], list[bytes]]:

@@ -7,8 +7,8 @@
 {DATASET_ROOT}/v=<version>/nemo/<split>.jsonl
 {DATASET_ROOT}/v=<version>/webdataset/<split>-00000i.tar
 {DATASET_ROOT}/v=<version>/manifest.json    every file with size and sha256, config, counts
-{DATASET_ROOT}/_state/assignments/draw=<draw>.parquet   run_id -> split, kept from snapshot
-                                            to snapshot (group_by: similarity)
+{DATASET_ROOT}/_state/assignments/draw=<draw>.parquet   run_id -> split and group_id, kept
+                                            from snapshot to snapshot (group_by: similarity)
 ```
 
 Every file is published whole (``Storage``), ``manifest.json`` last; then every file listed
@@ -47,6 +47,7 @@ from assets.ml.dataset.selection import (
     snapshot_version,
 )
 from assets.ml.dataset.spec import SPLITS, DatasetSpec
+from assets.ml.dataset.split_shares import SplitShares, split_shares
 from resources.storage import Storage
 
 LATEST = "LATEST"
@@ -62,6 +63,7 @@ class Snapshot:
     written: bool = False  # False: the version was already complete
     manifest: dict[str, Any] | None = None
     plots: dict[str, bytes] | None = None
+    shares: SplitShares | None = None  # of the selection (also when already written)
 
 
 def version_dir(version: str) -> str:
@@ -88,12 +90,15 @@ def build_snapshot(
     if not selection.rows.num_rows:
         return Snapshot(selection, None)
     version = snapshot_version(selection.rows, spec)
+    shares = split_shares(selection.rows, spec)
+    if shares.problems():
+        log.warning(shares.warning())
     prefix = version_dir(version)
     manifest = complete_manifest(out, prefix)
     written = manifest is None
     if written:
         log.info(f"writing snapshot {version}: {selection.rows.num_rows} clips")
-        manifest = write_snapshot(out, prefix, selection, spec, version)
+        manifest = write_snapshot(out, prefix, selection, spec, version, shares)
         missing = misplaced(out, prefix, manifest)
         if missing:
             raise SnapshotError(f"snapshot {version}: files not in place after writing: {missing}")
@@ -104,7 +109,7 @@ def build_snapshot(
     if read_latest(out) != version:
         out.write_bytes(f"{version}\n".encode(), LATEST)
     pngs = {name: out.read_bytes(f"{prefix}/{name}") for name in PLOTS.values()}
-    return Snapshot(selection, version, out.uri(prefix), written, manifest, pngs)
+    return Snapshot(selection, version, out.uri(prefix), written, manifest, pngs, shares)
 
 
 def assignments_relpath(spec: DatasetSpec) -> str:
@@ -112,8 +117,8 @@ def assignments_relpath(spec: DatasetSpec) -> str:
 
 
 def read_assignments(out: Storage, spec: DatasetSpec) -> pl.DataFrame | None:
-    """(run_id, split) of every run a snapshot of this draw has placed, None before the
-    first."""
+    """(run_id, split, group_id) of every run a snapshot of this draw has placed, None before
+    the first (files written before group ids have no group_id)."""
     try:
         return pl.read_parquet(io.BytesIO(out.read_bytes(assignments_relpath(spec))))
     except FileNotFoundError:
@@ -123,12 +128,15 @@ def read_assignments(out: Storage, spec: DatasetSpec) -> pl.DataFrame | None:
 def write_assignments(
     out: Storage, spec: DatasetSpec, previous: pl.DataFrame | None, selection: Selection
 ) -> None:
-    """The splits of this snapshot's runs, and of earlier runs it left out (a filter may
-    bring them back: they come back to their split)."""
+    """The splits and group ids of this snapshot's runs, and of earlier runs it left out (a
+    filter may bring them back: they come back to their split and group)."""
     assert selection.assignments is not None
-    current = selection.assignments.select(pl.col("run_id").cast(pl.Int64), "split")
+    columns = [pl.col("run_id").cast(pl.Int64), "split", pl.col("group_id").cast(pl.Int64)]
+    current = selection.assignments.select(columns)
     if previous is not None:
-        earlier = previous.select(pl.col("run_id").cast(pl.Int64), "split")
+        if "group_id" not in previous.columns:
+            previous = previous.with_columns(group_id=pl.lit(None, pl.Int64))
+        earlier = previous.select(columns)
         current = pl.concat([earlier.join(current, on="run_id", how="anti"), current])
     buffer = io.BytesIO()
     current.sort("run_id").write_parquet(buffer, compression="zstd")
@@ -136,7 +144,12 @@ def write_assignments(
 
 
 def write_snapshot(
-    out: Storage, prefix: str, selection: Selection, spec: DatasetSpec, version: str
+    out: Storage,
+    prefix: str,
+    selection: Selection,
+    spec: DatasetSpec,
+    version: str,
+    shares: SplitShares,
 ) -> dict[str, Any]:
     rows = selection.rows
     with tempfile.TemporaryDirectory(prefix="soundharvest-dataset-") as workdir:
@@ -164,6 +177,7 @@ def write_snapshot(
             hf_globs,
             groups,
             selection.without_features,
+            shares,
         )
         files.put(readme.encode(), "README.md")
         summary = split_summary(summary_rows)
@@ -176,6 +190,7 @@ def write_snapshot(
             "considered": selection.considered,
             "dropped": selection.dropped,
             "groups": groups,
+            "split_shares": shares.as_dict(),
             "files": [w.__dict__ for w in sorted(files.written, key=lambda w: w.path)],
         }
         # Written last: its presence marks the directory complete.

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from assets.ml.audio_fingerprint import DEFAULT_THRESHOLD as AUDIO_THRESHOLD
+from assets.ml.prompt_similarity import DEFAULT_TAKE_NUMBERS
 from assets.ml.prompt_similarity import DEFAULT_THRESHOLD as PROMPT_THRESHOLD
 
 SPLITS = ("train", "validation", "test")
@@ -52,9 +53,11 @@ class DatasetSpec(BaseModel):
     min_lufs: float | None = Field(None, description="Drop clips quieter than this (LUFS).")
     max_lufs: float | None = Field(None, description="Drop clips louder than this (LUFS).")
     # -- splits
-    train_ratio: float = Field(0.8, description="Share of groups in train.")
-    validation_ratio: float = Field(0.1, description="Share of groups in validation.")
-    test_ratio: float = Field(0.1, description="Share of groups in test.")
+    train_ratio: float = Field(
+        0.8, description="Share of the clips in train (as near as whole groups allow)."
+    )
+    validation_ratio: float = Field(0.1, description="Share of the clips in validation.")
+    test_ratio: float = Field(0.1, description="Share of the clips in test.")
     group_by: Literal["similarity", "prompt", "run_id"] = Field(
         "similarity",
         description="Rows of one group share a split. similarity: runs whose prompts are "
@@ -63,8 +66,18 @@ class DatasetSpec(BaseModel):
     )
     prompt_similarity: float = Field(
         PROMPT_THRESHOLD,
-        description="Jaccard similarity of two prompts' words and word trigrams (numbers, "
-        "punctuation and take markers left out) from which they share a group.",
+        description="Jaccard similarity of two prompts' words and word trigrams (punctuation, "
+        "take markers and take numbers left out) from which they share a group, when they ask "
+        "for the same numbers (take_numbers).",
+    )
+    take_numbers: Literal["trailing", "marked", "all"] = Field(
+        DEFAULT_TAKE_NUMBERS,
+        description="Which numbers in a prompt tell takes apart and are left out when prompts "
+        "are compared: trailing (after take, v, version, seed, # or in parentheses: 'take 3', "
+        "'v2', '#3', '(2)'; and a bare number ending the prompt: 'explosion 3'), marked (those "
+        "but a bare number ending the prompt), all (every number: the rule before). Any other "
+        "number is what the prompt asks for: 'group 7', '1980s', '808', '3 gunshots' make "
+        "other prompts than 'group 8', '1990s', '909', '4 gunshots'.",
     )
     audio_similarity: float = Field(
         AUDIO_THRESHOLD,
