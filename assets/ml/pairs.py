@@ -1,7 +1,5 @@
 """Pairs of items that share a key: the step both similarity searches block with."""
 
-from collections.abc import Iterator
-
 import numpy as np
 
 
@@ -21,21 +19,3 @@ def same_key_pairs(keys: np.ndarray) -> np.ndarray:
         first, second = np.triu_indices(size, k=1)
         pairs.append(np.stack([members[first], members[second]], axis=1).astype(np.int64))
     return np.vstack(pairs)
-
-
-def nearby_key_pairs(keys: np.ndarray, position: np.ndarray, window: int) -> Iterator[np.ndarray]:
-    """Pairs (i, j), i < j, of positions holding equal keys and at most ``window`` apart when
-    each key's items are ordered by ``position``: int64 (pairs, 2), one array per distance
-    (each at most as long as ``keys``, so a caller can filter them as they come).
-
-    A key of up to ``window + 1`` items gives all its pairs, as ``same_key_pairs`` does; a
-    crowded key gives each item its ``window`` nearest by position (the sorted neighbourhood
-    of record linkage), so the pairs grow with the items, never with their square."""
-    order = np.lexsort((position, keys))
-    ordered = keys[order]
-    for step in range(1, min(window, len(keys) - 1) + 1):
-        same = np.flatnonzero(ordered[step:] == ordered[:-step])
-        first, second = order[same], order[same + step]
-        yield np.stack([np.minimum(first, second), np.maximum(first, second)], axis=1).astype(
-            np.int64
-        )
