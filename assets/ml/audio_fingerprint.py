@@ -198,7 +198,13 @@ def correlations(prints: list[bytes], pairs: np.ndarray, batch: int = 2048) -> n
     tried too, on either clip interpolated between its frames, for the pairs scoring
     ``HALF_HOPS_FROM`` or more with whole hops (under it, the whole-hop score is given). The
     prints are held as bytes (1.5 KiB a clip), in float only for one batch of pairs."""
-    steps, lengths = print_matrix(prints)
+    return matrix_correlations(*print_matrix(prints), pairs, batch)
+
+
+def matrix_correlations(
+    steps: np.ndarray, lengths: np.ndarray, pairs: np.ndarray, batch: int = 2048
+) -> np.ndarray:
+    """``correlations`` of prints given as ``print_matrix`` gives them."""
     floors = noise_floors(steps, lengths)
     tops = steps.max(axis=1).astype(np.float32) * STEP_DB
     half_lengths = np.maximum(lengths - 1, 0)
@@ -451,12 +457,13 @@ def audio_links(
     index = np.flatnonzero(usable)
     if len(index) < 2:
         return np.empty((0, 2), dtype=np.int64)
-    spectra = relative_profiles(profiles[index])
-    levels = gate_steps(profiles[index])
-    candidates = audio_candidates(spectra, durations[index], levels)
+    candidates = audio_candidates(
+        relative_profiles(profiles[index]), durations[index], gate_steps(profiles[index])
+    )
     if not len(candidates):
         return np.empty((0, 2), dtype=np.int64)
     involved, local = np.unique(candidates, return_inverse=True)
-    prints = fingerprints(index[involved])
-    keep = correlations(prints, local.reshape(-1, 2)) >= threshold
+    # the bytes as read are let go once joined: one copy of the candidates' prints is held
+    steps, lengths = print_matrix(fingerprints(index[involved]))
+    keep = matrix_correlations(steps, lengths, local.reshape(-1, 2)) >= threshold
     return index[candidates[keep]].reshape(-1, 2)
