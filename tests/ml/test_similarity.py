@@ -15,10 +15,17 @@ from assets.ml.audio_fingerprint import (
     BANDS,
     DEFAULT_THRESHOLD,
     FRAMES,
+    NEIGHBOURS,
     PROFILE_TOLERANCE_DB,
+    TABLES,
     Fingerprinter,
+    audio_candidates,
     audio_links,
     correlations,
+    decode,
+    gate_steps,
+    noise_floors,
+    print_matrix,
     profile_distance,
     profile_matrix,
     relative_profiles,
@@ -196,6 +203,36 @@ def test_copies_and_distinct_sounds_score_on_either_side_of_the_threshold(family
     copy = same & np.array([clips[a].role == "original" for a, _ in pairs])
     assert copy.sum() >= len(KINDS) * (len(TRANSFORMS) - 1)  # the gate turns few away
     assert scores[copy].min() >= DEFAULT_THRESHOLD > scores[~same].max()
+
+
+def test_a_crowded_key_costs_each_clip_a_comparison_per_table_and_keeps_copies():
+    """20,000 clips whose profiles differ only in their few strong bands (a handful of keys
+    in every table), a copy among them under a bed (its weak bands raised): the search
+    compares each clip with its next in a key only, so the candidates stay under TABLES per
+    clip, and the copy, whose strong bands are its original's, is among them."""
+    rng = np.random.default_rng(7)
+    clips = 20_000
+    profiles = np.full((clips, BANDS), 2 * 50 - 4, dtype=np.uint8)  # 2 dB under the top
+    profiles[:, :4] = 100 - rng.integers(0, 12, (clips, 4), dtype=np.uint8)  # strong: 0-6 dB
+    profiles[:, 4:] -= rng.integers(30, 60, (clips, BANDS - 4), dtype=np.uint8)  # weak: 15-30 dB
+    copy = profiles[0].copy()
+    copy[8:] = np.maximum(copy[8:], 50)  # a bed lifts the weakest bands to 25 dB under the top
+    profiles = np.vstack([profiles, copy])
+    durations = np.full(len(profiles), 2.0)
+    candidates = audio_candidates(relative_profiles(profiles), durations, gate_steps(profiles))
+    assert len(candidates) <= TABLES * NEIGHBOURS * len(profiles)
+    assert [0, clips] in candidates.tolist()
+
+
+def test_the_noise_floors_are_numpys_percentile_over_each_clips_own_frames():
+    rng = np.random.default_rng(3)
+    prints = [rng.integers(0, 100, n * BANDS, dtype=np.uint8).tobytes() for n in (96, 40, 1, 0, 7)]
+    steps, lengths = print_matrix(prints)
+    floors = noise_floors(steps, lengths)
+    for at, printed in enumerate(prints):
+        expected = np.percentile(decode(printed), 20, axis=0) if printed else np.zeros(BANDS)
+        assert np.allclose(floors[at], expected)
+        assert (steps[at, lengths[at] :] == 0).all()
 
 
 # -- end to end: files, features, snapshots ---------------------------------------------
