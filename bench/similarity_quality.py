@@ -28,6 +28,7 @@ import numpy as np
 
 from assets.ml import audio_fingerprint as audio
 from assets.ml import prompt_similarity as prompts
+from assets.ml.dataset.groups import linked_groups
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from support.similar_clips import RATE, prompt_pairs, sound, variants
@@ -99,23 +100,13 @@ def audio_table(copied: int, distinct: int) -> list[tuple[float, float, float, i
             lambda index: [prints[i] for i in index],
             threshold,
         )
-        group = groups_of(len(prints), links)
+        group = linked_groups(len(prints), links)
         together = int(sum(n * (n - 1) // 2 for n in np.unique(
             np.stack([family_of, group], axis=1), axis=0, return_counts=True)[1]))  # fmt: skip
         false_links = int((family_of[links[:, 0]] != family_of[links[:, 1]]).sum())
         precision = 1 - false_links / len(links) if len(links) else 1.0
         table.append((threshold, precision, together / positives, false_links))
     return table
-
-
-def groups_of(clips: int, links: np.ndarray) -> np.ndarray:
-    """Each clip's group: linked clips form one (connected components, as the snapshot's
-    groups do). A copy is found when it lands in its original's group."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    graph = coo_matrix((np.ones(len(links)), (links[:, 0], links[:, 1])), shape=(clips, clips))
-    return connected_components(graph, directed=False)[1]
 
 
 @dataclass
@@ -179,7 +170,7 @@ def family_links(profiles: list, prints: list, labels: dict, threshold: float) -
         labels["family"],
         {tuple(p) for p in links.tolist()},
         original,
-        groups_of(len(prints), links),
+        linked_groups(len(prints), links),
     )
 
 

@@ -30,6 +30,7 @@ from assets.ml.audio_fingerprint import (
     profile_matrix,
     relative_profiles,
 )
+from assets.ml.dataset.groups import linked_groups
 from assets.ml.dataset.snapshot import ASSIGNMENTS, build_snapshot
 from assets.ml.dataset.spec import DatasetSpec
 from assets.ml.dataset.splits import normalise_prompt, place_groups, split_of
@@ -125,24 +126,12 @@ def test_copies_of_a_sound_are_linked_and_distinct_sounds_never(clips):
     links = audio_links(
         profile_matrix(profiles), durations, lambda index: [prints[i] for i in index]
     )
-    group = groups_of(len(prints), links)
+    group = linked_groups(len(prints), links)
 
     missed = [(how, family[a]) for a, b, how in copies if group[a] != group[b]]
     false = [(family[a], family[b]) for a, b in links if family[a] != family[b]]
     assert len(copies) == COPIED * 9 and missed == []  # recall 1.0 over every kind of copy
     assert false == []  # none among 300 distinct sounds (44,850 pairs)
-
-
-def groups_of(clips: int, links: np.ndarray) -> np.ndarray:
-    """Each clip's group: linked clips form one (connected components, as the snapshot's
-    groups do). A copy counts as found when it is in its original's group: in a crowded
-    blocking key it may be linked to it through the copies beside it."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    edges = np.asarray(links, dtype=np.int64).reshape(-1, 2)
-    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(clips, clips))
-    return connected_components(graph, directed=False)[1]
 
 
 # -- the sound families: noise beds, MP3, sparse and decaying sounds -----------------------
@@ -183,7 +172,7 @@ def test_distinct_sounds_of_one_kind_timbre_and_length_are_never_linked(family_l
 
 def test_copies_under_noise_beds_mp3_trims_and_all_at_once_are_found(family_links):
     clips, links = family_links
-    group = groups_of(len(clips), links)
+    group = linked_groups(len(clips), links)
     original = {c.family: i for i, c in enumerate(clips) if c.role == "original"}
     missed = [c.role for i, c in enumerate(clips)
               if c.role in TRANSFORMS and group[original[c.family]] != group[i]]  # fmt: skip

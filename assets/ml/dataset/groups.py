@@ -73,7 +73,7 @@ def audio_pairs(
 def near_audio_keep(frame: pl.DataFrame, pairs: np.ndarray) -> np.ndarray:
     """A mask of the rows to keep: one per cluster of the same sound, the earliest (day, then
     run id)."""
-    labels = _components(len(frame), pairs)
+    labels = linked_groups(len(frame), pairs)
     order = np.lexsort((frame["run_id"].to_numpy(), frame["date"].to_numpy().astype(str)))
     keep = np.zeros(len(frame), dtype=bool)
     _, first = np.unique(labels[order], return_index=True)
@@ -111,7 +111,7 @@ def assign(
         [np.flatnonzero(with_text), n + reduced_of_key[prompt_of_row][with_text]], axis=1
     )
     edges = np.vstack([rows_to_text, n + text_links, audio]).astype(np.int64)
-    labels = _components(n + len(texts), edges)[:n]
+    labels = linked_groups(n + len(texts), edges)[:n]
     _, labels, sizes = np.unique(labels, return_inverse=True, return_counts=True)
     labels = labels.ravel()
 
@@ -164,7 +164,8 @@ def stable_group_ids(
     return ids[part]
 
 
-def _components(nodes: int, edges: np.ndarray) -> np.ndarray:
+def linked_groups(nodes: int, edges: np.ndarray) -> np.ndarray:
+    """Each node's group: the connected components of the links ``edges`` (pairs, 2)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
