@@ -53,6 +53,22 @@ def alive(process: psutil.Process) -> bool:
         return False
 
 
+def as_from_a_terminal() -> None:
+    """In the child before exec: SIGINT handled and deliverable, as a shell leaves it. A test
+    worker's own disposition (an earlier test's, a library's) must not decide whether Ctrl-C
+    reaches dg dev."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def signal_state(pid: int) -> str:
+    """The SigBlk/SigIgn/SigCgt lines of /proc/PID/status: is SIGINT (bit 2) caught?"""
+    with contextlib.suppress(OSError):
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+        return " ".join(line for line in status if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
+    return "gone"
+
+
 def describe(processes: list[psutil.Process]) -> str:
     lines = []
     for process in processes:
@@ -119,6 +135,7 @@ def test_no_process_outlives_its_run_and_ctrl_c_leaves_nothing(sandbox, tmp_path
         dev = subprocess.Popen(
             [str(BIN / "dg"), "dev", "-p", str(free_port())],
             env=dev_env, cwd=PROJECT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=as_from_a_terminal,
         )  # fmt: skip
     root = psutil.Process(dev.pid)
     seen: set[psutil.Process] = set()
@@ -151,7 +168,8 @@ def test_no_process_outlives_its_run_and_ctrl_c_leaves_nothing(sandbox, tmp_path
             dev.wait(timeout=SHUTDOWN_S)
         except subprocess.TimeoutExpired:
             pytest.fail(
-                f"dg dev still running {SHUTDOWN_S} s after SIGINT:\n{describe(tree(root))}\n"
+                f"dg dev still running {SHUTDOWN_S} s after SIGINT ({signal_state(dev.pid)}):\n"
+                f"{describe(tree(root))}\n"
                 f"its log ends:\n{log.read_text()[-3000:]}"
             )
         print(f"dg dev exited {time.monotonic() - interrupted:.1f} s after SIGINT")
