@@ -180,11 +180,6 @@ def print_matrix(prints: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
     return np.frombuffer(joined, dtype=np.uint8).reshape(len(prints), FRAMES, BANDS), lengths
 
 
-def correlation(a: bytes, b: bytes) -> float:
-    """The best correlation of two clips' fingerprints (``correlations`` of one pair)."""
-    return float(correlations([a, b], np.array([[0, 1]]))[0])
-
-
 def correlations(prints: list[bytes], pairs: np.ndarray, batch: int = 2048) -> np.ndarray:
     """For each pair (i, j) of ``prints``, the best correlation of the two clips' levels over
     lags within ``MAX_LAG_FRAMES`` (overlaps shorter than ``MIN_OVERLAP_FRAMES`` frames do not
@@ -354,12 +349,12 @@ def sort_keys(keys: np.ndarray, position: np.ndarray) -> np.ndarray:
     return ((keys * _MIX) & mask) | rank
 
 
-def relative_profiles(profiles: np.ndarray, depth_db: float = PROFILE_DEPTH_DB) -> np.ndarray:
+def relative_profiles(profiles: np.ndarray) -> np.ndarray:
     """Profiles (uint8, clips x BANDS) in dB under each clip's loudest band, floored
     ``PROFILE_DEPTH_DB`` down (float32): the strong part of the spectrum, which neither the
     gain nor a noise bed under the sound moves."""
     levels = profiles.astype(np.float32) * STEP_DB
-    return np.maximum(levels - levels.max(axis=1, keepdims=True), -depth_db)
+    return np.maximum(levels - levels.max(axis=1, keepdims=True), -PROFILE_DEPTH_DB)
 
 
 def profile_distance(spectra: np.ndarray, pairs: np.ndarray) -> np.ndarray:
